@@ -1,0 +1,25 @@
+# The two set-up commands: `make run` and `make test`. Both create .venv and install
+# what is missing (Debian packages too, when run as root).
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[postgres,redis,test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/collapsewatch serve --demo
+
+test: $(STAMP)
+	bash scripts/test.sh $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check metrics collectors service migrations tests benchmarks
+
+clean:
+	rm -rf $(VENV) .collapsewatch .pytest_cache

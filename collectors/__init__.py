@@ -1,0 +1,1 @@
+"""Ways samples get into collapsewatch; importable without the server extras."""

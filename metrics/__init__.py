@@ -1,0 +1,1 @@
+"""Scoring library (pure: numpy/scipy, no DB, no service code)."""

@@ -1,0 +1,3 @@
+"""collapsewatch service: API, storage, workers, alerting, exporter and CLI."""
+
+__version__ = "0.1.0"

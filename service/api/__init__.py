@@ -1,0 +1,1 @@
+"""REST API routers (prefix /api/v1)."""

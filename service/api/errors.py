@@ -1,0 +1,94 @@
+"""RFC 9457 problem details for every error; never a stack trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.logging import get_logger
+
+log = get_logger("collapsewatch.api")
+
+PROBLEM_JSON = "application/problem+json"
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class ProblemError(Exception):
+    """Raise from anywhere in a request to answer with problem+json."""
+
+    def __init__(self, status: int, detail: str, *, title: str | None = None,
+                 type_: str = "about:blank", **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.title = title or _TITLES.get(status, "Error")
+        self.type = type_
+        self.extra = extra
+
+
+def problem_response(status: int, detail: str, *, title: str | None = None,
+                     instance: str | None = None, headers: dict[str, str] | None = None,
+                     type_: str = "about:blank", **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError):
+        return problem_response(exc.status, exc.detail, title=exc.title, type_=exc.type,
+                                instance=request.url.path, **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return problem_response(exc.status_code, detail, instance=request.url.path,
+                                headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        errors = []
+        for err in exc.errors():
+            errors.append({"field": _field(err.get("loc", ())), "message": err.get("msg", "")})
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        detail = f"{first['field']}: {first['message']}"
+        if len(errors) > 1:
+            detail += f" (and {len(errors) - 1} more)"
+        return problem_response(422, detail, instance=request.url.path, errors=errors[:50])
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception):
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem_response(500, "internal error; see the service log",
+                                instance=request.url.path)

@@ -1,0 +1,5 @@
+"""Routes: evaluations (to be filled by its owner)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Routes: exporter (to be filled by its owner)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Routes: models (to be filled by its owner)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

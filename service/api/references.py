@@ -1,0 +1,5 @@
+"""Routes: references (to be filled by its owner)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,77 @@
+"""CLI: serve (embedded), api, worker, beat, migrate (production), keys."""
+
+from __future__ import annotations
+
+import argparse
+
+from service.settings import get_settings
+
+
+def _configure_logging() -> None:
+    from service.logging import configure
+
+    s = get_settings()
+    configure(s.log_level, s.log_json)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from service.migrate import upgrade
+
+    _configure_logging()
+    upgrade()
+    print(f"database at {get_settings().resolved_database_url.split('@')[-1]} is up to date")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _configure_logging()
+    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_config=None, access_log=False)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.embedded import run_embedded
+
+    _configure_logging()
+    return run_embedded(host=args.host, port=args.port, demo=args.demo)
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from service.auth import create_key
+    from service.db import session_scope
+    from service.migrate import upgrade
+
+    upgrade()
+    with session_scope() as session:
+        key = create_key(session, args.scope, args.model, args.description)
+    print(key)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="embedded mode: SQLite, worker, beat, API and web page")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--demo", action="store_true", help="seed demo models (one healthy, one collapsing)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("api", help="production API process")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("migrate", help="bring the database schema up to date")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("keys", help="API keys")
+    ks = p.add_subparsers(dest="keys_command", metavar="ACTION")
+    ks.required = True
+    c = ks.add_parser("create", help="create a key and print it once (only its hash is stored)")
+    c.add_argument("--scope", required=True, choices=["ingest", "read", "admin"])
+    c.add_argument("--model", default=None, help="restrict an ingest key to one model")
+    c.add_argument("--description", default=None)
+    c.set_defaults(func=cmd_keys_create)

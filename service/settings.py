@@ -1,0 +1,75 @@
+"""One settings class, read once (pydantic-settings, prefix ``COLLAPSEWATCH_``).
+
+Defaults give the embedded mode: a SQLite file under ``./.collapsewatch`` and an
+embedded Celery broker (kombu ``sqla+sqlite``) next to it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COLLAPSEWATCH_", extra="ignore")
+
+    # storage and broker
+    data_dir: Path = Path(".collapsewatch")
+    database_url: str | None = None  # default: sqlite:///<data_dir>/collapsewatch.db
+    broker_url: str | None = None  # default: sqla+sqlite:///<data_dir>/broker.db
+
+    # auth
+    require_read_key: bool = False
+
+    # limits
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_text_chars: int = 100_000
+    max_batch_size: int = 1_000
+    min_reference_documents: int = 200
+    max_reference_documents: int = 200_000
+
+    # windows (defaults for new models)
+    default_window_size: int = 500
+    default_window_max_age_seconds: int = 3600
+    default_window_min_size: int = 50
+    auto_baseline_windows: int = 3
+
+    # pipeline
+    plan_interval_seconds: float = 2.0
+    reaper_timeout_seconds: float = 300.0
+    evaluation_max_attempts: int = 5
+
+    # exporter
+    metrics_cache_seconds: float = 5.0
+
+    # logging
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'collapsewatch.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.resolved_broker_url.startswith("sqla+")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests call ``get_settings.cache_clear()``."""
+    return Settings()
+
+
+__all__ = ["Settings", "get_settings", "Field"]

@@ -1,0 +1,148 @@
+"""Shared fixtures. Servers come from scripts/test.sh (via environment variables).
+
+In CI (or with COLLAPSEWATCH_TEST_REQUIRE_SERVERS=1) a missing server is a failure,
+never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.support import REPO
+
+REQUIRE_SERVERS = bool(os.environ.get("COLLAPSEWATCH_TEST_REQUIRE_SERVERS") or os.environ.get("CI"))
+POSTGRES_URL = os.environ.get("COLLAPSEWATCH_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("COLLAPSEWATCH_TEST_REDIS_URL")
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def need(what: str, value: str | None) -> str:
+    """Return ``value`` or fail (CI) / skip (a developer without the server)."""
+    if value:
+        return value
+    msg = f"{what} is not available; run the suite with `make test`"
+    if REQUIRE_SERVERS:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def need_program(name: str) -> str:
+    import shutil
+
+    return need(f"program {name!r}", shutil.which(name))
+
+
+@pytest.fixture(scope="session")
+def human_documents() -> list[str]:
+    from service.sample_data import human_documents as load
+
+    return load()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def _pg_database(base_url: str):
+    """Create a fresh database on the test PostgreSQL server; return (url, drop)."""
+    name = "cw_" + uuid.uuid4().hex[:16]
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base_url.rsplit("/", 1)[0] + "/" + name
+
+    def drop() -> None:
+        from service.db import reset_engines
+
+        reset_engines()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, drop
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A migrated, empty database, once on SQLite and once on PostgreSQL."""
+    from service.migrate import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'collapsewatch.db'}"
+        upgrade(url)
+        yield url
+        return
+    url, drop = _pg_database(need("PostgreSQL", POSTGRES_URL))
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        drop()
+
+
+@pytest.fixture
+def redis_url():
+    """The test Redis, flushed (one logical database per test run)."""
+    import redis
+
+    url = need("Redis", REDIS_URL)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture
+def service_env(database_url, tmp_path, monkeypatch) -> dict[str, str]:
+    """Point this process's settings (and child processes' env) at the test database."""
+    from service.db import reset_engines
+    from service.settings import get_settings
+
+    env = {
+        "COLLAPSEWATCH_DATABASE_URL": database_url,
+        "COLLAPSEWATCH_DATA_DIR": str(tmp_path / "data"),
+        "COLLAPSEWATCH_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+        "COLLAPSEWATCH_LOG_JSON": "1",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    reset_engines()
+    yield env
+    get_settings.cache_clear()
+    reset_engines()
+
+
+@pytest.fixture
+def client(service_env):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    with TestClient(create_app()) as c:
+        yield c
+
+
+@pytest.fixture
+def make_key(service_env):
+    """make_key(scope, model=None) -> a real API key stored in the test database."""
+    from service.auth import create_key
+    from service.db import session_scope
+
+    def _make(scope: str, model: str | None = None) -> str:
+        with session_scope() as session:
+            return create_key(session, scope, model)
+
+    return _make
+
+
+@pytest.fixture
+def admin_headers(make_key) -> dict[str, str]:
+    return {"Authorization": f"Bearer {make_key('admin')}"}
