@@ -1,0 +1,1 @@
+"""Alert engine, notification outbox and channels."""
