@@ -39,6 +39,54 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_embedded(host=args.host, port=args.port, demo=args.demo)
 
 
+def worker_argv(concurrency: int, pool: str, loglevel: str,
+                hostname: str | None = None) -> list[str]:
+    """The Celery worker command line (also used by `serve` for its embedded worker)."""
+    import os
+
+    from service.worker.celery_app import BEAT_QUEUE, DEFAULT_QUEUE
+
+    return [
+        "worker", f"--concurrency={concurrency}", f"--pool={pool}",
+        f"--loglevel={loglevel}", f"--queues={DEFAULT_QUEUE},{BEAT_QUEUE}",
+        # several workers on one host need distinct names
+        f"--hostname={hostname or f'collapsewatch-{os.getpid()}@%h'}",
+        # no cluster chatter: the database coordinates the work
+        "--without-gossip", "--without-mingle",
+    ]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import os
+
+    from service.worker.celery_app import celery_app, reconfigure
+
+    _configure_logging()
+    reconfigure()
+    concurrency = args.concurrency or os.cpu_count() or 1
+    if concurrency < 1:
+        from service.cli import CliError
+
+        raise CliError(f"--concurrency must be at least 1, got {concurrency}")
+    celery_app.worker_main(worker_argv(concurrency, args.pool, get_settings().log_level,
+                                       args.hostname))
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    from service.worker.celery_app import celery_app, reconfigure
+
+    _configure_logging()
+    reconfigure()
+    settings = get_settings()
+    schedule = args.schedule or str(settings.data_dir / "celerybeat-schedule")
+    from pathlib import Path
+
+    Path(schedule).parent.mkdir(parents=True, exist_ok=True)
+    celery_app.start(["beat", f"--schedule={schedule}", f"--loglevel={settings.log_level}"])
+    return 0
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from service.auth import create_key
     from service.db import session_scope
@@ -63,6 +111,21 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="production Celery worker: scores windows, evaluates "
+                                      "alerts, sends notifications")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="worker processes (default: the number of CPUs)")
+    p.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    p.add_argument("--hostname", default=None,
+                   help="Celery node name (default: collapsewatch-<pid>@<host>)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("beat", help="production scheduler: plans windows, reaps stuck work, "
+                                    "checks liveness, sweeps the notification outbox")
+    p.add_argument("--schedule", default=None,
+                   help="beat state file (default: <data dir>/celerybeat-schedule)")
+    p.set_defaults(func=cmd_beat)
 
     p = sub.add_parser("migrate", help="bring the database schema up to date")
     p.set_defaults(func=cmd_migrate)

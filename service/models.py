@@ -139,6 +139,9 @@ class Baseline(Base):
     profile: Mapped[bytes] = mapped_column(LargeBinary)
     # the baseline's ratios to the human reference, computed once
     human_ratios: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # newest sample built into it (range and auto sources): windows that end at or before it
+    # are part of the baseline and are not scored against it
+    last_sample_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = _ts()
 
@@ -190,6 +193,8 @@ class Evaluation(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = _ts()
+    # last time a score_window message was sent for it (null: never sent, e.g. broker down)
+    enqueued_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
     started_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
     finished_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
 

@@ -41,9 +41,28 @@ class Settings(BaseSettings):
     plan_interval_seconds: float = 2.0
     reaper_timeout_seconds: float = 300.0
     evaluation_max_attempts: int = 5
+    # threads of the Celery worker that `collapsewatch serve` starts
+    embedded_worker_concurrency: int = 2
 
     # exporter
     metrics_cache_seconds: float = 5.0
+
+    # alerting: rule defaults for new models and notification delivery (outbox)
+    alert_fire_after_windows: int = 2
+    alert_resolve_after_windows: int = 2
+    alert_no_samples_seconds: int = 3600
+    # how long a due window may wait for its evaluation
+    alert_evaluations_stale_seconds: int = 900
+    notify_timeout_seconds: float = 10.0
+    notify_max_attempts: int = 8
+    notify_backoff_base_seconds: float = 5.0
+    notify_backoff_max_seconds: float = 900.0
+    liveness_interval_seconds: float = 30.0
+    outbox_sweep_interval_seconds: float = 10.0
+    # a row claimed for sending and not finished within this time is retried
+    notify_lease_seconds: float = 120.0
+    # shown in notifications as a link back to the service
+    public_url: str = "http://127.0.0.1:8000"
 
     # logging
     log_level: str = "INFO"

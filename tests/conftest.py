@@ -20,6 +20,9 @@ POSTGRES_URL = os.environ.get("COLLAPSEWATCH_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("COLLAPSEWATCH_TEST_REDIS_URL")
 ARTIFACTS = REPO / "test-artifacts"
 
+# fixtures of the REST API tests (stored references, a model, keys), usable by any test
+pytest_plugins = ["tests.service.api_fixtures"]
+
 
 def need(what: str, value: str | None) -> str:
     """Return ``value`` or fail (CI) / skip (a developer without the server)."""

@@ -144,6 +144,7 @@ def upgrade() -> None:
         sa.Column("token_count", sa.BigInteger(), nullable=False),
         sa.Column("profile", sa.LargeBinary(), nullable=False),
         sa.Column("human_ratios", sa.JSON(), nullable=False),
+        sa.Column("last_sample_id", sa.BigInteger(), nullable=True),
         sa.Column("created_by", sa.String(length=200), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -276,6 +277,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("duration_seconds", sa.Float(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(

@@ -2,4 +2,108 @@
 
 Names: collapsewatch.evaluate_alerts(model_id), collapsewatch.check_liveness(),
 collapsewatch.deliver_notification(notification_id), collapsewatch.sweep_outbox().
+
+Every task takes ids, is idempotent (the database decides what is left to do) and enqueues
+follow-up work only after its own transaction committed. A lost message costs a delay: the
+``sweep_outbox`` beat task hands out every due notification again.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.exceptions import KombuError
+
+from service.alerting import engine, outbox
+from service.db import session_scope
+from service.logging import get_logger
+from service.models import MonitoredModel
+from service.worker.celery_app import (
+    CHECK_LIVENESS,
+    DELIVER_NOTIFICATION,
+    EVALUATE_ALERTS,
+    SWEEP_OUTBOX,
+    celery_app,
+)
+
+log = get_logger("collapsewatch.alerting.tasks")
+
+# retries due sooner than this are also scheduled with a countdown; later ones are picked up
+# by the sweeper, so no message has to sit in a worker's memory for long
+COUNTDOWN_LIMIT_SECONDS = 300.0
+
+
+def enqueue_deliveries(notification_ids: list[int], countdown: float | None = None) -> int:
+    """Send delivery messages; a broker failure is logged and left to the sweeper."""
+    sent = 0
+    for nid in notification_ids:
+        try:
+            celery_app.send_task(DELIVER_NOTIFICATION, args=[nid], countdown=countdown)
+            sent += 1
+        except (KombuError, OSError) as exc:  # broker down: the row stays pending; swept later
+            log.warning("could not enqueue notification; the sweeper will retry",
+                        extra={"notification_id": nid, "error": str(exc)})
+    return sent
+
+
+def run_evaluate_alerts(model_id: int) -> dict[str, Any]:
+    with session_scope() as session:
+        outcome = engine.evaluate_model(session, model_id)
+    enqueue_deliveries(outcome.notification_ids)
+    return {"model_id": model_id, "evaluations": outcome.evaluations_seen,
+            "fired": outcome.fired, "resolved": outcome.resolved,
+            "notifications": outcome.notification_ids}
+
+
+def run_check_liveness() -> dict[str, Any]:
+    total = engine.Outcome()
+    with session_scope() as session:
+        ids = engine.model_ids(session)
+    for model_id in ids:
+        # one transaction per model: a slow or failing model does not hold up the rest
+        try:
+            with session_scope() as session:
+                model = session.get(MonitoredModel, model_id)
+                if model is None:
+                    continue
+                outcome = engine.check_model_liveness(session, model)
+            total.merge(outcome)
+            enqueue_deliveries(outcome.notification_ids)
+        except Exception:
+            log.exception("liveness check failed", extra={"model_id": model_id})
+    return {"models": len(ids), "fired": total.fired, "resolved": total.resolved}
+
+
+def run_deliver_notification(notification_id: int) -> dict[str, Any]:
+    result = outbox.deliver(notification_id)
+    if result.status in ("retry", "waiting") and result.delay is not None \
+            and result.delay <= COUNTDOWN_LIMIT_SECONDS:
+        enqueue_deliveries([notification_id], countdown=result.delay)
+    return {"notification_id": notification_id, "status": result.status,
+            "delay": result.delay, "error": result.error}
+
+
+def run_sweep_outbox() -> dict[str, Any]:
+    with session_scope() as session:
+        ids = outbox.due_ids(session)
+    return {"due": len(ids), "enqueued": enqueue_deliveries(ids)}
+
+
+@celery_app.task(name=EVALUATE_ALERTS, ignore_result=True)
+def evaluate_alerts(model_id: int) -> dict[str, Any]:
+    return run_evaluate_alerts(int(model_id))
+
+
+@celery_app.task(name=CHECK_LIVENESS, ignore_result=True)
+def check_liveness() -> dict[str, Any]:
+    return run_check_liveness()
+
+
+@celery_app.task(name=DELIVER_NOTIFICATION, ignore_result=True)
+def deliver_notification(notification_id: int) -> dict[str, Any]:
+    return run_deliver_notification(int(notification_id))
+
+
+@celery_app.task(name=SWEEP_OUTBOX, ignore_result=True)
+def sweep_outbox() -> dict[str, Any]:
+    return run_sweep_outbox()

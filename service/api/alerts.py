@@ -1,5 +1,106 @@
-"""Routes: alerts (to be filled by its owner)."""
+"""Routes: alerts (list, acknowledge), per-model alert rules, notification channels."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from service.alerting import manage
+from service.alerting.schemas import (
+    AlertList,
+    AlertPublic,
+    AlertRuleList,
+    AlertRulePublic,
+    AlertRuleUpdate,
+    ChannelCreate,
+    ChannelList,
+    ChannelPublic,
+)
+from service.api.deps import (
+    AdminPrincipal,
+    ReadPrincipal,
+    SessionDep,
+    check_model_access,
+    optional_principal,
+)
+from service.api.errors import ProblemError
+from service.auth import Principal
+
+router = APIRouter(tags=["alerts"])
+
+
+def _any_key(principal: Annotated[Principal | None, Depends(optional_principal)]) -> Principal:
+    if principal is None:
+        raise ProblemError(401, "acknowledging an alert needs an API key; send "
+                                "'Authorization: Bearer <key>' (any scope)",
+                           headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+def _enqueue_after_commit(session, notification_ids: list[int]) -> None:
+    """Commit first, then hand the outbox rows to the workers (the sweeper is the backstop)."""
+    session.commit()
+    if notification_ids:
+        from service.alerting.tasks import enqueue_deliveries
+
+        enqueue_deliveries(notification_ids)
+
+
+@router.get("/alerts", response_model=AlertList)
+def list_alerts(_: ReadPrincipal, session: SessionDep,
+                state: Annotated[str | None, Query(description="firing | resolved")] = None,
+                model: Annotated[str | None, Query(description="model name")] = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> AlertList:
+    return AlertList(alerts=manage.list_alerts(session, state, model, limit))
+
+
+@router.get("/alerts/{alert_id}", response_model=AlertPublic)
+def get_alert(alert_id: int, _: ReadPrincipal, session: SessionDep) -> AlertPublic:
+    alert, model_name = manage.get_alert(session, alert_id)
+    return manage.alert_public(alert, model_name)
+
+
+@router.post("/alerts/{alert_id}/ack", response_model=AlertPublic)
+def acknowledge_alert(alert_id: int, principal: Annotated[Principal, Depends(_any_key)],
+                      session: SessionDep) -> AlertPublic:
+    _, model_name = manage.get_alert(session, alert_id)
+    if principal.model_name is not None and principal.model_name != model_name:
+        raise ProblemError(403, f"key is scoped to model '{principal.model_name}' and cannot "
+                                f"acknowledge alerts of model '{model_name}'")
+    return manage.acknowledge(session, alert_id, principal.label)
+
+
+@router.get("/models/{name}/alert-rules", response_model=AlertRuleList)
+def list_alert_rules(name: str, _: ReadPrincipal, session: SessionDep) -> AlertRuleList:
+    return AlertRuleList(model=name, rules=manage.list_rules(session, name))
+
+
+@router.patch("/models/{name}/alert-rules/{kind}", response_model=AlertRulePublic)
+def update_alert_rule(name: str, kind: str, body: AlertRuleUpdate, principal: AdminPrincipal,
+                      session: SessionDep) -> AlertRulePublic:
+    check_model_access(principal, "admin", name)
+    rule, notification_ids = manage.update_rule(session, name, kind, body)
+    _enqueue_after_commit(session, notification_ids)
+    return rule
+
+
+@router.get("/channels", response_model=ChannelList)
+def list_channels(_: AdminPrincipal, session: SessionDep) -> ChannelList:
+    return ChannelList(channels=manage.list_channels(session))
+
+
+@router.post("/channels", status_code=201, response_model=ChannelPublic)
+def create_channel(body: ChannelCreate, _: AdminPrincipal, session: SessionDep) -> ChannelPublic:
+    return manage.create_channel(session, body)
+
+
+@router.get("/channels/{channel_id}", response_model=ChannelPublic)
+def get_channel(channel_id: int, _: AdminPrincipal, session: SessionDep) -> ChannelPublic:
+    return manage.get_channel(session, channel_id)
+
+
+@router.delete("/channels/{channel_id}", status_code=204, response_class=Response)
+def delete_channel(channel_id: int, _: AdminPrincipal, session: SessionDep) -> Response:
+    manage.delete_channel(session, channel_id)
+    return Response(status_code=204)

@@ -64,23 +64,44 @@ def _field(loc: tuple | list) -> str:
     return ".".join(parts) or "body"
 
 
+def _describe(err: dict[str, Any]) -> dict[str, str]:
+    """One validation error as {"field", "message"}, in words a client can act on."""
+    loc = err.get("loc", ())
+    message = str(err.get("msg", ""))
+    if err.get("type") == "json_invalid":
+        # FastAPI puts the character offset where the field name would be
+        reason = (err.get("ctx") or {}).get("error") or message
+        where = next((p for p in loc if isinstance(p, int)), None)
+        at = f" at character {where}" if where is not None else ""
+        return {"field": "body", "message": f"malformed JSON{at}: {reason}"}
+    # pydantic prefixes messages of custom validators with "Value error, "
+    message = message.removeprefix("Value error, ")
+    return {"field": _field(loc), "message": message}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError):
+        extra = dict(exc.extra)
+        if exc.status == 401:
+            # RFC 9110 §15.5.2: a 401 carries the challenge
+            extra["headers"] = {"WWW-Authenticate": "Bearer", **(extra.get("headers") or {})}
         return problem_response(exc.status, exc.detail, title=exc.title, type_=exc.type,
-                                instance=request.url.path, **exc.extra)
+                                instance=request.url.path, **extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI's JSON body parsing answers "There was an error parsing the body"
+            detail = (f"request body is not valid UTF-8 (byte {exc.__cause__.start}); "
+                      "send JSON encoded as UTF-8")
         return problem_response(exc.status_code, detail, instance=request.url.path,
                                 headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        errors = []
-        for err in exc.errors():
-            errors.append({"field": _field(err.get("loc", ())), "message": err.get("msg", "")})
+        errors = [_describe(err) for err in exc.errors()]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         detail = f"{first['field']}: {first['message']}"
         if len(errors) > 1:

@@ -1,5 +1,21 @@
-"""Routes: exporter (to be filled by its owner)."""
+"""Route: ``GET /metrics`` for Prometheus (no redirect, text or OpenMetrics format)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from fastapi import APIRouter, Request, Response
+from prometheus_client.exposition import choose_encoder
+
+from service.alerting.exporter import build_registry
+from service.api.deps import ReadPrincipal, SettingsDep
+from service.db import session_factory
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/metrics", response_class=Response,
+            summary="Prometheus metrics: latest scores of every model, read from the database")
+def metrics(request: Request, _: ReadPrincipal, settings: SettingsDep) -> Response:
+    url = settings.resolved_database_url
+    registry = build_registry(session_factory(url), url, settings.metrics_cache_seconds)
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(content=encoder(registry), media_type=content_type)

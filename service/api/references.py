@@ -1,5 +1,117 @@
-"""Routes: references (to be filled by its owner)."""
+"""Routes: human references (create from JSON or a file upload, list, get; immutable)."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from pathlib import PurePath
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
+from starlette.datastructures import UploadFile
+
+from service import references as service
+from service.api.deps import AdminPrincipal, ReadPrincipal, SessionDep, SettingsDep
+from service.api.errors import ProblemError
+from service.schemas import ReferenceCreate, ReferenceList, ReferenceName, ReferencePublic
+
+router = APIRouter(tags=["references"])
+
+_NAME = TypeAdapter(ReferenceName)
+_MULTIPART_SCHEMA = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": ".jsonl (one JSON object per line), .txt (one document per "
+                                "line) or .csv"},
+        "name": {"type": "string", "description": "default: the file name without extension"},
+        "field": {"type": "string", "default": "text",
+                  "description": "the JSON field or CSV column holding the text"},
+        "format": {"type": "string", "enum": list(service.FORMATS),
+                   "description": "default: from the file name's extension"},
+        "description": {"type": "string"},
+    },
+}
+_CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": ReferenceCreate.model_json_schema()},
+            "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+        },
+    }
+}
+
+
+def _invalid(exc: ValidationError, prefix: tuple = ()) -> RequestValidationError:
+    return RequestValidationError([{**e, "loc": ("body", *prefix, *e["loc"])}
+                                   for e in exc.errors()])
+
+
+async def _from_json(request: Request) -> tuple[str, list[str], str | None]:
+    body = await request.body()
+    try:
+        parsed = ReferenceCreate.model_validate_json(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return parsed.name, parsed.documents, parsed.description
+
+
+async def _from_upload(request: Request) -> tuple[str, list[str], str | None]:
+    form = await request.form()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ProblemError(422, "file: attach the documents as the multipart field 'file'")
+    filename = upload.filename or ""
+    raw_name = form.get("name") or PurePath(filename).stem
+    try:
+        name = _NAME.validate_python(raw_name)
+    except ValidationError as exc:
+        raise _invalid(exc, ("name",)) from None
+    data = await upload.read()
+    try:
+        fmt = service.format_for(filename, _text(form.get("format")))
+        documents = await run_in_threadpool(service.parse_documents, data, fmt,
+                                            _text(form.get("field")) or "text")
+    except service.DocumentParseError as exc:
+        raise ProblemError(422, f"file {filename!r}: {exc}") from None
+    return name, documents, _text(form.get("description"))
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@router.post("/references", status_code=201, response_model=ReferencePublic,
+             summary="Create a reference (a new version when the name exists)",
+             openapi_extra=_CREATE_BODY)
+async def create_reference(request: Request, principal: AdminPrincipal, session: SessionDep,
+                           settings: SettingsDep) -> ReferencePublic:
+    if principal.model_name is not None:
+        raise ProblemError(403, f"key is scoped to model '{principal.model_name}'; references "
+                                "are shared by all models, so use an admin key without --model")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        name, documents, description = await _from_json(request)
+    elif content_type == "multipart/form-data":
+        name, documents, description = await _from_upload(request)
+    else:
+        raise ProblemError(415, "send application/json {\"name\", \"documents\"} or "
+                                "multipart/form-data with a 'file' field")
+    row = await run_in_threadpool(service.create_reference, session, settings, name,
+                                  documents, description)
+    return ReferencePublic.model_validate(row, from_attributes=True)
+
+
+@router.get("/references", response_model=ReferenceList)
+def list_references(_: ReadPrincipal, session: SessionDep) -> ReferenceList:
+    rows = service.list_references(session)
+    return ReferenceList(references=[ReferencePublic.model_validate(r, from_attributes=True)
+                                     for r in rows])
+
+
+@router.get("/references/{reference_id}", response_model=ReferencePublic)
+def get_reference(reference_id: int, _: ReadPrincipal, session: SessionDep) -> ReferencePublic:
+    return ReferencePublic.model_validate(service.get_reference(session, reference_id),
+                                          from_attributes=True)

@@ -1,5 +1,21 @@
-"""Routes: samples (to be filled by its owner)."""
+"""Routes: batched sample ingest (idempotent by sample id)."""
+
+from __future__ import annotations
 
 from fastapi import APIRouter
 
-router = APIRouter()
+from service.api.deps import IngestPrincipal, SessionDep, SettingsDep, check_model_access
+from service.ingest import ingest_samples
+from service.schemas import IngestResult, SampleBatch
+
+router = APIRouter(tags=["samples"])
+
+
+@router.post("/models/{name}/samples", status_code=202, response_model=IngestResult,
+             summary="Ingest a batch of model outputs")
+def post_samples(name: str, batch: SampleBatch, principal: IngestPrincipal,
+                 session: SessionDep, settings: SettingsDep) -> IngestResult:
+    """Stores the batch; a sample whose `id` is already stored for this model (or repeated
+    in the batch) is counted in `duplicates` and not stored again, so retries are safe."""
+    check_model_access(principal, "ingest", name)
+    return ingest_samples(session, settings, name, batch.samples)

@@ -1,0 +1,94 @@
+"""Bootstrap bands: the suite on many random samples of known-good documents.
+
+A band for a window of ``n`` documents and a token budget ``B`` is the matrix of every
+registry metric on ``replicates`` random samples of the pool (the reference's calibration
+documents, or a baseline's documents). Each replicate resamples *documents*, not tokens
+(tokens in one document are not independent): its document view is ``n`` random
+documents; its budget view is random documents until ``B`` tokens (the last one cut).
+Drawing is without replacement while the pool lasts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from metrics.registry import REGISTRY, Context, compute_all
+from metrics.sample import Corpus, Sample
+
+_GRID_STEPS = 8  # budgets snap to 2^(k/8): at most ~8% of a window's tokens go unused
+
+
+def snap_budget(tokens: int, cap: int) -> int:
+    """The token budget for a window of ``tokens`` tokens: the largest grid value <= both.
+
+    Grid values are floor(2^(k/8)); windows of similar length share one band.
+    """
+    t = min(int(tokens), int(cap))
+    if t <= 16:
+        return max(t, 0)
+    k = math.floor(_GRID_STEPS * math.log2(t))
+    while math.floor(2 ** ((k + 1) / _GRID_STEPS)) <= t:
+        k += 1
+    while math.floor(2 ** (k / _GRID_STEPS)) > t:
+        k -= 1
+    return math.floor(2 ** (k / _GRID_STEPS))
+
+
+def _draw(rng: np.random.Generator, lengths: np.ndarray, n_docs: int, budget: int) -> np.ndarray:
+    """Random document order covering ``n_docs`` documents and ``budget`` tokens."""
+    pool = len(lengths)
+    total = int(lengths.sum())
+    rounds = max(math.ceil(n_docs / pool), math.ceil(budget / total) if total else 1, 1) + 1
+    order = np.concatenate([rng.permutation(pool) for _ in range(min(rounds, 10_000))])
+    cum = np.cumsum(lengths[order])
+    need_tokens = int(np.searchsorted(cum, budget, side="left")) + 1 if budget > 0 else 0
+    return order[: max(n_docs, need_tokens)]
+
+
+def band_matrix(
+    pool: Corpus,
+    pool_doc_keys: np.ndarray,
+    pool_doc_nll: np.ndarray,
+    n_docs: int,
+    budget: int,
+    ctx: Context,
+    replicates: int,
+    seed: int,
+) -> np.ndarray:
+    """(replicates, metrics) values of the registry on random pool samples. NaN = undefined.
+
+    The random stream depends only on (seed, n_docs, budget), so a band is the same
+    whether computed at build time, on demand in a worker, or by the offline CLI.
+    """
+    rng = np.random.default_rng([int(seed), int(n_docs), int(budget), 0xBA5D])
+    lengths = pool.lengths
+    out = np.full((replicates, len(REGISTRY)), np.nan)
+    for r in range(replicates):
+        order = _draw(rng, lengths, n_docs, budget)
+        docs_sel = order[:n_docs]
+        sample = Sample(
+            docs=pool.take(docs_sel),
+            budget_tokens=budget,
+            doc_keys=pool_doc_keys[docs_sel],
+            budget_source=pool.take(order),
+        )
+        nll = pool_doc_nll[docs_sel]
+        sample._cache["doc_nll"] = nll[~np.isnan(nll)]
+        out[r] = compute_all(sample, ctx)
+    return out
+
+
+def summarise(matrix: np.ndarray, low: float, high: float) -> dict[str, np.ndarray]:
+    """Per-metric mean, low and high quantile over replicates (NaN where never defined)."""
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return {
+                "mean": np.nanmean(matrix, axis=0),
+                "low": np.nanquantile(matrix, low, axis=0),
+                "high": np.nanquantile(matrix, high, axis=0),
+            }

@@ -1,0 +1,336 @@
+"""Array kernels shared by the metric suite and the functional API.
+
+Inputs are integer arrays: ``ids`` (uint64 token ids of all documents concatenated),
+``offsets`` (int64, documents + 1) and n-gram keys from :func:`metrics.text.ngram_keys`.
+Every kernel is a small pure function; its cost is in its docstring (T = tokens, D = documents).
+"""
+
+from __future__ import annotations
+
+import gzip
+from functools import lru_cache
+
+import numpy as np
+
+from metrics.text import combine, mix64, ngram_keys
+
+# ---------------------------------------------------------------- counting
+
+
+def distinct_ratio(keys: np.ndarray) -> float | None:
+    """Distinct keys / all keys (Li et al. 2016, distinct-n). None without keys. O(T log T)."""
+    if len(keys) == 0:
+        return None
+    return float(len(np.unique(keys)) / len(keys))
+
+
+def counts_of(keys: np.ndarray) -> np.ndarray:
+    """Occurrence counts of the distinct keys (order unspecified). O(T log T)."""
+    if len(keys) == 0:
+        return np.empty(0, np.int64)
+    return np.unique(keys, return_counts=True)[1]
+
+
+def entropy_bits(counts: np.ndarray) -> float | None:
+    """Shannon entropy (bits) of the empirical distribution given by counts. O(V)."""
+    total = counts.sum()
+    if total <= 0:
+        return None
+    p = counts[counts > 0] / total
+    return float(-(p * np.log2(p)).sum())
+
+
+def good_turing_missing_mass(counts: np.ndarray) -> float | None:
+    """Good (1953) estimate of the probability mass of unseen types: N1 / N. O(V)."""
+    total = counts.sum()
+    if total <= 0:
+        return None
+    return float((counts == 1).sum() / total)
+
+
+def chao1(counts: np.ndarray) -> float | None:
+    """Bias-corrected Chao1 richness (Chao 1987): S_obs + F1(F1-1) / (2(F2+1)).
+
+    The bias-corrected form stays finite when there are no doubletons. O(V).
+    """
+    if len(counts) == 0:
+        return None
+    f1 = float((counts == 1).sum())
+    f2 = float((counts == 2).sum())
+    return float(len(counts) + f1 * (f1 - 1.0) / (2.0 * (f2 + 1.0)))
+
+
+def top_share(counts: np.ndarray, k: int) -> float | None:
+    """Share of all occurrences carried by the k most common types. O(V)."""
+    total = counts.sum()
+    if total <= 0:
+        return None
+    if len(counts) <= k:
+        return 1.0
+    top = np.partition(counts, len(counts) - k)[len(counts) - k :]
+    return float(top.sum() / total)
+
+
+# ---------------------------------------------------------------- MATTR
+
+
+def mattr_ids(ids: np.ndarray, window: int = 100) -> float | None:
+    """Moving-average type-token ratio (Covington & McFall 2010) of one token stream. O(T log T).
+
+    Mean over all windows of ``window`` consecutive tokens of (distinct / window). The
+    distinct count is updated incrementally: moving the window one step drops token s
+    (a type is lost when its next occurrence is outside the new window) and adds token
+    s+window (a type is new when its previous occurrence is before the new window).
+    A stream shorter than the window gives its plain type-token ratio.
+    """
+    total = len(ids)
+    if total == 0:
+        return None
+    if total <= window:
+        return float(len(np.unique(ids)) / total)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    same_as_next = sorted_ids[1:] == sorted_ids[:-1]
+    nxt = np.full(total, total, dtype=np.int64)
+    prv = np.full(total, -1, dtype=np.int64)
+    nxt[order[:-1][same_as_next]] = order[1:][same_as_next]
+    prv[order[1:][same_as_next]] = order[:-1][same_as_next]
+    first = int((prv[:window] < 0).sum())
+    steps = total - window
+    s = np.arange(steps)
+    lost = nxt[s] >= s + window
+    gained = prv[s + window] <= s
+    distinct = first + np.concatenate(([0], np.cumsum(gained.astype(np.int64) - lost)))
+    return float(distinct.mean() / window)
+
+
+# ---------------------------------------------------------------- compression
+
+
+def gzip_ratio(data: bytes) -> float | None:
+    """Original bytes / gzip-compressed bytes, one gzip pass (level 9, fixed mtime). O(bytes).
+
+    The ``diversity`` package writes ``gzip.compress(text)`` through a ``GzipFile``, so its
+    file is compressed twice (and carries two gzip headers); the intended definition —
+    original size over the size of *one* gzip compression — is what is computed here.
+    """
+    if not data:
+        return None
+    return len(data) / len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+# ---------------------------------------------------------------- self-repetition
+
+
+def self_repetition_keys(keys: np.ndarray, doc_of: np.ndarray, n_docs: int) -> float | None:
+    """Self-repetition score (Salkar et al. 2022) from n-gram keys with their documents.
+
+    For each document: log(1 + sum over its distinct n-grams of the number of *other*
+    documents containing that n-gram); averaged over documents. O(T log T).
+    """
+    if n_docs == 0:
+        return None
+    if len(keys) == 0:
+        return 0.0
+    pairs = np.unique(np.stack([keys, doc_of.astype(np.uint64)]), axis=1)
+    uniq_keys, inverse, doc_freq = np.unique(pairs[0], return_inverse=True, return_counts=True)
+    others = (doc_freq[inverse] - 1).astype(np.float64)
+    per_doc = np.bincount(pairs[1].astype(np.int64), weights=others, minlength=n_docs)
+    return float(np.log1p(per_doc).mean())
+
+
+# ---------------------------------------------------------------- Self-BLEU
+
+
+def _closest_other_length(lengths: np.ndarray) -> np.ndarray:
+    """For each document, the length of the closest *other* document (ties: the shorter).
+
+    Mirrors nltk ``closest_ref_length`` with all other documents as references. O(D log D).
+    """
+    srt = np.sort(lengths)
+    left = np.searchsorted(srt, lengths, side="left")
+    right = np.searchsorted(srt, lengths, side="right")
+    same_elsewhere = (right - left) >= 2
+    below = np.where(left > 0, srt[np.maximum(left - 1, 0)], -(10**12))
+    above = np.where(right < len(srt), srt[np.minimum(right, len(srt) - 1)], 10**12)
+    pick_below = (lengths - below) <= (above - lengths)
+    closest = np.where(pick_below, below, above)
+    return np.where(same_elsewhere, lengths, closest)
+
+
+def _clipped_matches(keys: np.ndarray, doc_of: np.ndarray, n_docs: int) -> np.ndarray:
+    """Per document: sum over its n-grams of min(count here, max count in any other doc).
+
+    BLEU's modified precision numerator with every other document as a reference,
+    computed from (document, n-gram) counts: the max over others is the n-gram's
+    largest count across documents, or its second largest for the document that holds
+    the largest. O(T log T), no loop over document pairs.
+    """
+    if len(keys) == 0:
+        return np.zeros(n_docs)
+    order = np.lexsort((doc_of, keys))
+    k = keys[order]
+    d = doc_of[order]
+    new_group = np.ones(len(k), dtype=bool)
+    new_group[1:] = (k[1:] != k[:-1]) | (d[1:] != d[:-1])
+    starts = np.flatnonzero(new_group)
+    g_count = np.diff(np.append(starts, len(k)))
+    g_key = k[starts]
+    g_doc = d[starts]
+    # groups of one key, largest count first
+    by = np.lexsort((-g_count, g_key))
+    c = g_count[by]
+    gk = g_key[by]
+    run_start_flag = np.ones(len(gk), dtype=bool)
+    run_start_flag[1:] = gk[1:] != gk[:-1]
+    run_id = np.cumsum(run_start_flag) - 1
+    run_starts = np.flatnonzero(run_start_flag)
+    run_ends = np.append(run_starts[1:], len(gk))
+    first = run_starts[run_id]
+    pos = np.arange(len(gk))
+    second_idx = first + 1
+    has_second = second_idx < run_ends[run_id]
+    second = np.where(has_second, c[np.minimum(second_idx, len(c) - 1)], 0)
+    other_max = np.where(pos == first, second, c[first])
+    clipped = np.minimum(c, other_max)
+    return np.bincount(g_doc[by], weights=clipped, minlength=n_docs)
+
+
+def self_bleu_per_doc(
+    ids: np.ndarray, offsets: np.ndarray, max_n: int = 4, epsilon: float = 0.1
+) -> np.ndarray:
+    """BLEU of each document against all the others, as nltk ``sentence_bleu`` computes it.
+
+    Uniform weights 1/max_n, smoothing method1 (Chen & Cherry 2014: epsilon added to a
+    zero numerator), brevity penalty against the closest other length, 0 when no
+    unigram matches (Papineni et al. 2002). Needs at least two documents. O(max_n·T log T).
+    """
+    lengths = np.diff(offsets).astype(np.int64)
+    n_docs = len(lengths)
+    if n_docs < 2:
+        return np.zeros(n_docs)
+    log_sum = np.zeros(n_docs)
+    unigram_matches = None
+    for n in range(1, max_n + 1):
+        keys, doc_of = ngram_keys(ids, offsets, n)
+        num = _clipped_matches(keys, doc_of, n_docs)
+        den = np.maximum(1, lengths - n + 1)
+        p = np.where(num > 0, num / den, epsilon / den)
+        log_sum += (1.0 / max_n) * np.log(p)
+        if n == 1:
+            unigram_matches = num
+    ref = _closest_other_length(lengths)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bp = np.where(
+            lengths > ref, 1.0, np.where(lengths == 0, 0.0, np.exp(1.0 - ref / np.maximum(lengths, 1)))
+        )
+    score = bp * np.exp(log_sum)
+    return np.where(unigram_matches > 0, score, 0.0)
+
+
+# ---------------------------------------------------------------- MinHash LSH
+
+_MAX32 = np.uint64(0xFFFFFFFF)
+
+
+@lru_cache(maxsize=16)
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) minimising false positives + false negatives around the threshold.
+
+    The weighting of the two error integrals follows the MinHash LSH chapter of Leskovec,
+    Rajaraman & Ullman, *Mining of Massive Datasets*, ch. 3 (equal weights).
+    """
+    from scipy.integrate import quad
+
+    best = (float("inf"), (1, num_perm))
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = quad(lambda s: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)[0]
+            fn = quad(lambda s: (1 - s ** float(r)) ** float(b), threshold, 1.0)[0]
+            if fp + fn < best[0]:
+                best = (fp + fn, (b, r))
+    return best[1]
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3 32-bit finaliser on uint32 values (pre-mix before the affine maps)."""
+    h = h.astype(np.uint32)
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    return h
+
+
+@lru_cache(maxsize=8)
+def minhash_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Affine maps h -> a·h + b (mod 2^32), odd a, drawn from ``RandomState(seed)``."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def minhash_signatures(
+    shingle_hash32: np.ndarray, doc_of: np.ndarray, n_docs: int, num_perm: int, seed: int
+) -> np.ndarray:
+    """(n_docs, num_perm) uint32 MinHash signatures (Broder 1997). O(S·num_perm).
+
+    shingle_hash32: 32-bit hash of every shingle; doc_of: its document, non-decreasing.
+    A document without shingles gets the all-max signature (like an empty MinHash).
+    """
+    sig = np.full((n_docs, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    if len(shingle_hash32) == 0:
+        return sig
+    a, b = minhash_permutations(num_perm, seed)
+    hv = _fmix32(shingle_hash32)
+    with np.errstate(over="ignore"):
+        permuted = hv[:, None] * a[None, :] + b[None, :]
+    starts = np.flatnonzero(np.r_[True, doc_of[1:] != doc_of[:-1]])
+    sig[doc_of[starts]] = np.minimum.reduceat(permuted, starts, axis=0)
+    return sig
+
+
+def near_duplicate_flags(
+    signatures: np.ndarray, threshold: float, neighbours: int = 8
+) -> np.ndarray:
+    """True for each document with another whose estimated Jaccard is >= threshold.
+
+    LSH banding (Indyk & Motwani 1998; MMDS ch. 3) finds candidates: documents that agree
+    on all rows of some band. Within each band's buckets, members are ordered by a
+    band-specific hash and each is compared with its next ``neighbours`` members, so the
+    work stays O(D·bands·neighbours) even when one bucket holds most of the window
+    (a collapsed model). Candidates are verified on the full signature (share of equal
+    MinHash values, the unbiased Jaccard estimate).
+    """
+    n_docs, num_perm = signatures.shape
+    flags = np.zeros(n_docs, dtype=bool)
+    if n_docs < 2:
+        return flags
+    bands, rows = lsh_params(float(threshold), int(num_perm))
+    sig64 = signatures.astype(np.uint64)
+    doc_idx = np.arange(n_docs, dtype=np.uint64)
+    for band in range(bands):
+        cols = sig64[:, band * rows : (band + 1) * rows]
+        key = np.full(n_docs, np.uint64(band + 1))
+        for j in range(cols.shape[1]):
+            key = combine(key, cols[:, j])
+        tiebreak = mix64(doc_idx ^ np.uint64((band + 1) * 0x9E3779B1))
+        order = np.lexsort((tiebreak, key))
+        sk = key[order]
+        for step in range(1, min(neighbours, n_docs - 1) + 1):
+            same = sk[step:] == sk[:-step]
+            if not same.any():
+                break
+            left = order[:-step][same]
+            right = order[step:][same]
+            todo = ~(flags[left] & flags[right])
+            left, right = left[todo], right[todo]
+            if len(left) == 0:
+                continue
+            agree = (signatures[left] == signatures[right]).mean(axis=1)
+            hit = agree >= threshold
+            flags[left[hit]] = True
+            flags[right[hit]] = True
+    return flags

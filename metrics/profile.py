@@ -1,0 +1,237 @@
+"""Frozen reference and baseline profiles, and their one-file serialisation.
+
+File layout (all integers little-endian)::
+
+    b"COLLAPSEWATCH-PROFILE\\n"      magic
+    uint32                          format version
+    32 bytes                        sha256 of the payload (integrity check)
+    payload                         an uncompressed ``.npz`` (numpy arrays, no pickles),
+                                    with the metadata as a JSON array named "meta"
+
+Uncompressed because most of the payload is 64-bit hashes, which do not compress, and
+because loading then costs little more than reading the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from metrics.bands import band_matrix
+from metrics.config import ReferenceConfig
+from metrics.errors import ProfileError
+from metrics.lm import ReferenceModel
+from metrics.registry import METRIC_NAMES, Context
+from metrics.sample import Corpus
+
+MAGIC = b"COLLAPSEWATCH-PROFILE\n"
+FORMAT_VERSION = 1
+KINDS = ("reference", "baseline")
+_MEMO_LIMIT = 64  # on-demand bands kept in memory per profile
+
+
+@dataclass(eq=False)
+class Profile:
+    """An immutable reference (human text) or baseline (known-good model outputs).
+
+    sha256 is the hex sha256 of the normalised documents (see
+    :func:`metrics.documents_sha256`); the same documents give the same sha256 in the CLI
+    and the service. A baseline carries the sha256 of the reference it was built against
+    and its signal ratios to that reference (``human_ratios``).
+    """
+
+    kind: str
+    name: str
+    sha256: str
+    document_count: int
+    token_count: int
+    config: ReferenceConfig
+    pool: Corpus  # documents the bands are drawn from
+    pool_doc_keys: np.ndarray
+    pool_doc_nll: np.ndarray  # NaN for empty documents
+    model: ReferenceModel | None = None  # reference only
+    reference_sha256: str | None = None  # baseline only
+    human_ratios: dict[str, float | None] | None = None  # baseline only
+    stored_bands: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    _memo: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _context: Context | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ behaviour
+
+    def context(self) -> Context:
+        """Reference-side inputs of the metrics (reference profiles only)."""
+        if self.kind != "reference" or self.model is None:
+            raise ProfileError(f"profile {self.name!r} is a {self.kind}, not a reference")
+        if self._context is None:
+            human = self.pool_doc_nll[~np.isnan(self.pool_doc_nll)]
+            total = max(self.model.total, 1)
+            self._context = Context(
+                model=self.model,
+                human_nll=np.sort(human),
+                suite=self.config.suite,
+                ref_prob=self.model.uni_counts / total,
+            )
+        return self._context
+
+    def band(self, n_docs: int, budget: int, reference: Profile | None = None) -> np.ndarray:
+        """(replicates, metrics) band for ``n_docs`` documents and ``budget`` tokens.
+
+        Stored bands are used when present; others are computed once and memoised on
+        this object. A baseline needs its reference (whose tail band and LM the metrics
+        use).
+        """
+        key = (int(n_docs), int(budget))
+        if key in self.stored_bands:
+            return self.stored_bands[key]
+        with self._lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+        ref = self if self.kind == "reference" else reference
+        if ref is None:
+            raise ProfileError("a baseline band needs the reference it was built against")
+        matrix = band_matrix(
+            self.pool, self.pool_doc_keys, self.pool_doc_nll, key[0], key[1],
+            ref.context(), self.config.replicates, self.config.seed,
+        )
+        matrix.setflags(write=False)
+        with self._lock:
+            self._memo[key] = matrix
+            while len(self._memo) > _MEMO_LIMIT:
+                self._memo.popitem(last=False)
+        return matrix
+
+    def __repr__(self) -> str:
+        return (
+            f"Profile(kind={self.kind!r}, name={self.name!r}, sha256={self.sha256[:12]}…, "
+            f"documents={self.document_count}, tokens={self.token_count})"
+        )
+
+    # ------------------------------------------------------------------ serialisation
+
+    def _meta(self) -> dict:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "sha256": self.sha256,
+            "document_count": self.document_count,
+            "token_count": self.token_count,
+            "config": self.config.to_dict(),
+            "reference_sha256": self.reference_sha256,
+            "human_ratios": self.human_ratios,
+            "metrics": list(METRIC_NAMES),
+            "vocab_size": len(self.pool.vocab),
+        }
+
+    def to_bytes(self) -> bytes:
+        arrays: dict[str, np.ndarray] = {}
+        meta = json.dumps(self._meta(), sort_keys=True).encode("utf-8")
+        arrays["meta"] = np.frombuffer(meta, dtype=np.uint8)
+        words = [w.encode("utf-8") for w in self.pool.vocab]
+        arrays["vocab_blob"] = np.frombuffer(b"".join(words), dtype=np.uint8)
+        arrays["vocab_off"] = np.cumsum([0] + [len(w) for w in words]).astype(np.int64)
+        arrays["vocab_ids"] = self.pool.vocab_ids
+        arrays["pool_index"] = self.pool.index
+        arrays["pool_offsets"] = self.pool.offsets
+        arrays["pool_doc_keys"] = self.pool_doc_keys
+        arrays["pool_doc_nll"] = self.pool_doc_nll
+        if self.model is not None:
+            for name in ReferenceModel.ARRAYS:
+                arrays["m_" + name] = getattr(self.model, name)
+        keys = sorted(self.stored_bands)
+        arrays["band_keys"] = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+        if keys:
+            arrays["band_values"] = np.stack([self.stored_bands[k] for k in keys])
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        payload = buf.getvalue()
+        return (
+            MAGIC
+            + FORMAT_VERSION.to_bytes(4, "little")
+            + hashlib.sha256(payload).digest()
+            + payload
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Profile:
+        """Load a profile; raises :class:`ProfileError` if corrupt or incompatible."""
+        head = len(MAGIC) + 4 + 32
+        if not isinstance(data, bytes | bytearray | memoryview) or len(data) < head:
+            raise ProfileError("not a collapsewatch profile file (too short)")
+        data = bytes(data)
+        if not data.startswith(MAGIC):
+            raise ProfileError("not a collapsewatch profile file (bad magic header)")
+        version = int.from_bytes(data[len(MAGIC) : len(MAGIC) + 4], "little")
+        if version != FORMAT_VERSION:
+            raise ProfileError(
+                f"profile format version {version} is not supported (this collapsewatch reads "
+                f"version {FORMAT_VERSION}); rebuild the profile with this version"
+            )
+        digest, payload = data[len(MAGIC) + 4 : head], data[head:]
+        if hashlib.sha256(payload).digest() != digest:
+            raise ProfileError("profile file is corrupted (checksum mismatch); rebuild or re-copy it")
+        try:
+            return cls._from_payload(payload)
+        except ProfileError:
+            raise
+        except Exception as exc:  # a payload that passed the checksum but is malformed
+            raise ProfileError(f"profile file is malformed: {exc}") from exc
+
+    @classmethod
+    def _from_payload(cls, payload: bytes) -> Profile:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
+        if meta.get("kind") not in KINDS:
+            raise ProfileError(f"unknown profile kind {meta.get('kind')!r}")
+        blob = arrays["vocab_blob"].tobytes()
+        off = arrays["vocab_off"]
+        vocab = tuple(blob[off[i] : off[i + 1]].decode("utf-8") for i in range(len(off) - 1))
+        pool = Corpus(vocab, arrays["vocab_ids"], arrays["pool_index"], arrays["pool_offsets"])
+        model = None
+        if meta["kind"] == "reference":
+            model = ReferenceModel(**{n: arrays["m_" + n] for n in ReferenceModel.ARRAYS})
+        bands: dict[tuple[int, int], np.ndarray] = {}
+        # bands computed with another metric list are dropped and recomputed on demand
+        if meta.get("metrics") == list(METRIC_NAMES) and len(arrays["band_keys"]):
+            for (n, b), values in zip(arrays["band_keys"], arrays["band_values"]):
+                bands[(int(n), int(b))] = values
+        for value in list(arrays.values()) + list(bands.values()):
+            value.setflags(write=False)
+        return cls(
+            kind=meta["kind"],
+            name=meta["name"],
+            sha256=meta["sha256"],
+            document_count=int(meta["document_count"]),
+            token_count=int(meta["token_count"]),
+            config=ReferenceConfig.from_dict(meta["config"]),
+            pool=pool,
+            pool_doc_keys=arrays["pool_doc_keys"],
+            pool_doc_nll=arrays["pool_doc_nll"],
+            model=model,
+            reference_sha256=meta.get("reference_sha256"),
+            human_ratios=meta.get("human_ratios"),
+            stored_bands=bands,
+        )
+
+
+def save_profile(profile: Profile, path: str | PathLike) -> None:
+    """Write a profile file atomically (temporary file, then rename)."""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(profile.to_bytes())
+    tmp.replace(target)
+
+
+def load_profile(path: str | PathLike) -> Profile:
+    """Read a profile file; raises ProfileError if corrupt/incompatible, OSError if unreadable."""
+    return Profile.from_bytes(Path(path).read_bytes())

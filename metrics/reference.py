@@ -1,0 +1,151 @@
+"""Building frozen profiles: a human reference, or a model baseline against a reference."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from metrics.bands import snap_budget
+from metrics.config import ReferenceConfig, ScoreConfig
+from metrics.errors import ProfileError, ReferenceTooSmall
+from metrics.lm import ReferenceModel
+from metrics.profile import Profile
+from metrics.sample import Corpus
+from metrics.text import documents_sha256, normalize_documents, tokenize_documents
+
+# window size at which a baseline's ratios to human are measured (capped by its size)
+HUMAN_RATIO_WINDOW = 500
+
+
+def _canonical(normalized: list[str]) -> list[str]:
+    """Documents in a fixed order independent of the input order (same set, same profile)."""
+    return sorted(normalized)
+
+
+def _check_size(kind: str, name: str, docs: list[str], minimum: int) -> None:
+    if len(docs) < minimum:
+        raise ReferenceTooSmall(
+            f"{kind} {name!r} has {len(docs)} documents; at least {minimum} are needed to "
+            f"build a human band (add documents, or lower min_documents in the config)"
+        )
+
+
+def default_budget(pool: Corpus, n_docs: int, cap: int | None = None) -> int:
+    """Token budget a window of ``n_docs`` pool-like documents would get."""
+    mean_len = pool.offsets[-1] / max(pool.n_docs, 1)
+    cap = ScoreConfig().token_budget if cap is None else cap
+    return snap_budget(int(round(n_docs * mean_len)), cap)
+
+
+def _store_bands(profile: Profile, sizes: Sequence[int], reference: Profile | None) -> None:
+    for n in sizes:
+        budget = default_budget(profile.pool, int(n))
+        if budget > 0:
+            profile.stored_bands[(int(n), budget)] = profile.band(int(n), budget, reference)
+
+
+def build_reference(
+    documents: Sequence[str], name: str, *, config: ReferenceConfig | None = None
+) -> Profile:
+    """A frozen human reference from documents.
+
+    The documents are split (seeded) into a *profile* part — vocabulary, tail band,
+    rare bigrams, the n-gram LM — and a *calibration* part that human bands are drawn
+    from. Bands for ``config.band_sizes`` are computed now and stored; others on first use.
+    Raises ReferenceTooSmall below ``config.min_documents`` documents or without words.
+    """
+    cfg = config or ReferenceConfig()
+    docs = _canonical(normalize_documents(documents))
+    _check_size("reference", name, docs, cfg.min_documents)
+    rng = np.random.default_rng([cfg.seed, 0x5E])
+    order = rng.permutation(len(docs))
+    n_cal = min(max(1, math.ceil(cfg.calibration_fraction * len(docs))), len(docs) - 1)
+    cal_docs = [docs[i] for i in np.sort(order[:n_cal])]
+    prof_docs = [docs[i] for i in np.sort(order[n_cal:])]
+    prof = Corpus.from_tokens(tokenize_documents(prof_docs, cfg.tokenizer))
+    pool = Corpus.from_tokens(tokenize_documents(cal_docs, cfg.tokenizer))
+    token_count = int(prof.offsets[-1] + pool.offsets[-1])
+    if prof.offsets[-1] == 0 or pool.offsets[-1] == 0:
+        raise ReferenceTooSmall(
+            f"reference {name!r} has too few words ({token_count}) to build a profile"
+        )
+    model = ReferenceModel.build(prof, cfg.suite.tail_mass)
+    pool_ids = pool.vocab_ids[pool.index]
+    profile = Profile(
+        kind="reference",
+        name=name,
+        sha256=documents_sha256(docs),
+        document_count=len(docs),
+        token_count=token_count,
+        config=cfg,
+        pool=pool,
+        pool_doc_keys=pool.doc_keys(),
+        pool_doc_nll=model.doc_nll(pool_ids, pool.offsets),
+        model=model,
+    )
+    _store_bands(profile, cfg.band_sizes, None)
+    return profile
+
+
+def build_baseline(
+    documents: Sequence[str],
+    reference: Profile,
+    name: str,
+    *,
+    config: ReferenceConfig | None = None,
+) -> Profile:
+    """A frozen baseline from a model's known-good outputs, measured against ``reference``.
+
+    The documents are tokenised with the reference's tokenizer and all of them form the
+    band pool (the metrics use the reference's tail band and LM, not the baseline's, so
+    nothing is scored against itself). ``human_ratios`` — the baseline's signal ratios to
+    the human reference at a window of min(500, documents) — are computed once and stored.
+    Only min_documents, replicates, band_sizes and seed are taken from ``config``.
+    """
+    if reference.kind != "reference":
+        raise ProfileError(f"{reference.name!r} is a {reference.kind}; pass a reference profile")
+    base = config or reference.config
+    cfg = ReferenceConfig(
+        min_documents=base.min_documents,
+        calibration_fraction=reference.config.calibration_fraction,
+        replicates=base.replicates,
+        band_sizes=base.band_sizes,
+        seed=base.seed,
+        tokenizer=reference.config.tokenizer,
+        suite=reference.config.suite,
+    )
+    docs = _canonical(normalize_documents(documents))
+    _check_size("baseline", name, docs, cfg.min_documents)
+    pool = Corpus.from_tokens(tokenize_documents(docs, cfg.tokenizer))
+    if pool.offsets[-1] == 0:
+        raise ReferenceTooSmall(f"baseline {name!r} has no words")
+    model = reference.model
+    assert model is not None
+    profile = Profile(
+        kind="baseline",
+        name=name,
+        sha256=documents_sha256(docs),
+        document_count=len(docs),
+        token_count=int(pool.offsets[-1]),
+        config=cfg,
+        pool=pool,
+        pool_doc_keys=pool.doc_keys(),
+        pool_doc_nll=model.doc_nll(pool.vocab_ids[pool.index], pool.offsets),
+        reference_sha256=reference.sha256,
+    )
+    n_h = min(HUMAN_RATIO_WINDOW, len(docs))
+    sizes = list(dict.fromkeys([n_h, *cfg.band_sizes]))
+    _store_bands(profile, sizes, reference)
+    profile.human_ratios = _human_ratios(profile, reference, n_h)
+    return profile
+
+
+def _human_ratios(baseline: Profile, reference: Profile, n_docs: int) -> dict[str, float | None]:
+    from metrics.scoring import band_signal_ratios
+
+    budget = default_budget(baseline.pool, n_docs)
+    own = baseline.band(n_docs, budget, reference)
+    human = reference.band(n_docs, budget)
+    return band_signal_ratios(own, human, n_docs)

@@ -1,0 +1,285 @@
+"""The metric suite as a registry: name, signal, direction under collapse, cost.
+
+Code that runs "all metrics" loops over :data:`REGISTRY`. Each metric is a small function
+of a :class:`~metrics.sample.Sample` and the reference :class:`Context`; it returns a float,
+or None when the window has nothing to measure (no tokens, one document).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from metrics import kernels
+from metrics.config import SuiteConfig
+from metrics.lm import ReferenceModel
+from metrics.sample import Sample
+
+SIGNALS = ("diversity", "tail_coverage", "sameness")
+DOWN, UP = "down", "up"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Reference-side inputs of the metrics."""
+
+    model: ReferenceModel
+    human_nll: np.ndarray  # sorted per-document NLL of the calibration documents
+    suite: SuiteConfig
+    ref_prob: np.ndarray  # reference unigram distribution, aligned with model.uni_ids
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of the suite.
+
+    signal: "diversity", "tail_coverage", "sameness" or "typicality" (reported only).
+    direction: how the value moves under collapse ("down" or "up").
+    cost: time complexity in tokens T and documents D.
+    weight: weight in its signal's aggregate (0 = reported, not aggregated).
+    rate_floor: for rates that are often exactly 0 in human text (duplicates), the
+      ratio to the band mean is taken after adding one document's share (1/D) to both,
+      so it stays finite and one stray duplicate does not read as "infinitely more".
+    """
+
+    name: str
+    signal: str
+    direction: str
+    cost: str
+    fn: Callable[[Sample, Context], float | None]
+    weight: float = 1.0
+    rate_floor: bool = False
+    description: str = ""
+
+
+# ------------------------------------------------------------------ diversity
+
+
+def _distinct(n: int) -> Callable[[Sample, Context], float | None]:
+    def fn(s: Sample, ctx: Context) -> float | None:
+        keys, _ = s.ngrams("budget", n)
+        return kernels.distinct_ratio(keys)
+
+    return fn
+
+
+def _entropy(s: Sample, ctx: Context) -> float | None:
+    return kernels.entropy_bits(s.counts("budget", 1)[1])
+
+
+def _mattr(s: Sample, ctx: Context) -> float | None:
+    return kernels.mattr_ids(s.budget_ids(), ctx.suite.mattr_window)
+
+
+def _compression(s: Sample, ctx: Context) -> float | None:
+    b = s.budget()
+    if b.offsets[-1] == 0:
+        return None
+    words = np.asarray(b.vocab, dtype=object)[b.index]
+    return kernels.gzip_ratio(" ".join(words.tolist()).encode("utf-8"))
+
+
+# ------------------------------------------------------------------ tail coverage
+
+
+def _present(sorted_ref: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    if len(sorted_ref) == 0 or len(keys) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    idx = np.minimum(np.searchsorted(sorted_ref, keys), len(sorted_ref) - 1)
+    return sorted_ref[idx] == keys
+
+
+def _tail_recall(s: Sample, ctx: Context) -> float | None:
+    tail = ctx.model.tail_ids
+    if len(tail) == 0 or s.budget_tokens == 0:
+        return None
+    types, _ = s.counts("budget", 1)
+    return float(_present(tail, types).sum() / len(tail))
+
+
+def _tail_mass(s: Sample, ctx: Context) -> float | None:
+    types, counts = s.counts("budget", 1)
+    if counts.sum() == 0:
+        return None
+    return float(counts[_present(ctx.model.tail_ids, types)].sum() / counts.sum())
+
+
+def _missing_mass(s: Sample, ctx: Context) -> float | None:
+    return kernels.good_turing_missing_mass(s.counts("budget", 1)[1])
+
+
+def _chao1(s: Sample, ctx: Context) -> float | None:
+    return kernels.chao1(s.counts("budget", 1)[1])
+
+
+def _rare_bigram_recall(s: Sample, ctx: Context) -> float | None:
+    rare = ctx.model.rare_bigrams
+    if len(rare) == 0 or s.budget_tokens == 0:
+        return None
+    keys, _ = s.counts("budget", 2)
+    return float(_present(rare, keys).sum() / len(rare))
+
+
+# ------------------------------------------------------------------ sameness
+
+
+def _exact_dup(s: Sample, ctx: Context) -> float | None:
+    if s.n_docs == 0:
+        return None
+    return float(1.0 - len(np.unique(s.doc_keys)) / s.n_docs)
+
+
+def _shingles(s: Sample, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes of each document's distinct word shingles (short documents: one)."""
+    k = ctx.suite.shingle
+    keys, doc_of = s.ngrams("docs", k)
+    lengths = s.docs.lengths
+    short = np.flatnonzero((lengths > 0) & (lengths < k))
+    if len(short):
+        keys = np.concatenate([keys, s.doc_keys[short]])
+        doc_of = np.concatenate([doc_of, short])
+    pairs = np.unique(np.stack([doc_of.astype(np.uint64), keys]), axis=1)
+    return (pairs[1] & np.uint64(0xFFFFFFFF)).astype(np.uint32), pairs[0].astype(np.int64)
+
+
+def _near_dup(s: Sample, ctx: Context) -> float | None:
+    if s.n_docs == 0:
+        return None
+    su = ctx.suite
+    hashes, owners = _shingles(s, ctx)
+    sig = kernels.minhash_signatures(hashes, owners, s.n_docs, su.num_perm, su.minhash_seed)
+    return float(kernels.near_duplicate_flags(sig, su.near_duplicate_threshold).mean())
+
+
+def _self_repetition(s: Sample, ctx: Context) -> float | None:
+    keys, doc_of = s.ngrams("docs", ctx.suite.self_repetition_n)
+    return kernels.self_repetition_keys(keys, doc_of, s.n_docs)
+
+
+def _self_bleu(s: Sample, ctx: Context) -> float | None:
+    if s.n_docs < 2:
+        return None
+    per_doc = kernels.self_bleu_per_doc(s.ids(), s.docs.offsets, ctx.suite.self_bleu_max_n)
+    return float(per_doc.mean())
+
+
+def _top_share(s: Sample, ctx: Context) -> float | None:
+    _, counts = s.counts("budget", ctx.suite.top_ngram_n)
+    return kernels.top_share(counts, ctx.suite.top_ngram_k)
+
+
+# ------------------------------------------------------------------ typicality
+
+
+def _doc_nll(s: Sample, ctx: Context) -> np.ndarray:
+    def compute() -> np.ndarray:
+        nll = ctx.model.doc_nll(s.ids(), s.docs.offsets)
+        return nll[~np.isnan(nll)]
+
+    return s.memo("doc_nll", compute)
+
+
+def _nll_median(s: Sample, ctx: Context) -> float | None:
+    nll = _doc_nll(s, ctx)
+    return float(np.median(nll)) if len(nll) else None
+
+
+def _nll_spread(s: Sample, ctx: Context) -> float | None:
+    nll = _doc_nll(s, ctx)
+    if len(nll) < 2:
+        return None
+    q75, q25 = np.percentile(nll, [75, 25])
+    return float(q75 - q25)
+
+
+def _nll_ks(s: Sample, ctx: Context) -> float | None:
+    """Two-sample Kolmogorov–Smirnov distance to the human (calibration) NLL distribution."""
+    nll = np.sort(_doc_nll(s, ctx))
+    human = ctx.human_nll
+    if len(nll) == 0 or len(human) == 0:
+        return None
+    grid = np.concatenate([nll, human])
+    cdf_w = np.searchsorted(nll, grid, side="right") / len(nll)
+    cdf_h = np.searchsorted(human, grid, side="right") / len(human)
+    return float(np.abs(cdf_w - cdf_h).max())
+
+
+def _unigram_jsd(s: Sample, ctx: Context) -> float | None:
+    """Jensen–Shannon distance (base 2, in [0, 1]) between window and reference unigrams."""
+    types, counts = s.counts("budget", 1)
+    if counts.sum() == 0:
+        return None
+    q = counts / counts.sum()
+    ref_ids, ref_p = ctx.model.uni_ids, ctx.ref_prob
+    idx = np.minimum(np.searchsorted(ref_ids, types), max(len(ref_ids) - 1, 0))
+    found = (ref_ids[idx] == types) if len(ref_ids) else np.zeros(len(types), bool)
+    p_at_window = np.where(found, ref_p[idx] if len(ref_ids) else 0.0, 0.0)
+    # terms over the window's types, then the reference types the window lacks
+    m_w = 0.5 * (p_at_window + q)
+    kl_q = np.sum(q * np.log2(q / m_w))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p_w = np.where(p_at_window > 0, p_at_window * np.log2(p_at_window / m_w), 0.0).sum()
+    missing = np.ones(len(ref_ids), dtype=bool)
+    missing[idx[found]] = False
+    kl_p_rest = ref_p[missing].sum() * 1.0  # p·log2(p / (p/2)) = p
+    js = 0.5 * (kl_q + kl_p_w + kl_p_rest)
+    return float(np.sqrt(max(js, 0.0)))
+
+
+REGISTRY: tuple[MetricSpec, ...] = (
+    MetricSpec("distinct_1", "diversity", DOWN, "O(T log T)", _distinct(1),
+               description="distinct unigrams / unigrams on the token budget"),
+    MetricSpec("distinct_2", "diversity", DOWN, "O(T log T)", _distinct(2),
+               description="distinct bigrams / bigrams on the token budget"),
+    MetricSpec("distinct_3", "diversity", DOWN, "O(T log T)", _distinct(3),
+               description="distinct trigrams / trigrams on the token budget"),
+    MetricSpec("unigram_entropy", "diversity", DOWN, "O(T log T)", _entropy,
+               description="Shannon entropy of the unigram distribution (bits)"),
+    MetricSpec("mattr", "diversity", DOWN, "O(T log T)", _mattr,
+               description="moving-average type-token ratio, window 100"),
+    MetricSpec("compression_ratio", "diversity", UP, "O(T)", _compression,
+               description="text bytes / gzip bytes (one pass); rises as text repeats"),
+    MetricSpec("tail_recall", "tail_coverage", DOWN, "O(T log V)", _tail_recall,
+               description="share of the reference tail-band types that appear"),
+    MetricSpec("tail_mass", "tail_coverage", DOWN, "O(T log V)", _tail_mass,
+               description="share of window tokens that are tail-band types"),
+    MetricSpec("missing_mass", "tail_coverage", DOWN, "O(T log T)", _missing_mass,
+               description="Good-Turing missing mass N1/N"),
+    MetricSpec("chao1", "tail_coverage", DOWN, "O(T log T)", _chao1,
+               description="bias-corrected Chao1 richness estimate"),
+    MetricSpec("rare_bigram_recall", "tail_coverage", DOWN, "O(T log V)", _rare_bigram_recall,
+               description="share of reference hapax bigrams that appear"),
+    MetricSpec("exact_duplicate_rate", "sameness", UP, "O(T + D log D)", _exact_dup,
+               rate_floor=True, description="share of documents repeating an earlier one"),
+    MetricSpec("near_duplicate_rate", "sameness", UP, "O(T·128)", _near_dup, rate_floor=True,
+               description="share of documents with a Jaccard >= 0.8 partner (MinHash LSH)"),
+    MetricSpec("self_repetition", "sameness", UP, "O(T log T)", _self_repetition,
+               description="Salkar et al. 2022 self-repetition of 4-grams"),
+    MetricSpec("self_bleu", "sameness", UP, "O(T log T)", _self_bleu,
+               description="mean BLEU-4 of each document against all others"),
+    MetricSpec("top_ngram_share", "sameness", UP, "O(T log T)", _top_share,
+               description="share of trigram occurrences in the 100 most common trigrams"),
+    MetricSpec("nll_median", "typicality", DOWN, "O(T log V)", _nll_median,
+               description="median per-document NLL (nats/token) under the reference LM"),
+    MetricSpec("nll_spread", "typicality", DOWN, "O(T log V)", _nll_spread,
+               description="interquartile range of per-document NLL"),
+    MetricSpec("nll_ks", "typicality", UP, "O(T log V + D log D)", _nll_ks,
+               description="KS distance to the human per-document NLL distribution"),
+    MetricSpec("unigram_jsd", "typicality", UP, "O(T log V + V)", _unigram_jsd,
+               description="Jensen-Shannon distance to the reference unigram distribution"),
+)
+
+METRIC_NAMES = tuple(spec.name for spec in REGISTRY)
+BY_NAME = {spec.name: spec for spec in REGISTRY}
+
+
+def compute_all(sample: Sample, ctx: Context) -> np.ndarray:
+    """Values of every registry metric, in registry order (NaN where undefined)."""
+    out = np.full(len(REGISTRY), np.nan)
+    for i, spec in enumerate(REGISTRY):
+        value = spec.fn(sample, ctx)
+        if value is not None and np.isfinite(value):
+            out[i] = value
+    return out

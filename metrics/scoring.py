@@ -1,0 +1,249 @@
+"""Scoring a window: metric values, ratios to the human (and baseline) band, signals, health.
+
+``score`` returns the DESIGN.md "Score JSON": JSON-serialisable, never NaN (None instead).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from metrics.bands import snap_budget, summarise
+from metrics.config import ScoreConfig
+from metrics.errors import ProfileError
+from metrics.profile import Profile
+from metrics.registry import DOWN, REGISTRY, SIGNALS, UP, compute_all
+from metrics.sample import Corpus, Sample
+from metrics.text import normalize_documents, tokenize_documents
+
+HEALTH_STATES = ("healthy", "early_collapse", "collapse", "insufficient_data")
+# how each signal moves under collapse: diversity and tail coverage fall, sameness rises
+SIGNAL_DIRECTION = {"diversity": DOWN, "tail_coverage": DOWN, "sameness": UP}
+_RATIO_CLIP = (1e-3, 1e3)  # a metric at 0 must not send its signal's geometric mean to 0
+
+
+def _num(x: float | np.floating | None) -> float | None:
+    """A JSON-safe float: None for NaN/inf/None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _floors(n_docs: int) -> np.ndarray:
+    """Additive ratio floor per metric: one document's share for duplicate rates, else 0."""
+    return np.array([1.0 / max(n_docs, 1) if s.rate_floor else 0.0 for s in REGISTRY])
+
+
+def metric_ratios(values: np.ndarray, means: np.ndarray, n_docs: int) -> np.ndarray:
+    """value / band mean per metric (both offset by the rate floor); NaN where undefined."""
+    f = _floors(n_docs)
+    den = means + f
+    with np.errstate(all="ignore"):
+        return np.where(den > 0, (values + f) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def signal_ratios(ratios: np.ndarray) -> np.ndarray:
+    """Aggregate metric ratios (..., metrics) into signal ratios (..., signals).
+
+    Weighted geometric mean of each signal's metric ratios, each oriented to its signal
+    (a metric moving against its signal's collapse direction enters inverted: the
+    compression ratio rises as diversity falls). NaN metrics are left out.
+    """
+    ratios = np.atleast_2d(ratios)
+    out = np.full((ratios.shape[0], len(SIGNALS)), np.nan)
+    for j, signal in enumerate(SIGNALS):
+        cols, weights, signs = [], [], []
+        for i, spec in enumerate(REGISTRY):
+            if spec.signal == signal and spec.weight > 0:
+                cols.append(i)
+                weights.append(spec.weight)
+                signs.append(1.0 if spec.direction == SIGNAL_DIRECTION[signal] else -1.0)
+        r = ratios[:, cols]
+        logs = np.log(np.clip(r, *_RATIO_CLIP)) * np.asarray(signs)
+        w = np.where(np.isnan(r), 0.0, np.asarray(weights))
+        total = w.sum(axis=1)
+        with np.errstate(all="ignore"):
+            agg = np.where(total > 0, np.nansum(logs * w, axis=1) / np.where(total > 0, total, 1), np.nan)
+        out[:, j] = np.exp(agg)
+    return out
+
+
+def band_signal_ratios(
+    own: np.ndarray, human: np.ndarray, n_docs: int
+) -> dict[str, float | None]:
+    """Signal ratios of one band's mean to another band's mean (a baseline's "× human")."""
+    own_mean = summarise(own, 0.5, 0.5)["mean"]
+    human_mean = summarise(human, 0.5, 0.5)["mean"]
+    sig = signal_ratios(metric_ratios(own_mean, human_mean, n_docs))[0]
+    return {name: _num(sig[j]) for j, name in enumerate(SIGNALS)}
+
+
+def _percentile(replicates: np.ndarray, value: float) -> float | None:
+    """Mid-rank share of band replicates below the value."""
+    reps = replicates[~np.isnan(replicates)]
+    if len(reps) == 0 or not math.isfinite(value):
+        return None
+    return float(((reps < value).sum() + 0.5 * (reps == value).sum()) / len(reps))
+
+
+class _Comparison:
+    """A window compared with one band (human or baseline)."""
+
+    def __init__(self, values: np.ndarray, band: np.ndarray, n_docs: int, cfg: ScoreConfig):
+        self.summary = summarise(band, cfg.band_low, cfg.band_high)
+        self.ratios = metric_ratios(values, self.summary["mean"], n_docs)
+        self.outside = (values < self.summary["low"]) | (values > self.summary["high"])
+        replicate_signals = signal_ratios(metric_ratios(band, self.summary["mean"], n_docs))
+        self.signals = signal_ratios(self.ratios)[0]
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                self.signal_low = np.nanquantile(replicate_signals, cfg.band_low, axis=0)
+                self.signal_high = np.nanquantile(replicate_signals, cfg.band_high, axis=0)
+
+    def signal_below(self, j: int) -> bool:
+        return bool(self.signals[j] < self.signal_low[j])
+
+    def signal_above(self, j: int) -> bool:
+        return bool(self.signals[j] > self.signal_high[j])
+
+    def signal_outside(self, j: int) -> bool:
+        return self.signal_below(j) or self.signal_above(j)
+
+
+def _health(human: _Comparison, base: _Comparison | None, cfg: ScoreConfig) -> str:
+    div, tail, same = (SIGNALS.index(s) for s in ("diversity", "tail_coverage", "sameness"))
+    if base is None:
+        if (human.signal_below(div) and human.signals[div] <= cfg.collapse_diversity_ratio) or (
+            human.signal_above(same) and human.signals[same] >= cfg.collapse_sameness_ratio
+        ):
+            return "collapse"
+        if human.signal_below(tail) and human.signals[tail] <= cfg.early_tail_ratio:
+            return "early_collapse"
+        return "healthy"
+    # absolute floors against human, whatever the baseline
+    if (human.signal_below(div) and human.signals[div] <= cfg.floor_diversity_ratio) or (
+        human.signal_above(same) and human.signals[same] >= cfg.floor_sameness_ratio
+    ):
+        return "collapse"
+    if (
+        base.signal_below(div) and base.signals[div] <= cfg.baseline_collapse_diversity_ratio
+    ) or (base.signal_above(same) and base.signals[same] >= cfg.baseline_collapse_sameness_ratio):
+        return "collapse"
+    if base.signal_below(tail) and base.signals[tail] <= cfg.baseline_early_tail_ratio:
+        return "early_collapse"
+    return "healthy"
+
+
+def encode_window(documents: Sequence[str], reference: Profile) -> tuple[Corpus, np.ndarray]:
+    """Tokenise with the reference's tokenizer; canonical document order (by content)."""
+    tokens = tokenize_documents(normalize_documents(documents), reference.config.tokenizer)
+    corpus = Corpus.from_tokens(tokens)
+    keys = corpus.doc_keys()
+    order = np.argsort(keys, kind="stable")
+    return corpus.take(order), keys[order]
+
+
+def _check_profiles(reference: Profile, baseline: Profile | None) -> None:
+    if not isinstance(reference, Profile) or reference.kind != "reference":
+        raise ProfileError("the reference argument must be a reference profile")
+    if baseline is None:
+        return
+    if not isinstance(baseline, Profile) or baseline.kind != "baseline":
+        raise ProfileError("the baseline argument must be a baseline profile")
+    if baseline.reference_sha256 != reference.sha256:
+        raise ProfileError(
+            f"baseline {baseline.name!r} was built against reference "
+            f"{(baseline.reference_sha256 or '?')[:12]}, not {reference.name!r} "
+            f"({reference.sha256[:12]}); rebuild the baseline against this reference"
+        )
+
+
+def score(
+    documents: Sequence[str],
+    reference: Profile,
+    baseline: Profile | None = None,
+    *,
+    config: ScoreConfig | None = None,
+) -> dict:
+    """Score one window of model outputs against a reference (and optionally a baseline).
+
+    Returns the Score JSON. Windows below ``config.min_documents`` documents (or without
+    a single token) are ``insufficient_data``: metric values are reported, bands and
+    ratios are None. Raises ProfileError for a baseline built against another reference.
+    """
+    cfg = config or ScoreConfig()
+    _check_profiles(reference, baseline)
+    corpus, keys = encode_window(documents, reference)
+    n_docs, tokens = corpus.n_docs, int(corpus.offsets[-1])
+    budget = snap_budget(tokens, cfg.token_budget)
+    sample = Sample(corpus, budget, keys)
+    values = compute_all(sample, reference.context())
+    enough = n_docs >= cfg.min_documents and budget > 0
+    band = reference.band(n_docs, budget) if enough else None
+    human = _Comparison(values, band, n_docs, cfg) if band is not None else None
+    base = None
+    if enough and baseline is not None:
+        base = _Comparison(values, baseline.band(n_docs, budget, reference), n_docs, cfg)
+    health = _health(human, base, cfg) if human is not None else "insufficient_data"
+    return {
+        "reference": {"name": reference.name, "sha256": reference.sha256},
+        "baseline": None if baseline is None else {"name": baseline.name, "sha256": baseline.sha256},
+        "documents": n_docs,
+        "tokens": tokens,
+        "token_budget": budget,
+        "health": health,
+        "signals": _signals_json(human, base, baseline is not None),
+        "metrics": _metrics_json(values, band, human, base, baseline is not None),
+    }
+
+
+def _signals_json(human: _Comparison | None, base: _Comparison | None, with_baseline: bool) -> dict:
+    out = {}
+    for j, name in enumerate(SIGNALS):
+        entry = {
+            "ratio": _num(human.signals[j]) if human else None,
+            "outside_band": human.signal_outside(j) if human else False,
+            "human_low": _num(human.signal_low[j]) if human else None,
+            "human_high": _num(human.signal_high[j]) if human else None,
+        }
+        if with_baseline:
+            entry["baseline_ratio"] = _num(base.signals[j]) if base else None
+            entry["outside_baseline_band"] = base.signal_outside(j) if base else False
+            entry["baseline_low"] = _num(base.signal_low[j]) if base else None
+            entry["baseline_high"] = _num(base.signal_high[j]) if base else None
+        out[name] = entry
+    return out
+
+
+def _metrics_json(
+    values: np.ndarray,
+    band: np.ndarray | None,
+    human: _Comparison | None,
+    base: _Comparison | None,
+    with_baseline: bool,
+) -> dict:
+    out = {}
+    for i, spec in enumerate(REGISTRY):
+        entry = {
+            "value": _num(values[i]),
+            "human_mean": _num(human.summary["mean"][i]) if human else None,
+            "human_low": _num(human.summary["low"][i]) if human else None,
+            "human_high": _num(human.summary["high"][i]) if human else None,
+            "ratio": _num(human.ratios[i]) if human else None,
+            "percentile": _percentile(band[:, i], values[i]) if band is not None else None,
+            "outside_band": bool(human.outside[i]) if human else False,
+            "signal": spec.signal,
+            "direction": spec.direction,
+        }
+        if with_baseline:
+            entry["baseline_mean"] = _num(base.summary["mean"][i]) if base else None
+            entry["baseline_ratio"] = _num(base.ratios[i]) if base else None
+            entry["outside_baseline_band"] = bool(base.outside[i]) if base else False
+        out[spec.name] = entry
+    return out

@@ -1,0 +1,362 @@
+"""Alert engine: hysteresis, idempotence per evaluation, outbox rows, time rules."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from service.alerting import engine
+from service.alerting.engine import BAD, GOOD, Counters, classify, dedup_key, step
+from service.db import session_scope
+from service.models import Alert, AlertRule, AlertState, MonitoredModel, Notification
+from tests.service.alert_fixtures import (
+    add_evaluation,
+    add_samples,
+    make_channel,
+    make_model,
+    score_json,
+    set_status,
+)
+
+# ---------------------------------------------------------------------------- pure functions
+
+
+@pytest.mark.parametrize("health,early,collapse", [
+    ("healthy", GOOD, GOOD),
+    ("early_collapse", BAD, GOOD),
+    ("collapse", BAD, BAD),
+    ("insufficient_data", None, None),
+    (None, None, None),
+])
+def test_classify_orders_the_two_window_rules(health, early, collapse):
+    result = score_json(health) if health else None
+    assert classify("early_collapse", health, result) == early
+    assert classify("collapse", health, result) == collapse
+
+
+def test_ratio_thresholds_make_a_healthy_window_bad():
+    result = score_json("healthy", ratios=(1.0, 0.7, 1.0))
+    params = {"thresholds": {"tail_coverage": 0.8}}
+    assert classify("early_collapse", "healthy", result, params) == BAD
+    # sameness thresholds are ceilings: 1.0 is below 1.5, so nothing crosses
+    assert classify("early_collapse", "healthy", result, {"thresholds": {"sameness": 1.5}}) == GOOD
+    assert engine.crossed_thresholds(score_json("healthy", ratios=(1, 1, 1.6)),
+                                     {"thresholds": {"sameness": 1.5}}) == ["sameness"]
+
+
+def test_thresholds_use_the_human_ratio_when_asked_or_without_baseline():
+    result = score_json("healthy", ratios=(1.0, 0.7, 1.0))
+    result["signals"]["tail_coverage"]["baseline_ratio"] = 0.95
+    assert engine.crossed_thresholds(result, {"thresholds": {"tail_coverage": 0.8}}) == []
+    assert engine.crossed_thresholds(
+        result, {"thresholds": {"tail_coverage": 0.8}, "against": "human"}) == ["tail_coverage"]
+    no_base = score_json("healthy", ratios=(1.0, 0.7, 1.0), baseline=False)
+    assert engine.crossed_thresholds(no_base, {"thresholds": {"tail_coverage": 0.8}}) == [
+        "tail_coverage"]
+
+
+def _run(verdicts, fire_after=2, resolve_after=2):
+    counters, firing, actions = Counters(), False, []
+    for v in verdicts:
+        counters, action = step(counters, v, firing, fire_after, resolve_after)
+        if action == "fire":
+            firing = True
+        elif action == "resolve":
+            firing = False
+        actions.append(action)
+    return actions
+
+
+def test_one_bad_window_does_not_fire():
+    assert _run([BAD, GOOD, BAD, GOOD]) == [None] * 4
+
+
+def test_fires_after_k_bad_and_resolves_after_k_good():
+    assert _run([BAD, BAD, GOOD, BAD, GOOD, GOOD]) == [None, "fire", None, None, None, "resolve"]
+
+
+def test_uninformative_windows_neither_count_nor_reset():
+    assert _run([BAD, None, BAD]) == [None, None, "fire"]
+    assert _run([BAD, BAD, GOOD, None, GOOD]) == [None, "fire", None, None, "resolve"]
+
+
+def test_k_is_configurable():
+    assert _run([BAD] * 3, fire_after=3)[-1] == "fire"
+    assert _run([BAD, GOOD], fire_after=1, resolve_after=1) == ["fire", "resolve"]
+
+
+def test_dedup_key_is_deterministic_and_bounded():
+    assert dedup_key("bot", "collapse") == dedup_key("bot", "collapse")
+    assert dedup_key("bot", "collapse") != dedup_key("bot", "early_collapse")
+    assert dedup_key("bot", "collapse") != dedup_key("bot2", "collapse")
+    long = "m" * 200
+    assert len(dedup_key(long, "evaluations_stale")) <= 128
+    assert dedup_key(long, "collapse") != dedup_key(long + "x", "collapse")
+
+
+# ---------------------------------------------------------------------------- with a database
+
+
+def evaluate(model_id: int) -> engine.Outcome:
+    with session_scope() as s:
+        return engine.evaluate_model(s, model_id)
+
+
+def liveness(model_id: int, now: datetime | None = None) -> engine.Outcome:
+    with session_scope() as s:
+        return engine.check_model_liveness(s, s.get(MonitoredModel, model_id), now)
+
+
+def alerts(model_id: int) -> list[tuple[str, str, str]]:
+    with session_scope() as s:
+        rows = s.scalars(select(Alert).where(Alert.model_id == model_id).order_by(Alert.id))
+        return [(a.kind, a.severity, a.state) for a in rows]
+
+
+def notifications() -> list[tuple[int, int, str]]:
+    with session_scope() as s:
+        rows = s.scalars(select(Notification).order_by(Notification.id))
+        return [(n.alert_id, n.channel_id, n.event) for n in rows]
+
+
+def test_rules_are_created_with_defaults(service_env):
+    model_id = make_model()
+    with session_scope() as s:
+        rules = engine.ensure_rules(s, s.get(MonitoredModel, model_id))
+        again = engine.ensure_rules(s, s.get(MonitoredModel, model_id))
+        assert {k: (r.severity, r.fire_after_windows, r.resolve_after_windows)
+                for k, r in rules.items()} == {
+            "early_collapse": ("warning", 2, 2), "collapse": ("critical", 2, 2),
+            "no_samples": ("warning", 2, 2), "evaluations_stale": ("warning", 2, 2)}
+        assert rules["no_samples"].threshold_seconds == 3600
+        assert {r.id for r in again.values()} == {r.id for r in rules.values()}
+
+
+def test_collapse_fires_after_two_windows_with_outbox_rows(database_url, service_env):
+    model_id = make_model()
+    pd = make_channel("pd", "pagerduty", {"routing_key": "k" * 32}, min_severity="critical")
+    hook = make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    add_evaluation(model_id, "collapse")
+    first = evaluate(model_id)
+    assert first.fired == [] and alerts(model_id) == []
+    add_evaluation(model_id, "collapse")
+    second = evaluate(model_id)
+    assert sorted(alerts(model_id)) == [("collapse", "critical", "firing"),
+                                        ("early_collapse", "warning", "firing")]
+    # critical goes to both channels, warning only to the webhook
+    sent = notifications()
+    assert len(second.notification_ids) == len(sent) == 3
+    by_channel = sorted((c, e) for _, c, e in sent)
+    assert by_channel == [(pd, "trigger"), (hook, "trigger"), (hook, "trigger")]
+    with session_scope() as s:
+        a = s.scalar(select(Alert).where(Alert.kind == "collapse"))
+        assert a.dedup_key == dedup_key("bot", "collapse")
+        assert "2 consecutive" in a.summary and a.details["health"] == "collapse"
+        payload = s.scalar(select(Notification.payload).where(Notification.channel_id == pd))
+        assert payload["dedup_key"] == a.dedup_key and payload["severity"] == "critical"
+
+
+def test_each_evaluation_is_counted_once(database_url, service_env):
+    model_id = make_model()
+    add_evaluation(model_id, "collapse")
+    for _ in range(3):
+        assert evaluate(model_id).fired == []
+    with session_scope() as s:
+        bad = s.scalar(select(AlertState.consecutive_bad)
+                       .where(AlertState.model_id == model_id, AlertState.kind == "collapse"))
+    assert bad == 1
+    add_evaluation(model_id, "collapse")
+    assert len(evaluate(model_id).fired) == 2
+    assert evaluate(model_id).fired == []
+    assert len(alerts(model_id)) == 2
+
+
+def test_resolves_after_two_healthy_windows_to_the_channels_that_got_the_trigger(
+        database_url, service_env):
+    model_id = make_model()
+    hook = make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    for _ in range(2):
+        add_evaluation(model_id, "collapse")
+    evaluate(model_id)
+    # a channel added while the alert fires gets no resolve for a trigger it never saw
+    make_channel("late", "webhook", {"url": "http://127.0.0.1:9/y"})
+    add_evaluation(model_id, "healthy")
+    assert evaluate(model_id).resolved == []
+    add_evaluation(model_id, "healthy")
+    out = evaluate(model_id)
+    assert len(out.resolved) == 2
+    assert sorted(alerts(model_id)) == [("collapse", "critical", "resolved"),
+                                        ("early_collapse", "warning", "resolved")]
+    resolves = [(c, e) for _, c, e in notifications() if e == "resolve"]
+    assert resolves == [(hook, "resolve"), (hook, "resolve")]
+
+
+def test_collapse_resolves_to_early_collapse_while_the_warning_stays(database_url, service_env):
+    model_id = make_model()
+    for health in ("collapse", "collapse", "early_collapse", "early_collapse"):
+        add_evaluation(model_id, health)
+        evaluate(model_id)
+    assert sorted(alerts(model_id)) == [("collapse", "critical", "resolved"),
+                                        ("early_collapse", "warning", "firing")]
+
+
+def test_unfinished_window_holds_back_later_ones(database_url, service_env):
+    model_id = make_model()
+    add_evaluation(model_id, "collapse")
+    pending = add_evaluation(model_id, None, status="running")
+    add_evaluation(model_id, "collapse")
+    assert evaluate(model_id).evaluations_seen == 1
+    assert alerts(model_id) == []
+    set_status(pending, "done", "healthy")
+    evaluate(model_id)
+    # window order: collapse, healthy, collapse -> never two bad in a row
+    assert alerts(model_id) == []
+
+
+def test_failed_windows_are_skipped(database_url, service_env):
+    model_id = make_model()
+    add_evaluation(model_id, "collapse")
+    add_evaluation(model_id, None, status="failed", result=None)
+    add_evaluation(model_id, "collapse")
+    evaluate(model_id)
+    assert ("collapse", "critical", "firing") in alerts(model_id)
+
+
+def test_disabled_rule_does_not_fire_and_disabling_resolves(database_url, service_env):
+    model_id = make_model()
+    make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    with session_scope() as s:
+        model = s.get(MonitoredModel, model_id)
+        rules = engine.ensure_rules(s, model)
+        engine.update_rule(s, model, rules["early_collapse"], {"enabled": False})
+    for _ in range(2):
+        add_evaluation(model_id, "collapse")
+    evaluate(model_id)
+    assert alerts(model_id) == [("collapse", "critical", "firing")]
+    with session_scope() as s:
+        model = s.get(MonitoredModel, model_id)
+        rule = engine.ensure_rules(s, model)["collapse"]
+        _, ids = engine.update_rule(s, model, rule, {"enabled": False})
+    assert len(ids) == 1
+    assert alerts(model_id) == [("collapse", "critical", "resolved")]
+
+
+def test_channel_filters_by_severity_and_model(database_url, service_env):
+    model_id = make_model("bot")
+    make_channel("only-other", "webhook", {"url": "http://127.0.0.1:9/a"}, models=["other"])
+    mine = make_channel("only-bot", "webhook", {"url": "http://127.0.0.1:9/b"}, models=["bot"])
+    make_channel("disabled", "webhook", {"url": "http://127.0.0.1:9/c"}, enabled=False)
+    crit = make_channel("critical", "webhook", {"url": "http://127.0.0.1:9/d"},
+                        min_severity="critical")
+    for _ in range(2):
+        add_evaluation(model_id, "early_collapse")
+    evaluate(model_id)
+    assert [c for _, c, _ in notifications()] == [mine]
+    assert crit not in [c for _, c, _ in notifications()]
+
+
+def test_new_counter_rows_start_a_few_windows_back(database_url, service_env):
+    model_id = make_model()
+    for health in ["collapse"] * 6 + ["healthy"] * 3:
+        add_evaluation(model_id, health)
+    out = evaluate(model_id)
+    # history before the last two windows is not replayed: no fire/resolve pairs from the past
+    assert out.evaluations_seen == 2
+    assert alerts(model_id) == []
+
+
+def test_concurrent_evaluations_of_one_model_fire_once(database_url, service_env):
+    model_id = make_model()
+    make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    for _ in range(2):
+        add_evaluation(model_id, "collapse")
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def worker():
+        try:
+            barrier.wait()
+            evaluate(model_id)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert sorted(alerts(model_id)) == [("collapse", "critical", "firing"),
+                                        ("early_collapse", "warning", "firing")]
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Notification)) == 2
+        assert s.scalar(select(AlertState.consecutive_bad)
+                        .where(AlertState.kind == "collapse")) == 2
+
+
+# ---------------------------------------------------------------------------- time rules
+
+
+def test_no_samples_fires_and_resolves_when_samples_return(database_url, service_env):
+    model_id = make_model()
+    now = datetime.now(UTC)
+    add_samples(model_id, 3, received_at=now - timedelta(hours=2))
+    out = liveness(model_id, now)
+    assert alerts(model_id) == [("no_samples", "warning", "firing")]
+    assert len(out.fired) == 1
+    assert liveness(model_id, now).fired == []  # still firing, not fired again
+    add_samples(model_id, 1, received_at=now)
+    out = liveness(model_id, now + timedelta(seconds=1))
+    assert alerts(model_id) == [("no_samples", "warning", "resolved")]
+
+
+def test_model_that_never_sent_samples_counts_from_its_creation(database_url, service_env):
+    model_id = make_model()
+    assert liveness(model_id).fired == []
+    liveness(model_id, datetime.now(UTC) + timedelta(hours=2))
+    assert alerts(model_id) == [("no_samples", "warning", "firing")]
+
+
+def test_evaluations_stale_for_an_old_unfinished_window(database_url, service_env):
+    model_id = make_model()
+    now = datetime.now(UTC)
+    ids = add_samples(model_id, 10, received_at=now)
+    ev = add_evaluation(model_id, None, status="pending", sample_ids=ids,
+                        created_at=now - timedelta(hours=1))
+    liveness(model_id, now)
+    assert ("evaluations_stale", "warning", "firing") in alerts(model_id)
+    set_status(ev, "done", "healthy")
+    liveness(model_id, now)
+    assert ("evaluations_stale", "warning", "resolved") in alerts(model_id)
+
+
+def test_partial_window_that_is_not_due_is_not_stale(database_url, service_env):
+    # 3 samples < min_size 5: the window cannot close, so nothing is owed however old
+    model_id = make_model(window_size=10, window_min_size=5, window_max_age_seconds=60)
+    now = datetime.now(UTC)
+    add_samples(model_id, 3, received_at=now - timedelta(days=1))
+    with session_scope() as s:
+        assert engine.evaluation_owed_since(s, s.get(MonitoredModel, model_id)) is None
+
+
+def test_unplanned_full_window_is_owed_since_it_filled(database_url, service_env):
+    model_id = make_model(window_size=10, window_min_size=5, window_max_age_seconds=None)
+    t0 = datetime.now(UTC) - timedelta(hours=3)
+    add_samples(model_id, 4, received_at=t0)
+    with session_scope() as s:
+        assert engine.evaluation_owed_since(s, s.get(MonitoredModel, model_id)) is None
+    add_samples(model_id, 6, received_at=t0 + timedelta(hours=1))
+    with session_scope() as s:
+        since = engine.evaluation_owed_since(s, s.get(MonitoredModel, model_id))
+    assert abs((since - (t0 + timedelta(hours=1))).total_seconds()) < 1
+
+
+def test_rules_survive_as_rows(database_url, service_env):
+    model_id = make_model()
+    liveness(model_id)
+    with session_scope() as s:
+        kinds = set(s.scalars(select(AlertRule.kind).where(AlertRule.model_id == model_id)))
+    assert kinds == set(engine.RULE_KINDS)

@@ -1,0 +1,354 @@
+"""Channels and outbox delivery against a real loopback HTTP server that records requests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from service.alerting import engine, outbox
+from service.alerting.channels import (
+    CHANNEL_KINDS,
+    ChannelConfigError,
+    DeliveryError,
+    Message,
+    build_channel,
+)
+from service.alerting.channels.base import parse_retry_after
+from service.alerting.channels.webhook import SIGNATURE_HEADER, verify
+from service.db import session_scope
+from service.models import Notification
+from service.settings import get_settings
+from tests.service.alert_fixtures import add_evaluation, make_channel, make_model
+from tests.support import recording_server
+
+SECRET = "s3cret-s3cret-s3cret"
+
+
+def message(event: str = "trigger", nid: int = 7) -> Message:
+    return Message(notification_id=nid, event=event, payload={
+        "alert_id": 3, "dedup_key": "collapsewatch/bot/collapse", "model": "bot",
+        "kind": "collapse", "severity": "critical", "state": "firing",
+        "title": "bot: collapse", "summary": "model 'bot' is in collapse for 2 windows",
+        "details": {"health": "collapse"}, "started_at": "2026-01-01T00:00:00+00:00",
+        "url": "http://127.0.0.1:8000/api/v1/alerts?model=bot"})
+
+
+# ---------------------------------------------------------------------------- channel formats
+
+
+def test_every_channel_kind_is_discovered():
+    assert set(CHANNEL_KINDS) == {"webhook", "slack", "pagerduty"}
+
+
+def test_webhook_posts_signed_json():
+    with recording_server() as srv:
+        build_channel("webhook", {"url": srv.url + "/hook", "secret": SECRET}).send(message())
+        (req,) = srv.received("/hook")
+    body = req.json()
+    assert body["event"] == "trigger" and body["model"] == "bot" and body["notification_id"] == 7
+    assert req.headers["X-Collapsewatch-Event"] == "trigger"
+    assert req.headers["Idempotency-Key"] == "collapsewatch-notification-7"
+    signature = req.headers[SIGNATURE_HEADER]
+    assert verify(SECRET, signature, req.body)
+    assert not verify("another-secret-xxxxxxx", signature, req.body)
+    assert not verify(SECRET, signature, req.body + b" ")
+    # a replayed request outside the tolerance is rejected
+    assert not verify(SECRET, signature, req.body, now=time.time() + 3600)
+
+
+def test_webhook_without_secret_sends_no_signature():
+    with recording_server() as srv:
+        build_channel("webhook", {"url": srv.url}).send(message())
+        (req,) = srv.received()
+    assert SIGNATURE_HEADER not in req.headers
+
+
+def test_slack_incoming_webhook_message():
+    with recording_server() as srv:
+        ch = build_channel("slack", {"webhook_url": srv.url + "/services/T/B/X"})
+        ch.send(message())
+        ch.send(message("resolve"))
+        trigger, resolve = srv.received("/services/T/B/X")
+    assert "FIRING [critical] bot: collapse" in trigger.json()["text"]
+    assert trigger.json()["blocks"][0]["text"]["type"] == "mrkdwn"
+    assert "RESOLVED" in resolve.json()["text"]
+
+
+def test_pagerduty_trigger_then_resolve_with_the_same_dedup_key():
+    def accept(_req):
+        return 202, {"content-type": "application/json"}, b'{"status":"success"}'
+
+    with recording_server(accept) as srv:
+        ch = build_channel("pagerduty", {"routing_key": "R" * 32, "url": srv.url + "/v2/enqueue"})
+        ch.send(message("trigger"))
+        ch.send(message("resolve", nid=8))
+        trigger, resolve = (r.json() for r in srv.received("/v2/enqueue"))
+    assert trigger["event_action"] == "trigger" and resolve["event_action"] == "resolve"
+    assert trigger["dedup_key"] == resolve["dedup_key"] == "collapsewatch/bot/collapse"
+    assert trigger["routing_key"] == resolve["routing_key"] == "R" * 32
+    p = trigger["payload"]
+    assert p["severity"] == "critical" and p["source"] == "collapsewatch/bot"
+    assert p["summary"] == "bot: collapse" and p["class"] == "collapse"
+    assert set(resolve) == {"routing_key", "event_action", "dedup_key"}
+
+
+@pytest.mark.parametrize("status,retryable", [(429, True), (500, True), (503, True),
+                                               (400, False), (404, False)])
+def test_http_failures_are_classified(status, retryable):
+    with recording_server() as srv:
+        srv.fail_next(status)
+        ch = build_channel("pagerduty", {"routing_key": "R" * 32, "url": srv.url})
+        with pytest.raises(DeliveryError) as info:
+            ch.send(message())
+    assert info.value.retryable is retryable and info.value.status == status
+
+
+def test_connection_refused_is_retryable():
+    with recording_server() as srv:
+        url = srv.url
+    with pytest.raises(DeliveryError) as info:
+        build_channel("webhook", {"url": url}, timeout=2).send(message())
+    assert info.value.retryable
+
+
+@pytest.mark.parametrize("kind,config,field", [
+    ("webhook", {}, "url"),
+    ("webhook", {"url": "ftp://x"}, "url"),
+    ("webhook", {"url": "http://x", "secret": "short"}, "secret"),
+    ("webhook", {"url": "http://x", "colour": "red"}, "colour"),
+    ("slack", {"webhook_url": ""}, "webhook_url"),
+    ("pagerduty", {}, "routing_key"),
+    ("pagerduty", {"routing_key": "k", "url": "nope"}, "url"),
+])
+def test_bad_config_names_the_field(kind, config, field):
+    with pytest.raises(ChannelConfigError, match=field):
+        build_channel(kind, config)
+
+
+def test_secrets_are_redacted():
+    assert CHANNEL_KINDS["pagerduty"].redact({"routing_key": "abc", "url": "u"}) == {
+        "routing_key": "***", "url": "u"}
+    assert CHANNEL_KINDS["webhook"].redact({"url": "u", "secret": "x" * 20})["secret"] == "***"
+
+
+def test_retry_after_header_forms():
+    assert parse_retry_after("30") == 30.0
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert parse_retry_after("Thu, 01 Jan 2026 00:01:00 GMT", now) == 60.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+
+
+def test_backoff_is_exponential_and_capped():
+    delays = [outbox.backoff_seconds(n, 5, 60) for n in range(1, 7)]
+    assert delays == [5, 10, 20, 40, 60, 60]
+
+
+# ---------------------------------------------------------------------------- outbox delivery
+
+
+def fire_collapse(model_id: int) -> list[int]:
+    for _ in range(2):
+        add_evaluation(model_id, "collapse")
+    with session_scope() as s:
+        return engine.evaluate_model(s, model_id).notification_ids
+
+
+def resolve_collapse(model_id: int) -> list[int]:
+    ids = []
+    for _ in range(2):
+        add_evaluation(model_id, "healthy")
+        with session_scope() as s:
+            ids += engine.evaluate_model(s, model_id).notification_ids
+    return ids
+
+
+def row(nid: int) -> Notification:
+    with session_scope() as s:
+        return s.get(Notification, nid)
+
+
+def drain(now: datetime, rounds: int = 50, step: timedelta = timedelta(minutes=30)) -> datetime:
+    """What the sweeper does over time: deliver every due row, then let time pass."""
+    for _ in range(rounds):
+        with session_scope() as s:
+            due = outbox.due_ids(s, now)
+        with session_scope() as s:
+            open_rows = s.scalars(select(Notification.id).where(
+                Notification.status.in_(("pending", "sending")))).all()
+        if not open_rows:
+            return now
+        for nid in due:
+            outbox.deliver(nid, now=now)
+        now += step
+    raise AssertionError("outbox did not drain")
+
+
+def test_delivery_marks_sent_and_never_sends_twice(database_url, service_env):
+    with recording_server() as srv:
+        make_channel("hook", "webhook", {"url": srv.url + "/h", "secret": SECRET})
+        model_id = make_model()
+        ids = fire_collapse(model_id)
+        assert len(ids) == 2
+        for nid in ids:
+            assert outbox.deliver(nid).status == "sent"
+            assert outbox.deliver(nid).status == "skipped"
+        assert len(srv.received("/h")) == 2
+        for nid in ids:
+            r = row(nid)
+            assert (r.status, r.attempts, r.last_error) == ("sent", 1, None)
+            assert r.sent_at is not None
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_retryable_failures_back_off_then_succeed(database_url, service_env, status):
+    with recording_server() as srv:
+        make_channel("pd", "pagerduty", {"routing_key": "R" * 32, "url": srv.url},
+                     min_severity="critical")
+        (nid,) = fire_collapse(make_model())
+        srv.fail_next(status, 2)
+        now = datetime.now(UTC)
+        first = outbox.deliver(nid, now=now)
+        assert first.status == "retry" and first.delay == get_settings().notify_backoff_base_seconds
+        r = row(nid)
+        assert r.status == "pending" and r.attempts == 1 and str(status) in r.last_error
+        # not due yet: the backoff holds it back
+        assert outbox.deliver(nid, now=now).status == "skipped"
+        second = outbox.deliver(nid, now=now + timedelta(seconds=first.delay + 0.1))
+        assert second.status == "retry" and second.delay == 2 * first.delay
+        later = now + timedelta(seconds=first.delay + second.delay + 1)
+        assert outbox.deliver(nid, now=later).status == "sent"
+        assert len(srv.received()) == 1
+        assert row(nid).attempts == 3
+
+
+def test_bad_request_is_dead_lettered_without_retry(database_url, service_env):
+    with recording_server() as srv:
+        make_channel("pd", "pagerduty", {"routing_key": "R" * 32, "url": srv.url},
+                     min_severity="critical")
+        (nid,) = fire_collapse(make_model())
+        srv.fail_next(400)
+        result = outbox.deliver(nid)
+        assert result.status == "dead"
+        r = row(nid)
+        assert r.status == "dead" and r.attempts == 1 and "HTTP 400" in r.last_error
+        assert outbox.deliver(nid, now=datetime.now(UTC) + timedelta(days=1)).status == "skipped"
+        with session_scope() as s:
+            assert outbox.due_ids(s, datetime.now(UTC) + timedelta(days=1)) == []
+
+
+def test_attempts_are_capped(database_url, service_env, monkeypatch):
+    monkeypatch.setenv("COLLAPSEWATCH_NOTIFY_MAX_ATTEMPTS", "3")
+    get_settings.cache_clear()
+    with recording_server() as srv:
+        make_channel("hook", "webhook", {"url": srv.url})
+        nid = fire_collapse(make_model())[0]
+        srv.fail_next(503, 10)
+        now = datetime.now(UTC)
+        statuses = []
+        for _ in range(5):
+            statuses.append(outbox.deliver(nid, now=now).status)
+            now += timedelta(hours=1)
+        assert statuses == ["retry", "retry", "dead", "skipped", "skipped"]
+        assert row(nid).attempts == 3 and "503" in row(nid).last_error
+
+
+def test_down_then_up_loses_nothing_and_sends_nothing_twice(database_url, service_env):
+    with recording_server() as srv:
+        make_channel("pd", "pagerduty", {"routing_key": "R" * 32, "url": srv.url + "/pd"},
+                     min_severity="critical")
+        make_channel("hook", "webhook", {"url": srv.url + "/hook"})
+        model_id = make_model()
+        srv.fail_next(503, 9)  # the far end is down for a while
+        fired = fire_collapse(model_id)
+        resolved = resolve_collapse(model_id)
+        assert len(fired) == 3 and len(resolved) == 3
+        drain(datetime.now(UTC))
+        pd = [r.json() for r in srv.received("/pd")]
+        hooks = [r.json() for r in srv.received("/hook")]
+    # every event exactly once, and each resolve after its trigger
+    assert [e["event_action"] for e in pd] == ["trigger", "resolve"]
+    assert pd[0]["dedup_key"] == pd[1]["dedup_key"]
+    assert len(hooks) == 4 and len({h["notification_id"] for h in hooks}) == 4
+    for alert_id in {h["alert_id"] for h in hooks}:
+        events = [h["event"] for h in hooks if h["alert_id"] == alert_id]
+        assert events == ["trigger", "resolve"]
+    with session_scope() as s:
+        assert set(s.scalars(select(Notification.status))) == {"sent"}
+
+
+def test_resolve_waits_for_its_trigger(database_url, service_env):
+    with recording_server() as srv:
+        make_channel("pd", "pagerduty", {"routing_key": "R" * 32, "url": srv.url},
+                     min_severity="critical")
+        model_id = make_model()
+        (trigger,) = fire_collapse(model_id)
+        srv.fail_next(500)
+        now = datetime.now(UTC)
+        assert outbox.deliver(trigger, now=now).status == "retry"
+        (resolve,) = resolve_collapse(model_id)
+        waiting = outbox.deliver(resolve, now=now)
+        assert waiting.status == "waiting" and row(resolve).attempts == 0
+        later = now + timedelta(minutes=5)
+        assert outbox.deliver(resolve, now=later).status == "waiting"
+        assert outbox.deliver(trigger, now=later).status == "sent"
+        assert outbox.deliver(resolve, now=later + timedelta(minutes=1)).status == "sent"
+        assert [r.json()["event_action"] for r in srv.received()] == ["trigger", "resolve"]
+
+
+def test_two_workers_with_the_same_id_send_once(database_url, service_env):
+    def slow(_req):
+        time.sleep(0.5)
+        return 202, {}, b"{}"
+
+    with recording_server(slow) as srv:
+        make_channel("hook", "webhook", {"url": srv.url})
+        nid = fire_collapse(make_model())[0]
+        results: list[str] = []
+        barrier = threading.Barrier(3)
+
+        def worker():
+            barrier.wait()
+            results.append(outbox.deliver(nid).status)
+
+        threads = [threading.Thread(target=worker) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(results) == ["sent", "skipped", "skipped"]
+        assert len(srv.received()) == 1
+
+
+def test_a_worker_that_died_mid_send_is_retried_after_its_lease(database_url, service_env):
+    with recording_server() as srv:
+        make_channel("hook", "webhook", {"url": srv.url})
+        nid = fire_collapse(make_model())[0]
+        now = datetime.now(UTC)
+        # claim as a worker would, then "die" before sending
+        early, msg, channel, attempt = outbox._claim(nid, get_settings(), now)
+        assert early is None and attempt == 1 and row(nid).status == "sending"
+        with session_scope() as s:
+            assert nid not in outbox.due_ids(s, now)
+            lease = timedelta(seconds=get_settings().notify_lease_seconds + 1)
+            assert nid in outbox.due_ids(s, now + lease)
+        assert outbox.deliver(nid, now=now + lease).status == "sent"
+        # the dead worker's late result cannot overwrite the newer attempt
+        assert not outbox._finish(nid, attempt, {"status": "pending"})
+        assert row(nid).status == "sent" and len(srv.received()) == 1
+
+
+def test_disabled_or_deleted_channel_dead_letters(database_url, service_env):
+    with recording_server() as srv:
+        cid = make_channel("hook", "webhook", {"url": srv.url})
+        nid = fire_collapse(make_model())[0]
+        from service.models import Channel
+
+        with session_scope() as s:
+            s.get(Channel, cid).enabled = False
+        assert outbox.deliver(nid).status == "dead"
+        assert "disabled" in row(nid).last_error
+        assert srv.received() == []
