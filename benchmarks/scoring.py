@@ -4,9 +4,10 @@
 
 On a fixed window of fortunes (``--window`` documents, seed 2000) it times:
 
-* each comparable metric: ``metrics.functional`` (median of ``--repeats`` runs) against its
-  peer, run in the peer's own venv (benchmarks/peers/envs.py) on the same tokens, timed
-  inside the peer process around the peer call alone (imports and start-up excluded);
+* each comparable metric: ``metrics.functional`` against its peer, run in the peer's own
+  venv (benchmarks/peers/envs.py) on the same tokens, timed inside the peer process around
+  the peer call alone (imports and start-up excluded); both sides report the median of
+  ``--repeats`` runs (nltk Self-BLEU: one run);
 * the whole suite: ``metrics.score`` on the raw window after the reference file is loaded
   (first call, which may still compute a band, and the median of the repeats), against the
   sum of the peers' times;
@@ -21,6 +22,7 @@ all. The table says which.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -83,9 +85,9 @@ def per_metric_rows(texts: list[str], repeats: int, nltk_hypotheses: int) -> lis
     distinct, repetition, compression = envs.run_batch(
         "diversity",
         [
-            {"op": "distinct_stream", "docs": joined, "max_n": 3},
-            {"op": "self_repetition", "docs": joined, "n": 4},
-            {"op": "compression", "docs": joined},
+            {"op": "distinct_stream", "docs": joined, "max_n": 3, "repeats": repeats},
+            {"op": "self_repetition", "docs": joined, "n": 4, "repeats": repeats},
+            {"op": "compression", "docs": joined, "repeats": repeats},
         ],
     )
     limit = nltk_hypotheses if 0 < nltk_hypotheses < len(docs) else len(docs)
@@ -99,9 +101,18 @@ def per_metric_rows(texts: list[str], repeats: int, nltk_hypotheses: int) -> lis
     sketch = envs.run(
         "datasketch",
         "near_duplicates",
-        {"docs": joined, "threshold": 0.8, "num_perm": 128, "shingle": 5, "seed": 1},
+        {
+            "docs": joined,
+            "threshold": 0.8,
+            "num_perm": 128,
+            "shingle": 5,
+            "seed": 1,
+            "repeats": repeats,
+        },
     )
-    richness = envs.run("lexicalrichness", "mattr", {"tokens": flat, "window": 100})
+    richness = envs.run(
+        "lexicalrichness", "mattr", {"tokens": flat, "window": 100, "repeats": repeats}
+    )
 
     def ours(fn: Callable[[], object]) -> float:
         return _median_seconds(fn, repeats)
@@ -221,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = per_metric_rows(texts, args.repeats, args.nltk_hypotheses)
     peer_total = sum(r.peer for r in rows if r.peer)
     rows += reference_and_suite_rows(texts, args.repeats, peer_total)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"window: {args.window} fortunes (seed 2000); load average {load} on {os.cpu_count()} CPUs"
+    )
     print(render(rows))
     return 0
 

@@ -429,7 +429,8 @@ class Client:
                 good.append(sample)
             except (TypeError, ValueError) as exc:
                 self._n_invalid += 1
-                log.warning("sample cannot be encoded as JSON; skipped", extra={
+                log.warning("sample %s cannot be encoded as JSON (%s); skipped",
+                            sample["id"], exc, extra={
                     "model": self.model, "sample_id": sample["id"], "error": str(exc)})
         return good
 
@@ -483,7 +484,8 @@ class Client:
         if result.rejected:
             self._n_rejected += result.rejected
             self._last_error = f"HTTP {result.status}: {result.detail}"
-            log.error("collapsewatch refused samples; they are not sent again", extra={
+            log.error("collapsewatch refused %d samples (HTTP %s: %s); they are not sent "
+                      "again", result.rejected, result.status, result.detail, extra={
                 "model": self.model, "status": result.status, "samples": result.rejected,
                 "detail": result.detail})
         return result
@@ -497,7 +499,8 @@ class Client:
         what = f"HTTP {result.status}" if result.status else "unreachable"
         self._last_error = f"{what}: {result.detail}"
         log_fn = log.warning if self._failures == 1 or self._failures % 10 == 0 else log.debug
-        log_fn("collapsewatch did not take a batch; keeping it and retrying", extra={
+        log_fn("collapsewatch did not take a batch (%s); keeping it, retry %d in %.1fs",
+               self._last_error, self._failures, delay, extra={
             "model": self.model, "error": self._last_error, "attempt": self._failures,
             "retry_in_seconds": round(delay, 3), "spool_pending": self._spool.pending_records})
 
@@ -507,20 +510,22 @@ class Client:
         except OSError as exc:
             self._n_dropped_spool += count
             self._last_error = f"spool write failed: {exc}"
-            log.error("cannot write to the spool; batch dropped", extra={
+            log.error("cannot write to the spool (%s); %d samples dropped", exc, count, extra={
                 "model": self.model, "samples": count, "error": str(exc)})
             return
         self._n_spooled += count
         if dropped:
             self._n_dropped_spool += dropped
-            log.error("spool is full; dropped the oldest spooled samples", extra={
+            log.error("spool is full (max %d bytes); dropped the %d oldest spooled samples",
+                      self._spool.max_bytes, dropped, extra={
                 "model": self.model, "samples": dropped, "max_bytes": self._spool.max_bytes})
 
     def _log_drops(self) -> None:
         dropped = self._n_dropped_queue
         now = time.monotonic()
         if dropped != self._reported_drops and now - self._last_drop_log >= 10.0:
-            log.warning("queue full; dropped the oldest samples", extra={
+            log.warning("queue full (max %d); dropped the oldest samples: %d since the last "
+                        "report", self._max_queue, dropped - self._reported_drops, extra={
                 "model": self.model, "dropped_since_last_report": dropped - self._reported_drops,
                 "dropped_queue_full": dropped, "max_queue": self._max_queue})
             self._reported_drops = dropped
@@ -535,8 +540,9 @@ class Client:
             self._log_drops()
         if not self._spool.durable and self._spool.pending_records:
             self._n_dropped_close += self._spool.pending_records
-            log.error("collapsewatch did not take these samples before close; they are lost "
-                      "(configure spool_dir to keep them on disk)", extra={
+            log.error("collapsewatch did not take %d samples before close; they are lost "
+                      "(configure spool_dir to keep them on disk)",
+                      self._spool.pending_records, extra={
                           "model": self.model, "samples": self._spool.pending_records})
         self._take_flush_requests()
         self._answer_flushes()

@@ -254,7 +254,8 @@ class OpenAIProber:
             messages.append({"role": "user", "content": probe.prompt})
             body["messages"] = messages
         else:
-            body["prompt"] = probe.prompt if not probe.system else f"{probe.system}\n\n{probe.prompt}"
+            # completions has no roles: a system text goes in front of the prompt
+            body["prompt"] = f"{probe.system}\n\n{probe.prompt}" if probe.system else probe.prompt
         return body
 
     def _extract(self, answer: Any) -> tuple[str | None, str | None, str | None]:
@@ -322,7 +323,8 @@ class OpenAIProber:
                 result.calls += 1
                 if outcome.text is None:
                     result.failed += 1
-                    log.error("probe call failed", extra={
+                    log.error("probe call failed: probe %s sample %d: %s (after %d attempts)",
+                              probe.id, k, outcome.error, outcome.attempts, extra={
                         "probe": probe.id, "sample_index": k, "endpoint": self.url,
                         "status": outcome.status, "error": outcome.error,
                         "attempts": outcome.attempts, "round": round_id})

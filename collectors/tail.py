@@ -381,7 +381,8 @@ class Tailer:
             self._bad_in_window = 0
         self._bad_in_window += 1
         if self._bad_in_window <= 10:
-            log.warning("skipped a bad log line", extra={
+            log.warning("skipped a bad log line at offset %d of %s: %s", offset,
+                        self._cur.path, reason, extra={
                 "path": str(self._cur.path), "offset": offset, "reason": reason,
                 "bad_lines": self.stats.bad_lines})
 

@@ -119,13 +119,15 @@ def near_duplicate_rate(
     signatures equal datasketch's for the same seed) and found through LSH bands with
     datasketch's optimal (bands, rows) for the threshold. Candidates are verified on the
     signature (estimated Jaccard >= threshold); datasketch's ``MinHashLSH.query`` returns
-    unverified band collisions. O(D·num_perm) plus the shingles.
+    unverified band collisions. An empty document has no shingles and is never a
+    near-duplicate (it still counts in the denominator). O(D·num_perm) plus the shingles.
     """
     if not docs:
         return 0.0
     hashes, owners = shingle_hashes(docs, shingle)
     sig = kernels.minhash_signatures(hashes, owners, len(docs), num_perm, seed)
-    return float(kernels.near_duplicate_flags(sig, threshold).mean())
+    eligible = np.bincount(owners, minlength=len(docs)) > 0
+    return float(kernels.near_duplicate_flags(sig, threshold, eligible).mean())
 
 
 def mattr(tokens: Sequence[str], window: int = 100) -> float:

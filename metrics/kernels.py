@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from metrics.text import combine, mix64, ngram_keys
+from metrics.text import mix64, ngram_keys
 
 # ---------------------------------------------------------------- counting
 
@@ -119,24 +119,54 @@ def gzip_ratio(data: bytes) -> float | None:
     return len(data) / len(gzip.compress(data, compresslevel=9, mtime=0))
 
 
+# ---------------------------------------------------------------- per-document n-gram counts
+
+
+def doc_ngram_groups(keys: np.ndarray, doc_of: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(key, document, count) of every distinct (n-gram, document) pair, sorted by key
+    then document. ``doc_of`` must be non-decreasing (as :func:`ngram_keys` returns it):
+    a stable sort by key then keeps documents in order within a key. O(T log T).
+    """
+    if len(keys) == 0:
+        empty = np.empty(0, np.int64)
+        return np.empty(0, np.uint64), empty, empty
+    order = np.argsort(keys, kind="stable")
+    k, d = keys[order], doc_of[order]
+    start = np.flatnonzero(np.r_[True, (k[1:] != k[:-1]) | (d[1:] != d[:-1])])
+    count = np.diff(np.append(start, len(k)))
+    return k[start], d[start], count
+
+
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start of each run of equal keys, run id of every element)."""
+    flag = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
+    return np.flatnonzero(flag), np.cumsum(flag) - 1
+
+
 # ---------------------------------------------------------------- self-repetition
 
 
-def self_repetition_keys(keys: np.ndarray, doc_of: np.ndarray, n_docs: int) -> float | None:
-    """Self-repetition score (Salkar et al. 2022) from n-gram keys with their documents.
+def self_repetition_groups(groups: tuple[np.ndarray, ...], n_docs: int) -> float | None:
+    """Self-repetition score (Salkar et al. 2022) from :func:`doc_ngram_groups`.
 
     For each document: log(1 + sum over its distinct n-grams of the number of *other*
-    documents containing that n-gram); averaged over documents. O(T log T).
+    documents containing that n-gram); averaged over documents. O(G).
     """
     if n_docs == 0:
         return None
-    if len(keys) == 0:
+    g_key, g_doc, _ = groups
+    if len(g_key) == 0:
         return 0.0
-    pairs = np.unique(np.stack([keys, doc_of.astype(np.uint64)]), axis=1)
-    uniq_keys, inverse, doc_freq = np.unique(pairs[0], return_inverse=True, return_counts=True)
-    others = (doc_freq[inverse] - 1).astype(np.float64)
-    per_doc = np.bincount(pairs[1].astype(np.int64), weights=others, minlength=n_docs)
+    starts, run_id = _runs(g_key)
+    doc_freq = np.diff(np.append(starts, len(g_key)))
+    others = (doc_freq[run_id] - 1).astype(np.float64)
+    per_doc = np.bincount(g_doc, weights=others, minlength=n_docs)
     return float(np.log1p(per_doc).mean())
+
+
+def self_repetition_keys(keys: np.ndarray, doc_of: np.ndarray, n_docs: int) -> float | None:
+    """Self-repetition score from n-gram keys and their (non-decreasing) documents."""
+    return self_repetition_groups(doc_ngram_groups(keys, doc_of), n_docs)
 
 
 # ---------------------------------------------------------------- Self-BLEU
@@ -158,74 +188,64 @@ def _closest_other_length(lengths: np.ndarray) -> np.ndarray:
     return np.where(same_elsewhere, lengths, closest)
 
 
-def _clipped_matches(keys: np.ndarray, doc_of: np.ndarray, n_docs: int) -> np.ndarray:
+def clipped_matches(groups: tuple[np.ndarray, ...], n_docs: int) -> np.ndarray:
     """Per document: sum over its n-grams of min(count here, max count in any other doc).
 
-    BLEU's modified precision numerator with every other document as a reference,
-    computed from (document, n-gram) counts: the max over others is the n-gram's
-    largest count across documents, or its second largest for the document that holds
-    the largest. O(T log T), no loop over document pairs.
+    BLEU's modified precision numerator with every other document as a reference
+    (Papineni et al. 2002), from (document, n-gram) counts: the max over the others is
+    the n-gram's largest count across documents, or its second largest for the document
+    that holds the (first) largest. O(G), no loop over document pairs.
     """
-    if len(keys) == 0:
+    g_key, g_doc, c = groups
+    if len(g_key) == 0:
         return np.zeros(n_docs)
-    order = np.lexsort((doc_of, keys))
-    k = keys[order]
-    d = doc_of[order]
-    new_group = np.ones(len(k), dtype=bool)
-    new_group[1:] = (k[1:] != k[:-1]) | (d[1:] != d[:-1])
-    starts = np.flatnonzero(new_group)
-    g_count = np.diff(np.append(starts, len(k)))
-    g_key = k[starts]
-    g_doc = d[starts]
-    # groups of one key, largest count first
-    by = np.lexsort((-g_count, g_key))
-    c = g_count[by]
-    gk = g_key[by]
-    run_start_flag = np.ones(len(gk), dtype=bool)
-    run_start_flag[1:] = gk[1:] != gk[:-1]
-    run_id = np.cumsum(run_start_flag) - 1
-    run_starts = np.flatnonzero(run_start_flag)
-    run_ends = np.append(run_starts[1:], len(gk))
-    first = run_starts[run_id]
-    pos = np.arange(len(gk))
-    second_idx = first + 1
-    has_second = second_idx < run_ends[run_id]
-    second = np.where(has_second, c[np.minimum(second_idx, len(c) - 1)], 0)
-    other_max = np.where(pos == first, second, c[first])
-    clipped = np.minimum(c, other_max)
-    return np.bincount(g_doc[by], weights=clipped, minlength=n_docs)
+    starts, run_id = _runs(g_key)
+    run_max = np.maximum.reduceat(c, starts)
+    pos = np.arange(len(c))
+    big = len(c) + 1
+    # position of the first maximum of each run; the others' max excludes only that one
+    first_max = np.minimum.reduceat(np.where(c == run_max[run_id], pos, big), starts)
+    masked = np.where(pos == first_max[run_id], 0, c)
+    second = np.maximum.reduceat(masked, starts)
+    other_max = np.where(pos == first_max[run_id], second[run_id], run_max[run_id])
+    return np.bincount(g_doc, weights=np.minimum(c, other_max), minlength=n_docs)
 
 
 def self_bleu_per_doc(
-    ids: np.ndarray, offsets: np.ndarray, max_n: int = 4, epsilon: float = 0.1
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    max_n: int = 4,
+    epsilon: float = 0.1,
+    groups_of=None,
 ) -> np.ndarray:
     """BLEU of each document against all the others, as nltk ``sentence_bleu`` computes it.
 
     Uniform weights 1/max_n, smoothing method1 (Chen & Cherry 2014: epsilon added to a
     zero numerator), brevity penalty against the closest other length, 0 when no
-    unigram matches (Papineni et al. 2002). Needs at least two documents. O(max_n·T log T).
+    unigram matches (Papineni et al. 2002). ``groups_of(n)`` may supply memoised
+    :func:`doc_ngram_groups`. Needs two documents. O(max_n·T log T).
     """
     lengths = np.diff(offsets).astype(np.int64)
     n_docs = len(lengths)
     if n_docs < 2:
         return np.zeros(n_docs)
+    if groups_of is None:
+        def groups_of(n: int) -> tuple[np.ndarray, ...]:
+            return doc_ngram_groups(*ngram_keys(ids, offsets, n))
     log_sum = np.zeros(n_docs)
-    unigram_matches = None
+    unigram_matches = np.zeros(n_docs)
     for n in range(1, max_n + 1):
-        keys, doc_of = ngram_keys(ids, offsets, n)
-        num = _clipped_matches(keys, doc_of, n_docs)
+        num = clipped_matches(groups_of(n), n_docs)
         den = np.maximum(1, lengths - n + 1)
         p = np.where(num > 0, num / den, epsilon / den)
         log_sum += (1.0 / max_n) * np.log(p)
         if n == 1:
             unigram_matches = num
     ref = _closest_other_length(lengths)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bp = np.where(
-            lengths > ref, 1.0, np.where(lengths == 0, 0.0, np.exp(1.0 - ref / np.maximum(lengths, 1)))
-        )
-    score = bp * np.exp(log_sum)
-    return np.where(unigram_matches > 0, score, 0.0)
+    bp = np.where(
+        lengths > ref, 1.0, np.where(lengths == 0, 0.0, np.exp(1.0 - ref / np.maximum(lengths, 1)))
+    )
+    return np.where(unigram_matches > 0, bp * np.exp(log_sum), 0.0)
 
 
 # ---------------------------------------------------------------- MinHash LSH
@@ -237,19 +257,21 @@ _MAX32 = np.uint64(0xFFFFFFFF)
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows) minimising false positives + false negatives around the threshold.
 
-    The weighting of the two error integrals follows the MinHash LSH chapter of Leskovec,
-    Rajaraman & Ullman, *Mining of Massive Datasets*, ch. 3 (equal weights).
+    The candidate probability of a pair at Jaccard s is 1 - (1 - s^r)^b (Leskovec,
+    Rajaraman & Ullman, *Mining of Massive Datasets*, ch. 3); the error integrates it
+    below the threshold (false positives) and its complement above (false negatives),
+    equally weighted, as datasketch's ``MinHashLSH`` does. Integrals by Simpson's rule.
     """
-    from scipy.integrate import quad
+    from scipy.integrate import simpson
 
-    best = (float("inf"), (1, num_perm))
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            fp = quad(lambda s: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)[0]
-            fn = quad(lambda s: (1 - s ** float(r)) ** float(b), threshold, 1.0)[0]
-            if fp + fn < best[0]:
-                best = (fp + fn, (b, r))
-    return best[1]
+    pairs = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)]
+    b = np.array([p[0] for p in pairs], dtype=np.float64)[:, None]
+    r = np.array([p[1] for p in pairs], dtype=np.float64)[:, None]
+    lo = np.linspace(0.0, threshold, 2001)
+    hi = np.linspace(threshold, 1.0, 2001)
+    fp = simpson(1 - (1 - lo[None, :] ** r) ** b, x=lo, axis=1)
+    fn = simpson((1 - hi[None, :] ** r) ** b, x=hi, axis=1)
+    return pairs[int(np.argmin(fp + fn))]
 
 
 def _fmix32(h: np.ndarray) -> np.ndarray:
@@ -286,16 +308,24 @@ def minhash_signatures(
     a, b = minhash_permutations(num_perm, seed)
     hv = _fmix32(shingle_hash32)
     with np.errstate(over="ignore"):
-        permuted = hv[:, None] * a[None, :] + b[None, :]
+        permuted = a[:, None] * hv[None, :] + b[:, None]  # (num_perm, S): reduce along rows
     starts = np.flatnonzero(np.r_[True, doc_of[1:] != doc_of[:-1]])
-    sig[doc_of[starts]] = np.minimum.reduceat(permuted, starts, axis=0)
+    sig[doc_of[starts]] = np.minimum.reduceat(permuted, starts, axis=1).T
     return sig
 
 
 def near_duplicate_flags(
-    signatures: np.ndarray, threshold: float, neighbours: int = 8
+    signatures: np.ndarray,
+    threshold: float,
+    eligible: np.ndarray | None = None,
+    neighbours: int = 8,
 ) -> np.ndarray:
     """True for each document with another whose estimated Jaccard is >= threshold.
+
+    ``eligible`` marks documents that have shingles; the others (empty documents) are
+    never near-duplicates: the Jaccard similarity of two empty sets is undefined, and
+    their all-max signatures would otherwise match each other. Exact duplicates of empty
+    documents are counted by the exact-duplicate rate.
 
     LSH banding (Indyk & Motwani 1998; MMDS ch. 3) finds candidates: documents that agree
     on all rows of some band. Within each band's buckets, members are ordered by a
@@ -306,16 +336,23 @@ def near_duplicate_flags(
     """
     n_docs, num_perm = signatures.shape
     flags = np.zeros(n_docs, dtype=bool)
+    if eligible is not None and not eligible.all():
+        keep = np.flatnonzero(eligible)
+        flags[keep] = near_duplicate_flags(signatures[keep], threshold, None, neighbours)
+        return flags
     if n_docs < 2:
         return flags
     bands, rows = lsh_params(float(threshold), int(num_perm))
-    sig64 = signatures.astype(np.uint64)
+    # one key per (document, band): a random linear hash of the band's rows (wrapping)
+    multipliers = np.random.default_rng(0x15B).integers(
+        1, 2**63, size=rows, dtype=np.uint64
+    ) * np.uint64(2) + np.uint64(1)
+    banded = signatures[:, : bands * rows].astype(np.uint64).reshape(n_docs, bands, rows)
+    with np.errstate(over="ignore"):
+        band_keys = mix64((banded * multipliers).sum(axis=2, dtype=np.uint64))
     doc_idx = np.arange(n_docs, dtype=np.uint64)
     for band in range(bands):
-        cols = sig64[:, band * rows : (band + 1) * rows]
-        key = np.full(n_docs, np.uint64(band + 1))
-        for j in range(cols.shape[1]):
-            key = combine(key, cols[:, j])
+        key = band_keys[:, band]
         tiebreak = mix64(doc_idx ^ np.uint64((band + 1) * 0x9E3779B1))
         order = np.lexsort((tiebreak, key))
         sk = key[order]

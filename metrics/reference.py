@@ -36,7 +36,7 @@ def default_budget(pool: Corpus, n_docs: int, cap: int | None = None) -> int:
     """Token budget a window of ``n_docs`` pool-like documents would get."""
     mean_len = pool.offsets[-1] / max(pool.n_docs, 1)
     cap = ScoreConfig().token_budget if cap is None else cap
-    return snap_budget(int(round(n_docs * mean_len)), cap)
+    return snap_budget(round(float(n_docs * mean_len)), cap)
 
 
 def _store_bands(profile: Profile, sizes: Sequence[int], reference: Profile | None) -> None:

@@ -39,9 +39,11 @@ class MetricSpec:
     direction: how the value moves under collapse ("down" or "up").
     cost: time complexity in tokens T and documents D.
     weight: weight in its signal's aggregate (0 = reported, not aggregated).
-    rate_floor: for rates that are often exactly 0 in human text (duplicates), the
-      ratio to the band mean is taken after adding one document's share (1/D) to both,
-      so it stays finite and one stray duplicate does not read as "infinitely more".
+    complement_ratio: for duplicate rates, which are often exactly 0 in human text, the
+      ratio compares the shares of *distinct* documents instead of the rates:
+      (1 - band mean) / (1 - value), with 1 - value floored at one document's share. It
+      reads "k times fewer distinct documents than human", stays finite, and one stray
+      duplicate in 500 documents moves it by 0.2% instead of doubling it.
     """
 
     name: str
@@ -50,7 +52,7 @@ class MetricSpec:
     cost: str
     fn: Callable[[Sample, Context], float | None]
     weight: float = 1.0
-    rate_floor: bool = False
+    complement_ratio: bool = False
     description: str = ""
 
 
@@ -59,8 +61,8 @@ class MetricSpec:
 
 def _distinct(n: int) -> Callable[[Sample, Context], float | None]:
     def fn(s: Sample, ctx: Context) -> float | None:
-        keys, _ = s.ngrams("budget", n)
-        return kernels.distinct_ratio(keys)
+        _, counts = s.counts("budget", n)
+        return float(len(counts) / counts.sum()) if len(counts) else None
 
     return fn
 
@@ -77,8 +79,7 @@ def _compression(s: Sample, ctx: Context) -> float | None:
     b = s.budget()
     if b.offsets[-1] == 0:
         return None
-    words = np.asarray(b.vocab, dtype=object)[b.index]
-    return kernels.gzip_ratio(" ".join(words.tolist()).encode("utf-8"))
+    return kernels.gzip_ratio(" ".join(b.words()[b.index].tolist()).encode("utf-8"))
 
 
 # ------------------------------------------------------------------ tail coverage
@@ -140,8 +141,10 @@ def _shingles(s: Sample, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     if len(short):
         keys = np.concatenate([keys, s.doc_keys[short]])
         doc_of = np.concatenate([doc_of, short])
-    pairs = np.unique(np.stack([doc_of.astype(np.uint64), keys]), axis=1)
-    return (pairs[1] & np.uint64(0xFFFFFFFF)).astype(np.uint32), pairs[0].astype(np.int64)
+        order = np.argsort(doc_of, kind="stable")  # minhash_signatures wants them grouped
+        keys, doc_of = keys[order], doc_of[order]
+    # repeated shingles need no removal: a minimum does not change when a value repeats
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32), doc_of
 
 
 def _near_dup(s: Sample, ctx: Context) -> float | None:
@@ -150,18 +153,24 @@ def _near_dup(s: Sample, ctx: Context) -> float | None:
     su = ctx.suite
     hashes, owners = _shingles(s, ctx)
     sig = kernels.minhash_signatures(hashes, owners, s.n_docs, su.num_perm, su.minhash_seed)
-    return float(kernels.near_duplicate_flags(sig, su.near_duplicate_threshold).mean())
+    eligible = s.docs.lengths > 0
+    return float(kernels.near_duplicate_flags(sig, su.near_duplicate_threshold, eligible).mean())
+
+
+def _groups(s: Sample, n: int) -> tuple[np.ndarray, ...]:
+    return s.memo(("groups", n), lambda: kernels.doc_ngram_groups(*s.ngrams("docs", n)))
 
 
 def _self_repetition(s: Sample, ctx: Context) -> float | None:
-    keys, doc_of = s.ngrams("docs", ctx.suite.self_repetition_n)
-    return kernels.self_repetition_keys(keys, doc_of, s.n_docs)
+    return kernels.self_repetition_groups(_groups(s, ctx.suite.self_repetition_n), s.n_docs)
 
 
 def _self_bleu(s: Sample, ctx: Context) -> float | None:
     if s.n_docs < 2:
         return None
-    per_doc = kernels.self_bleu_per_doc(s.ids(), s.docs.offsets, ctx.suite.self_bleu_max_n)
+    per_doc = kernels.self_bleu_per_doc(
+        s.ids(), s.docs.offsets, ctx.suite.self_bleu_max_n, groups_of=lambda n: _groups(s, n)
+    )
     return float(per_doc.mean())
 
 
@@ -252,8 +261,8 @@ REGISTRY: tuple[MetricSpec, ...] = (
     MetricSpec("rare_bigram_recall", "tail_coverage", DOWN, "O(T log V)", _rare_bigram_recall,
                description="share of reference hapax bigrams that appear"),
     MetricSpec("exact_duplicate_rate", "sameness", UP, "O(T + D log D)", _exact_dup,
-               rate_floor=True, description="share of documents repeating an earlier one"),
-    MetricSpec("near_duplicate_rate", "sameness", UP, "O(T·128)", _near_dup, rate_floor=True,
+               complement_ratio=True, description="share of documents repeating an earlier one"),
+    MetricSpec("near_duplicate_rate", "sameness", UP, "O(T·128)", _near_dup, complement_ratio=True,
                description="share of documents with a Jaccard >= 0.8 partner (MinHash LSH)"),
     MetricSpec("self_repetition", "sameness", UP, "O(T log T)", _self_repetition,
                description="Salkar et al. 2022 self-repetition of 4-grams"),

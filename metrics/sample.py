@@ -33,6 +33,14 @@ class Corpus:
     def n_docs(self) -> int:
         return len(self.offsets) - 1
 
+    def words(self) -> np.ndarray:
+        """The vocabulary as an object array (for joining tokens back into text)."""
+        cached = self.__dict__.get("_words")
+        if cached is None:
+            cached = np.asarray(self.vocab, dtype=object)
+            object.__setattr__(self, "_words", cached)
+        return cached
+
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
@@ -62,7 +70,9 @@ class Corpus:
         np.cumsum(lengths, out=offsets[1:])
         starts = self.offsets[:-1][docs]
         pos = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return Corpus(self.vocab, self.vocab_ids, self.index[pos], offsets)
+        out = Corpus(self.vocab, self.vocab_ids, self.index[pos], offsets)
+        object.__setattr__(out, "_words", self.words())
+        return out
 
 
 @dataclass
@@ -98,7 +108,9 @@ class Sample:
             b = min(self.budget_tokens, int(off[-1]))
             k = int(np.searchsorted(off, b, side="left"))  # off[k] >= b
             new_off = np.minimum(off[: k + 1], b).astype(np.int64)
-            self._cache["budget"] = Corpus(src.vocab, src.vocab_ids, src.index[:b], new_off)
+            budget = Corpus(src.vocab, src.vocab_ids, src.index[:b], new_off)
+            object.__setattr__(budget, "_words", src.words())
+            self._cache["budget"] = budget
         return self._cache["budget"]
 
     def budget_ids(self) -> np.ndarray:

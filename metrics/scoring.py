@@ -32,17 +32,20 @@ def _num(x: float | np.floating | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _floors(n_docs: int) -> np.ndarray:
-    """Additive ratio floor per metric: one document's share for duplicate rates, else 0."""
-    return np.array([1.0 / max(n_docs, 1) if s.rate_floor else 0.0 for s in REGISTRY])
+_COMPLEMENT = np.array([spec.complement_ratio for spec in REGISTRY])
 
 
 def metric_ratios(values: np.ndarray, means: np.ndarray, n_docs: int) -> np.ndarray:
-    """value / band mean per metric (both offset by the rate floor); NaN where undefined."""
-    f = _floors(n_docs)
-    den = means + f
+    """Ratio of each metric to its band mean (..., metrics); NaN where undefined.
+
+    value / mean, except for the duplicate rates (``complement_ratio``), compared as
+    shares of distinct documents: (1 - mean) / (1 - value), oriented the same way.
+    """
+    floor = 1.0 / max(n_docs, 1)
     with np.errstate(all="ignore"):
-        return np.where(den > 0, (values + f) / np.where(den > 0, den, 1.0), np.nan)
+        plain = np.where(means > 0, values / np.where(means > 0, means, 1.0), np.nan)
+        comp = (1.0 - means) / np.maximum(1.0 - values, floor)
+        return np.where(_COMPLEMENT, comp, plain)
 
 
 def signal_ratios(ratios: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ cleanly: the current samples are sent or spooled before exit.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import signal
@@ -26,6 +27,8 @@ def _configure_logging() -> None:
 
     settings = get_settings()
     configure(settings.log_level, settings.log_json)
+    # one line per request from httpx would bury the collector's own log lines
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _slug(text: str) -> str:
@@ -49,9 +52,8 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _client(args: argparse.Namespace, model: str, default_spool: Path):
-    from collectors import Client, SpoolError
-
+def _check_sdk_arguments(args: argparse.Namespace) -> str:
+    """The ingest key, after checking the SDK options (before anything starts)."""
     key = os.environ.get(args.collapsewatch_key_env)
     if not key:
         raise CliError(f"environment variable {args.collapsewatch_key_env} is not set; put an "
@@ -59,6 +61,14 @@ def _client(args: argparse.Namespace, model: str, default_spool: Path):
                        "ingest`) or name another variable with --collapsewatch-key-env")
     if not 0 < args.sample_rate <= 1:
         raise CliError(f"--sample-rate must be in (0, 1], got {args.sample_rate}")
+    if args.batch_size < 1:
+        raise CliError("--batch-size must be at least 1")
+    return key
+
+
+def _client(args: argparse.Namespace, key: str, model: str, default_spool: Path):
+    from collectors import Client, SpoolError
+
     spool = Path(args.spool_dir) if args.spool_dir else default_spool
     try:
         return Client(args.collapsewatch_url, key, model, spool_dir=spool,
@@ -112,8 +122,9 @@ def cmd_openai(args: argparse.Namespace) -> int:
             raise CliError(f"environment variable {args.api_key_env} (from --api-key-env) "
                            "is not set")
     monitored = args.monitored_model or args.model
+    key = _check_sdk_arguments(args)
     _configure_logging()
-    client = _client(args, monitored,
+    client = _client(args, key, monitored,
                      _state_dir() / "spool" / f"openai-{_slug(monitored)}")
     stop = _stop_on_signals()
     prober = OpenAIProber(
@@ -150,8 +161,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
     slug = _slug(str(path))
     state_file = Path(args.state_file) if args.state_file else \
         _state_dir() / "tail" / f"{_slug(args.model)}-{slug}.json"
+    key = _check_sdk_arguments(args)
     _configure_logging()
-    client = _client(args, args.model, _state_dir() / "spool" / f"tail-{_slug(args.model)}-{slug}")
+    spool = _state_dir() / "spool" / f"tail-{_slug(args.model)}-{slug}"
+    client = _client(args, key, args.model, spool)
     stop = _stop_on_signals()
     try:
         tailer = Tailer(path, client, state_file, line_format=line_format,

@@ -1,7 +1,330 @@
-"""CLI: (to be filled by its owner)."""
+"""CLI: reference build, score, baseline build — offline, no server or database needed.
+
+Inputs: ``.jsonl`` (one JSON object per line, field ``text`` or ``--field``), ``.txt`` (one
+document per non-blank line), ``.csv`` (header row, column ``text`` or ``--field``), or
+``-`` for JSONL on stdin. Exit codes: 0 done, 1 ``--fail-on`` met, 2 bad input (one line).
+"""
 
 from __future__ import annotations
 
+import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
-def register(sub) -> None:  # noqa: ARG001 - filled in by the owner of this module
-    return None
+from service.cli import CliError
+from service.logging import get_logger
+
+log = get_logger("collapsewatch.cli")
+
+FORMATS = (".jsonl", ".txt", ".csv")
+SEVERITY = {"insufficient_data": 0, "healthy": 0, "early_collapse": 1, "collapse": 2}
+
+
+# ---------------------------------------------------------------------------- input
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CliError(
+            f"{source} is not valid UTF-8 (bad byte at offset {exc.start}); re-encode it as UTF-8"
+        ) from None
+
+
+def _jsonl_documents(text: str, source: str, field: str) -> list[str]:
+    docs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{source} line {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise CliError(f"{source} line {number}: expected a JSON object with a {field!r} field")
+        if field not in row:
+            raise CliError(f"{source} line {number}: no field {field!r} (choose one with --field)")
+        value = row[field]
+        if not isinstance(value, str):
+            raise CliError(f"{source} line {number}: field {field!r} is not a string")
+        docs.append(value)
+    return docs
+
+
+def _csv_documents(text: str, source: str, field: str) -> list[str]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None:
+        return []
+    if field not in reader.fieldnames:
+        raise CliError(
+            f"{source}: no column {field!r} (columns: {', '.join(reader.fieldnames)}; "
+            "choose one with --field)"
+        )
+    try:
+        return [row[field] or "" for row in reader]
+    except csv.Error as exc:
+        raise CliError(f"{source} line {reader.line_num}: bad CSV ({exc})") from None
+
+
+def read_documents(path: str, field: str = "text", stdin: io.BufferedReader | None = None) -> list[str]:
+    """Documents of one input (see module docstring). Raises CliError on bad input."""
+    if path == "-":
+        raw = (stdin or sys.stdin.buffer).read()
+        return _jsonl_documents(_decode(raw, "standard input"), "standard input", field)
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in FORMATS:
+        raise CliError(
+            f"{path}: unsupported input format {suffix or '(no extension)'!r}; "
+            "use .jsonl, .txt, .csv or - (JSONL on stdin)"
+        )
+    if not p.is_file():
+        raise CliError(f"input file {path} does not exist")
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    text = _decode(raw, path)
+    if suffix == ".jsonl":
+        return _jsonl_documents(text, path, field)
+    if suffix == ".csv":
+        return _csv_documents(text, path, field)
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def read_all(paths: Sequence[str], field: str) -> list[str]:
+    if list(paths).count("-") > 1:
+        raise CliError("standard input (-) can be given only once")
+    docs: list[str] = []
+    for path in paths:
+        docs.extend(read_documents(path, field))
+    if not docs:
+        raise CliError(f"no documents in {', '.join(paths)}")
+    return docs
+
+
+def _load(path: str, what: str):
+    import metrics
+
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"{what} file {path} does not exist")
+    try:
+        return metrics.load_profile(p)
+    except metrics.ProfileError as exc:
+        raise CliError(f"{what} file {path}: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {what} file {path}: {exc.strerror}") from None
+
+
+def _save(profile, path: str) -> None:
+    import metrics
+
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise CliError(f"cannot write {path}: directory {out.parent} does not exist")
+    try:
+        metrics.save_profile(profile, out)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _band_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 100,500,2000, got {text!r}") from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError("band sizes must be positive")
+    return sizes
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if abs(x) >= 1000:
+        return f"{x:.0f}"
+    return f"{x:.{digits}f}"
+
+
+def format_table(result: dict) -> str:
+    """The Score JSON as a table for a person: metric, value, human band, ratio, marker."""
+    ref = result["reference"]
+    base = result.get("baseline")
+    lines = [
+        f"reference  {ref['name']} ({ref['sha256'][:12]})",
+        f"baseline   {base['name']} ({base['sha256'][:12]})" if base else "baseline   none",
+        (
+            f"window     {result['documents']} documents, {result['tokens']} tokens "
+            f"(token budget {result.get('token_budget', '-')})"
+        ),
+        f"health     {result['health'].upper()}",
+        "",
+    ]
+    with_base = base is not None
+    head = f"{'signal':<16}{'ratio':>8}  {'human band':<19}"
+    if with_base:
+        head += f"{'vs baseline':>12}  {'baseline band':<19}"
+    lines.append(head)
+    for name, sig in result["signals"].items():
+        row = (
+            f"{name:<16}{_fmt(sig['ratio'], 3):>8}  "
+            f"{_fmt(sig.get('human_low'), 3) + ' - ' + _fmt(sig.get('human_high'), 3):<19}"
+        )
+        if with_base:
+            row += (
+                f"{_fmt(sig.get('baseline_ratio'), 3):>12}  "
+                f"{_fmt(sig.get('baseline_low'), 3) + ' - ' + _fmt(sig.get('baseline_high'), 3):<19}"
+            )
+        marks = ("!" if sig["outside_band"] else "") + ("B" if sig.get("outside_baseline_band") else "")
+        lines.append(row + marks)
+    lines.append("")
+    head = f"{'metric':<22}{'value':>10}  {'human band (low - high)':<23}{'mean':>10}{'ratio':>8}{'pctl':>6}"
+    if with_base:
+        head += f"{'vs base':>9}"
+    lines.append(head)
+    for name, m in result["metrics"].items():
+        band = _fmt(m["human_low"]) + " - " + _fmt(m["human_high"])
+        pct = "-" if m["percentile"] is None else f"{m['percentile']:.2f}"
+        row = (
+            f"{name:<22}{_fmt(m['value']):>10}  {band:<23}{_fmt(m['human_mean']):>10}"
+            f"{_fmt(m['ratio'], 3):>8}{pct:>6}"
+        )
+        if with_base:
+            row += f"{_fmt(m.get('baseline_ratio'), 3):>9}"
+        marks = ("!" if m["outside_band"] else "") + ("B" if m.get("outside_baseline_band") else "")
+        lines.append(row + ("  " + marks if marks else ""))
+    lines += [
+        "",
+        (
+            "ratio = value / human band mean (duplicate rates: shares of distinct documents); "
+            "! = outside the human band, B = outside the baseline band"
+        ),
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_reference_build(args: argparse.Namespace) -> int:
+    import metrics
+
+    docs = read_all(args.inputs, args.field)
+    cfg = metrics.ReferenceConfig(band_sizes=args.band_sizes, min_documents=args.min_documents)
+    try:
+        profile = metrics.build_reference(docs, args.name, config=cfg)
+    except metrics.MetricsError as exc:
+        raise CliError(str(exc)) from None
+    _save(profile, args.output)
+    log.info("reference built", extra={"reference": profile.name, "sha256": profile.sha256})
+    print(
+        f"wrote {args.output}: reference {profile.name!r} sha256 {profile.sha256}, "
+        f"{profile.document_count} documents, {profile.token_count} tokens, "
+        f"bands stored for {', '.join(str(n) for n, _ in sorted(profile.stored_bands)) or 'no'} "
+        f"window sizes"
+    )
+    return 0
+
+
+def cmd_baseline_build(args: argparse.Namespace) -> int:
+    import metrics
+
+    reference = _load(args.reference, "reference")
+    docs = read_all(args.inputs, args.field)
+    cfg = metrics.ReferenceConfig(
+        band_sizes=args.band_sizes, min_documents=args.min_documents,
+        replicates=reference.config.replicates, seed=reference.config.seed,
+    )
+    try:
+        baseline = metrics.build_baseline(docs, reference, args.name, config=cfg)
+    except metrics.MetricsError as exc:
+        raise CliError(str(exc)) from None
+    _save(baseline, args.output)
+    ratios = ", ".join(
+        f"{name} {_fmt(value, 2)} x human" for name, value in (baseline.human_ratios or {}).items()
+    )
+    log.info("baseline built", extra={"baseline": baseline.name, "sha256": baseline.sha256})
+    print(
+        f"wrote {args.output}: baseline {baseline.name!r} sha256 {baseline.sha256}, "
+        f"{baseline.document_count} documents, against reference {reference.name!r}; {ratios}"
+    )
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import metrics
+
+    reference = _load(args.reference, "reference")
+    baseline = _load(args.baseline, "baseline") if args.baseline else None
+    if baseline is not None and baseline.kind != "baseline":
+        raise CliError(f"baseline file {args.baseline} holds a {baseline.kind}, not a baseline")
+    if reference.kind != "reference":
+        raise CliError(f"reference file {args.reference} holds a {reference.kind}, not a reference")
+    docs = read_all([args.input], args.field)
+    try:
+        result = metrics.score(docs, reference, baseline)
+    except metrics.MetricsError as exc:
+        raise CliError(str(exc)) from None
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_table(result))
+    if args.fail_on and SEVERITY[result["health"]] >= SEVERITY[args.fail_on]:
+        return 1
+    return 0
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--field", default="text",
+                   help="JSONL field / CSV column holding the text (default: text)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("reference", help="frozen human references (offline)")
+    rsub = p.add_subparsers(dest="reference_command", metavar="ACTION")
+    rsub.required = True
+    b = rsub.add_parser("build", help="build a reference file from human documents")
+    b.add_argument("inputs", nargs="+", metavar="INPUT", help=".jsonl, .txt, .csv or -")
+    b.add_argument("--name", required=True)
+    b.add_argument("-o", "--output", required=True, metavar="REF_FILE")
+    _add_input_options(b)
+    b.add_argument("--band-sizes", type=_band_sizes, default=(100, 500, 2000),
+                   help="window sizes whose human bands are stored in the file "
+                        "(default: 100,500,2000; others are computed on first use)")
+    b.add_argument("--min-documents", type=int, default=200,
+                   help="refuse to build from fewer documents (default: 200)")
+    b.set_defaults(func=cmd_reference_build)
+
+    p = sub.add_parser("baseline", help="frozen model-output baselines (offline)")
+    bsub = p.add_subparsers(dest="baseline_command", metavar="ACTION")
+    bsub.required = True
+    b = bsub.add_parser("build", help="build a baseline file from known-good model outputs")
+    b.add_argument("inputs", nargs="+", metavar="INPUT", help=".jsonl, .txt, .csv or -")
+    b.add_argument("--reference", required=True, metavar="REF_FILE")
+    b.add_argument("--name", required=True)
+    b.add_argument("-o", "--output", required=True, metavar="BASE_FILE")
+    _add_input_options(b)
+    b.add_argument("--band-sizes", type=_band_sizes, default=(),
+                   help="extra window sizes whose baseline bands are stored in the file")
+    b.add_argument("--min-documents", type=int, default=200,
+                   help="refuse to build from fewer documents (default: 200)")
+    b.set_defaults(func=cmd_baseline_build)
+
+    s = sub.add_parser("score", help="score a window of model outputs against a reference")
+    s.add_argument("input", metavar="INPUT", help=".jsonl, .txt, .csv or -")
+    s.add_argument("--reference", required=True, metavar="REF_FILE")
+    s.add_argument("--baseline", metavar="BASE_FILE")
+    _add_input_options(s)
+    s.add_argument("--format", choices=["json", "table"], default="json")
+    s.add_argument("--fail-on", choices=["early_collapse", "collapse"],
+                   help="exit 1 when health is at least this bad")
+    s.set_defaults(func=cmd_score)

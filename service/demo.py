@@ -50,8 +50,13 @@ class DemoConfig:
     generation_seconds: float = 60.0
     # generations after this one repeat it: the collapsed model keeps producing collapsed text
     final_generation: int = 8
-    # documents each generation is trained on: a small budget collapses within minutes
-    train_documents: int = 600
+    # Documents generation 1 is trained on; each later generation gets ``train_decay`` times
+    # fewer (never under ``min_train_documents``). A shrinking budget loses rare words first
+    # and then, once the model mostly replays what it memorised, turns repetitive: early
+    # collapse, then collapse, within a few generations.
+    train_documents: int = 1500
+    train_decay: float = 0.75
+    min_train_documents: int = 300
     baseline_documents: int = 600
     auto_baseline_windows: int = 3
     seed: int = 20240601
@@ -59,6 +64,11 @@ class DemoConfig:
     @property
     def samples_per_generation(self) -> int:
         return max(1, round(self.samples_per_second * self.generation_seconds))
+
+    def train_budget(self, generation: int) -> int:
+        """How many of its own documents generation ``generation`` (>= 1) is trained on."""
+        decayed = self.train_documents * self.train_decay ** (generation - 1)
+        return max(self.min_train_documents, round(decayed))
 
 
 @dataclass(frozen=True)
@@ -112,8 +122,10 @@ class StableStream:
 class RecursiveStream:
     """The n-gram model of each generation, trained on the previous generation's output.
 
-    Generation 0 is trained on human text; generation g+1 on ``train_documents`` samples of
-    generation g ("replace": no human data kept, the regime that keeps losing tails). Every
+    Generation 0 is trained on human text; generation g+1 on ``config.train_budget(g + 1)``
+    samples of generation g ("replace": no human data kept, the regime that keeps losing
+    tails; Shumailov et al. 2024, "AI models collapse when trained on recursively generated
+    data"). Every
     generation is derived from the seed, so a restart rebuilds the same chain.
     """
 
@@ -132,7 +144,7 @@ class RecursiveStream:
     def model(self, generation: int) -> Any:
         while len(self._models) <= generation:
             g = len(self._models) - 1
-            own_output = self._generate(self._models[g], self._config.train_documents,
+            own_output = self._generate(self._models[g], self._config.train_budget(g + 1),
                                         self._config.seed + 1000 + g)
             self._models.append(self._train(own_output, self._config.seed + g + 1))
             log.info("demo generation trained", extra={"model": RECURSIVE, "generation": g + 1})
@@ -158,15 +170,14 @@ class RecursiveStream:
 
 
 def _train_ngram(documents: Sequence[str], seed: int) -> Any:
+    """A word trigram model (maximum likelihood; training itself draws nothing at random)."""
     from metrics import synthetic
 
-    return synthetic.train(documents, seed=seed)
+    return synthetic.NGramModel.train(documents, order=3)
 
 
 def _generate_ngram(model: Any, count: int, seed: int) -> list[str]:
-    from metrics import synthetic
-
-    return synthetic.generate(model, count, seed=seed)
+    return model.sample(count, seed=seed)
 
 
 # ----------------------------------------------------------------------------- setup

@@ -1,10 +1,11 @@
-"""Batched sample ingest: one multi-row INSERT ... ON CONFLICT DO NOTHING per batch.
+"""Batched sample ingest: one INSERT ... ON CONFLICT DO NOTHING statement per batch.
 
 Ordering guarantee for the window planner: the model row is locked (PostgreSQL
-``SELECT ... FOR UPDATE``; SQLite holds its database write lock from the first write) before
-the samples get their ids, and stays locked until commit. So, per model, sample ids are
-committed in increasing order: once a sample id is visible, every smaller id of that model is
-committed too, and windows can be contiguous id ranges without skipping late commits.
+``SELECT ... FOR UPDATE`` inside the insert statement; SQLite holds its database write lock
+from the first write) before the samples get their ids, and stays locked until commit. So,
+per model, sample ids are committed in increasing order: once a sample id is visible, every
+smaller id of that model is committed too, and windows can be contiguous id ranges without
+skipping late commits.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import json
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from sqlalchemy import JSON, DateTime, Insert, String, Text, bindparam, cast, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Insert, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -25,7 +24,6 @@ from service.schemas import IngestResult, SampleIn
 from service.settings import Settings
 
 _SAMPLES = Sample.__table__
-_COLUMNS = ("model_id", "client_id", "text", "prompt", "timestamp", "received_at", "attributes")
 
 
 @lru_cache(maxsize=1)
@@ -43,31 +41,34 @@ def _sqlite_insert() -> Insert:
     )
 
 
-@lru_cache(maxsize=1)
-def _postgres_insert() -> Insert:
-    """INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING RETURNING id.
-
-    One statement with seven parameters whatever the batch size: each column travels as one
-    array. A VALUES list would carry seven placeholders per sample, and parsing those
-    thousands of placeholders in the driver cost more CPU than the insert itself.
-    """
-    rows = func.unnest(
-        cast(bindparam("client_ids"), ARRAY(String)),
-        cast(bindparam("texts"), ARRAY(Text)),
-        cast(bindparam("prompts"), ARRAY(Text)),
-        cast(bindparam("timestamps"), ARRAY(DateTime(timezone=True))),
-        cast(bindparam("attributes"), ARRAY(Text)),
-    ).table_valued("client_id", "text", "prompt", "timestamp", "attributes").render_derived()
-    source = select(
-        bindparam("model_id"), rows.c.client_id, rows.c.text, rows.c.prompt, rows.c.timestamp,
-        bindparam("received_at", type_=DateTime(timezone=True)), cast(rows.c.attributes, JSON),
-    )
-    return (
-        pg_insert(_SAMPLES)
-        .from_select(list(_COLUMNS), source)
-        .on_conflict_do_nothing(index_elements=["model_id", "client_id"])
-        .returning(_SAMPLES.c.id)
-    )
+# PostgreSQL: lock, insert and counters in one statement, so the model row lock (which orders
+# id assignment, see the module docstring) is held for one statement and the commit, not
+# across several round trips that each wait for this process's GIL under load. Each column travels as one array: a VALUES
+# list would carry seven placeholders per sample, and parsing those in the driver cost more
+# CPU than the insert. The UPDATE re-reads the locked row (READ COMMITTED re-checks
+# concurrently updated rows), so counters add up under concurrent batches.
+_POSTGRES_INGEST = text("""
+WITH model AS (
+    SELECT id FROM models WHERE name = :model_name FOR UPDATE
+), inserted AS (
+    INSERT INTO samples (model_id, client_id, text, prompt, timestamp, received_at, attributes)
+    SELECT model.id, s.client_id, s.text, s.prompt, s.timestamp, :received_at, s.attributes::json
+    FROM model, unnest(CAST(:client_ids AS varchar[]), CAST(:texts AS text[]),
+                       CAST(:prompts AS text[]), CAST(:timestamps AS timestamptz[]),
+                       CAST(:attributes AS text[]))
+         AS s(client_id, text, prompt, timestamp, attributes)
+    ON CONFLICT (model_id, client_id) DO NOTHING
+    RETURNING 1
+), counted AS (
+    SELECT count(*) AS n FROM inserted
+), bumped AS (
+    UPDATE models SET samples_ingested = models.samples_ingested + counted.n,
+                      last_sample_at = :received_at
+    FROM counted, model
+    WHERE models.id = model.id AND counted.n > 0
+)
+SELECT (SELECT id FROM model) AS model_id, (SELECT n FROM counted) AS accepted
+""")
 
 
 def check_batch(samples: list[SampleIn], settings: Settings) -> None:
@@ -103,39 +104,39 @@ def _unique(samples: list[SampleIn]) -> list[SampleIn]:
     return out
 
 
-def _insert(session: Session, model_id: int, samples: list[SampleIn], now: datetime) -> int:
-    """Insert the batch in one statement; the number of rows actually inserted."""
-    if session.bind.dialect.name == "postgresql":
-        params = {
-            "model_id": model_id, "received_at": now,
-            "client_ids": [s.id for s in samples],
-            "texts": [s.text for s in samples],
-            "prompts": [s.prompt for s in samples],
-            "timestamps": [s.timestamp for s in samples],
-            "attributes": [None if s.attributes is None else json.dumps(s.attributes)
-                           for s in samples],
-        }
-        return len(session.execute(_postgres_insert(), params).all())
+def _not_found(model_name: str) -> ProblemError:
+    return ProblemError(404, f"model {model_name!r} does not exist; create it with "
+                             "POST /api/v1/models")
+
+
+def _ingest_postgres(session: Session, model_name: str, samples: list[SampleIn],
+                     now: datetime) -> int:
+    params = {
+        "model_name": model_name, "received_at": now,
+        "client_ids": [s.id for s in samples],
+        "texts": [s.text for s in samples],
+        "prompts": [s.prompt for s in samples],
+        "timestamps": [s.timestamp for s in samples],
+        "attributes": [None if s.attributes is None else json.dumps(s.attributes)
+                       for s in samples],
+    }
+    model_id, accepted = session.execute(_POSTGRES_INGEST, params).one()
+    if model_id is None:
+        raise _not_found(model_name)
+    return accepted
+
+
+def _ingest_sqlite(session: Session, model_name: str, samples: list[SampleIn],
+                   now: datetime) -> int:
+    # SQLite has one writer at a time: the INSERT takes the database write lock, held until
+    # commit, so ids are committed in increasing order without a row lock
+    model_id = session.scalar(select(MonitoredModel.id).where(MonitoredModel.name == model_name))
+    if model_id is None:
+        raise _not_found(model_name)
     rows = [{"model_id": model_id, "client_id": s.id, "text": s.text, "prompt": s.prompt,
              "timestamp": s.timestamp, "received_at": now, "attributes": s.attributes}
             for s in samples]
-    return len(session.execute(_sqlite_insert(), rows).all())
-
-
-def ingest_samples(
-    session: Session, settings: Settings, model_name: str, samples: list[SampleIn]
-) -> IngestResult:
-    """Store a batch idempotently; count the samples stored and the duplicates skipped."""
-    check_batch(samples, settings)
-    # FOR UPDATE serialises batches of one model (see the module docstring); SQLite ignores it
-    model_id = session.scalar(
-        select(MonitoredModel.id).where(MonitoredModel.name == model_name).with_for_update()
-    )
-    if model_id is None:
-        raise ProblemError(404, f"model {model_name!r} does not exist; create it with "
-                                "POST /api/v1/models")
-    now = datetime.now(UTC)
-    accepted = _insert(session, model_id, _unique(samples), now)
+    accepted = len(session.execute(_sqlite_insert(), rows).all())
     if accepted:
         session.execute(
             update(MonitoredModel)
@@ -145,5 +146,23 @@ def ingest_samples(
                     # updated_at tracks configuration changes, not traffic
                     updated_at=MonitoredModel.updated_at)
         )
+    return accepted
+
+
+def ingest_samples(
+    session: Session, settings: Settings, model_name: str, samples: list[SampleIn]
+) -> IngestResult:
+    """Store a batch idempotently; count the samples stored and the duplicates skipped.
+
+    Also adds the stored count to ``models.samples_ingested`` and sets ``last_sample_at``
+    (both untouched when every sample was a duplicate). Commits.
+    """
+    check_batch(samples, settings)
+    unique = _unique(samples)
+    now = datetime.now(UTC)
+    if session.bind.dialect.name == "postgresql":
+        accepted = _ingest_postgres(session, model_name, unique, now)
+    else:
+        accepted = _ingest_sqlite(session, model_name, unique, now)
     session.commit()
     return IngestResult(accepted=accepted, duplicates=len(samples) - accepted)

@@ -138,10 +138,11 @@ def _build_profile(documents: list[str], name: str, settings: Settings):
             "sample it down",
         )
     try:
+        # the library's own floor (and its word count check) still applies when the
+        # deployment's minimum is lower: settings can only raise the bar
         return metrics.build_reference(documents, name)
     except metrics.ReferenceTooSmall as exc:
-        # the library may count usable documents differently (e.g. after tokenizing)
-        raise ProblemError(422, f"reference {name!r}: {exc}") from None
+        raise ProblemError(422, str(exc)) from None
     except metrics.MetricsError as exc:
         raise ProblemError(422, f"cannot build reference {name!r}: {exc}") from None
 

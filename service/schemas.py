@@ -19,6 +19,9 @@ UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 def _storable(value: str) -> str:
+    # ASCII text cannot hold a surrogate: a cheap test first (this runs for every sample)
+    if value.isascii() and "\x00" not in value:
+        return value
     match = UNSTORABLE_TEXT.search(value)
     if match is not None:
         what = "a NUL character" if match.group() == "\x00" else "an unpaired UTF-16 surrogate"
@@ -29,10 +32,13 @@ def _storable(value: str) -> str:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    """Timestamps without a zone are taken as UTC."""
-    if value is not None and value.tzinfo is None:
+    """Timestamps in UTC; without a zone they are taken as UTC. (SQLite stores the wall
+    clock time without its offset, so anything else would be stored wrong there.)"""
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value
+    return value.astimezone(UTC)
 
 
 def _int_to_str(value: Any) -> Any:

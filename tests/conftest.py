@@ -21,7 +21,7 @@ REDIS_URL = os.environ.get("COLLAPSEWATCH_TEST_REDIS_URL")
 ARTIFACTS = REPO / "test-artifacts"
 
 # fixtures of the REST API tests (stored references, a model, keys), usable by any test
-pytest_plugins = ["tests.service.api_fixtures"]
+pytest_plugins = ["tests.service.api_fixtures", "tests.service.pipeline_fixtures"]
 
 
 def need(what: str, value: str | None) -> str:

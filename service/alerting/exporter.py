@@ -76,7 +76,9 @@ class ModelSnapshot:
     health: str | None = None
     last_evaluation_at: datetime | None = None
     evaluations: dict[str, int] = field(default_factory=dict)
-    durations: tuple[list[int], int, float] = ([], 0, 0.0)  # cumulative buckets, count, sum
+    # cumulative bucket counts, count, sum
+    durations: tuple[list[int], int, float] = field(
+        default_factory=lambda: ([0] * len(DURATION_BUCKETS), 0, 0.0))
     firing: dict[str, int] = field(default_factory=dict)
     owed_since: datetime | None = None
 
@@ -180,6 +182,11 @@ def families(snap: Snapshot) -> Iterator[Metric]:
                                        "model's baseline (NaN without a baseline)",
                                        labels=["model"])
                   for s in SIGNALS}
+    sig_band = {b: GaugeMetricFamily(f"collapsewatch_signal_{b}_band",
+                                     f"{b} band of the signal ratio for a window of this size "
+                                     "(what 1.0 +- noise looks like)",
+                                     labels=["model", "signal", "bound"])
+                for b in BANDS}
     outside = GaugeMetricFamily("collapsewatch_signal_outside_band",
                                 "1 when the latest window's signal is outside the band",
                                 labels=["model", "signal", "band"])
@@ -236,6 +243,9 @@ def families(snap: Snapshot) -> Iterator[Metric]:
             sig = signals.get(s) or {}
             ratio[s].add_metric([m.name], _num(sig.get("ratio")))
             base_ratio[s].add_metric([m.name], _num(sig.get("baseline_ratio")))
+            for b in BANDS:
+                for bound in ("low", "high"):
+                    sig_band[b].add_metric([m.name, s, bound], _num(sig.get(f"{b}_{bound}")))
             outside.add_metric([m.name, s, "human"], _flag(sig.get("outside_band")))
             outside.add_metric([m.name, s, "baseline"], _flag(sig.get("outside_baseline_band")))
         metric_rows = result.get("metrics") or {}
@@ -271,7 +281,7 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     for status in NOTIFICATION_STATES:
         outbox.add_metric([status], float(snap.notifications.get(status, 0)))
 
-    yield from (*ratio.values(), *base_ratio.values(), outside, value, mratio, mbase, band,
+    yield from (*ratio.values(), *base_ratio.values(), *sig_band.values(), outside, value, mratio, mbase, band,
                 health, ref_info, base_info, ingested, last_sample, firing, last_eval, docs,
                 evals, pending, lag, duration, outbox)
 

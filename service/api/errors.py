@@ -31,6 +31,15 @@ _TITLES = {
 }
 
 
+class BodyTooLarge(Exception):
+    """Raised while reading a request body past the configured limit (413)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        super().__init__(f"request body exceeds the limit of {max_bytes} bytes "
+                         "(COLLAPSEWATCH_MAX_BODY_BYTES); send smaller batches")
+
+
 class ProblemError(Exception):
     """Raise from anywhere in a request to answer with problem+json."""
 
@@ -92,6 +101,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if isinstance(exc.__cause__, BodyTooLarge):
+            # FastAPI turns any error while reading the body into a 400
+            return problem_response(413, str(exc.__cause__), instance=request.url.path)
         if isinstance(exc.__cause__, UnicodeDecodeError):
             # FastAPI's JSON body parsing answers "There was an error parsing the body"
             detail = (f"request body is not valid UTF-8 (byte {exc.__cause__.start}); "

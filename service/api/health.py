@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.api.errors import ProblemError
 from service.db import get_engine
 from service.schemas import Liveness, Readiness
+from service.settings import get_settings
 
 router = APIRouter(tags=["health"])
 
@@ -34,7 +35,7 @@ def healthz() -> Liveness:
 @router.get("/readyz", response_model=Readiness, responses={503: {"description": "not ready"}})
 def readyz() -> Readiness:
     """Ready to serve: the database answers and its schema is up to date."""
-    engine = get_engine()
+    engine = get_engine(get_settings().resolved_database_url)  # the sessions' engine
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

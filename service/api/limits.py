@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from service.api.errors import PROBLEM_JSON
+from service.api.errors import PROBLEM_JSON, BodyTooLarge
 
 
 class BodySizeLimitMiddleware:
@@ -31,12 +31,12 @@ class BodySizeLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     too_large = True
-                    raise _TooLarge()
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         try:
             await self.app(scope, limited_receive, send)
-        except _TooLarge:
+        except BodyTooLarge:
             await self._reject(scope, send)
 
     async def _reject(self, scope, send) -> None:
@@ -44,8 +44,7 @@ class BodySizeLimitMiddleware:
             "type": "about:blank",
             "title": "Content Too Large",
             "status": 413,
-            "detail": f"request body exceeds the limit of {self.max_bytes} bytes "
-                      "(COLLAPSEWATCH_MAX_BODY_BYTES); send smaller batches",
+            "detail": str(BodyTooLarge(self.max_bytes)),
             "instance": scope.get("path"),
         }).encode()
         await send({"type": "http.response.start", "status": 413,
@@ -53,6 +52,3 @@ class BodySizeLimitMiddleware:
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-
-class _TooLarge(Exception):
-    pass

@@ -804,6 +804,7 @@
 
   function renderCardBody(card) {
     const body = card.el.querySelector(".card-body");
+    card.el.classList.add("loaded");
     if (card.error) {
       body.innerHTML = `<p class="error-line">Could not load evaluations: ${esc(card.error)}</p>`;
       return;

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from service.settings import Settings, get_settings
 
@@ -98,7 +98,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": DEFAULT_QUEUE,
-        "task_queues": (Queue(DEFAULT_QUEUE), Queue(BEAT_QUEUE)),
+        # each queue with its own exchange and key: a bare Queue(name) would get Celery's
+        # default exchange and routing key, and beat tasks would land in the default queue
+        "task_queues": tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
+                             for name in (DEFAULT_QUEUE, BEAT_QUEUE)),
         "task_routes": {name: {"queue": BEAT_QUEUE} for name in BEAT_TASKS},
         # fail a publish within seconds when the broker is down; the row stays in the
         # database and planning or the reaper sends it again
@@ -121,8 +124,18 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
 
 
 def reconfigure(settings: Settings | None = None) -> None:
-    """Re-read settings into the shared app (CLI commands and tests change them)."""
+    """Re-read settings into the shared app (CLI commands and tests change them) and drop
+    connections to the previous broker."""
     celery_app.conf.update(celery_config(settings or get_settings()))
+    # Celery keeps its connection and producer pools on private attributes and offers no
+    # public way to reset them short of a fork (Celery._after_fork does the same)
+    pool = celery_app._pool
+    if pool is not None:
+        pool.force_close_all()
+    celery_app._pool = None
+    amqp = celery_app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
 
 
 celery_app = create_celery_app()

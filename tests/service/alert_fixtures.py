@@ -31,9 +31,11 @@ def score_json(health: str, *, ratios: tuple | None = None, baseline: bool = Tru
     div, tail, same = ratios or SIGNAL_RATIOS[health]
 
     def signal(r):
-        out = {"ratio": r, "outside_band": None if r is None else abs(r - 1) > 0.1}
+        out = {"ratio": r, "outside_band": None if r is None else abs(r - 1) > 0.1,
+               "human_low": 0.9, "human_high": 1.1}
         if baseline:
-            out.update(baseline_ratio=r, outside_baseline_band=out["outside_band"])
+            out.update(baseline_ratio=r, outside_baseline_band=out["outside_band"],
+                       baseline_low=0.92, baseline_high=1.08)
         return out
 
     value = None if div is None else 0.6 * div

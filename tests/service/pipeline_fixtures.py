@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
+import pytest
 from sqlalchemy import func, select
 
 from tests.support import REPO, VENV_BIN
@@ -142,3 +143,55 @@ def cli(*args: str, env: dict[str, str], timeout: float = 120) -> str:
                           timeout=timeout)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+@pytest.fixture
+def pipeline_env(service_env):
+    """service_env with the shared Celery app pointed at this test's broker."""
+    from service.worker.celery_app import reconfigure
+
+    reconfigure()
+    yield service_env
+    reconfigure()
+
+
+WINDOW = 60  # documents per window in these tests (above metrics' 50-document minimum)
+
+
+@pytest.fixture(scope="session")
+def window_documents(human_documents) -> list[str]:
+    """Fresh human documents (not in the reference) for windows."""
+    return human_documents[5000:5000 + 20 * WINDOW]
+
+
+@pytest.fixture(scope="session")
+def window_result(reference_profile, window_documents) -> dict:
+    """A real Score JSON of one window (for tests about storing and reading results)."""
+    import metrics
+
+    return metrics.score(window_documents[:WINDOW], reference_profile)
+
+
+def plan_now() -> list[int]:
+    """Plan due windows in this process without enqueueing (the tests drive scoring)."""
+    from service.db import session_factory
+    from service.windows import models_with_unwindowed_samples, plan_model
+
+    maker = session_factory()
+    with maker() as session:
+        ids = models_with_unwindowed_samples(session)
+    created: list[int] = []
+    for model_id in ids:
+        with maker() as session, session.begin():
+            created.extend(plan_model(session, model_id))
+    return created
+
+
+def evaluation(evaluation_id: int):
+    from service.db import session_scope
+    from service.models import Evaluation
+
+    with session_scope() as session:
+        row = session.get(Evaluation, evaluation_id)
+        session.expunge(row)
+        return row

@@ -280,7 +280,7 @@ def test_concurrent_evaluations_of_one_model_fire_once(database_url, service_env
         try:
             barrier.wait()
             evaluate(model_id)
-        except BaseException as exc:  # surfaced below
+        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]

@@ -102,15 +102,15 @@ def test_sample_fields_are_stored(client, ingest_headers):
 
 
 def test_a_batch_is_one_insert_statement(client, ingest_headers):
-    from service.db import get_engine
+    from service.db import session_factory
 
     statements: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("INSERT INTO SAMPLES"):
+        if "INSERT INTO SAMPLES" in statement.upper():
             statements.append(statement)
 
-    engine = get_engine()
+    engine = session_factory().kw["bind"]
     event.listen(engine, "before_cursor_execute", record)
     try:
         r = client.post(URL, json={"samples": samples(500)}, headers=ingest_headers)
@@ -175,9 +175,9 @@ def test_invalid_key_is_401(client, model_name):
 
 
 def test_read_key_cannot_ingest_403(client, make_key, model_name):
+    headers = {"Authorization": f"Bearer {make_key('read')}"}
     before = stored_state()
-    r = client.post(URL, json={"samples": samples(2)},
-                    headers={"Authorization": f"Bearer {make_key('read')}"})
+    r = client.post(URL, json={"samples": samples(2)}, headers=headers)
     assert_problem(r, 403, "read")
     assert stored_state() == before
 

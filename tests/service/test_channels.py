@@ -329,7 +329,7 @@ def test_a_worker_that_died_mid_send_is_retried_after_its_lease(database_url, se
         nid = fire_collapse(make_model())[0]
         now = datetime.now(UTC)
         # claim as a worker would, then "die" before sending
-        early, msg, channel, attempt = outbox._claim(nid, get_settings(), now)
+        early, _msg, _channel, attempt = outbox._claim(nid, get_settings(), now)
         assert early is None and attempt == 1 and row(nid).status == "sending"
         with session_scope() as s:
             assert nid not in outbox.due_ids(s, now)

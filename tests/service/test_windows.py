@@ -147,7 +147,7 @@ def test_reference_switch_applies_to_new_windows_only(service_env):
     assert refs == [old_ref, new_ref]
 
 
-def test_models_are_planned_independently(service_env):
+def test_models_are_planned_independently(pipeline_env):
     from service.worker.tasks import plan_due_windows
 
     ref = add_reference()
@@ -163,7 +163,7 @@ def test_models_are_planned_independently(service_env):
     assert_partition(b)
 
 
-def test_concurrent_ingest_and_planning_put_every_sample_in_exactly_one_window(service_env):
+def test_concurrent_ingest_and_planning_put_every_sample_in_exactly_one_window(pipeline_env):
     """Several ingest threads and two planners race; in the end the windows partition the
     samples exactly (the model row lock orders ingest and planning)."""
     from service.worker.tasks import plan_due_windows
@@ -176,14 +176,14 @@ def test_concurrent_ingest_and_planning_put_every_sample_in_exactly_one_window(s
         try:
             for batch in range(15):
                 ingest("bot", [f"{tag}{batch}-{i}" for i in range(3)], prefix=f"{tag}{batch}-")
-        except BaseException as exc:  # reported by the main thread
+        except Exception as exc:  # noqa: BLE001 -- reported by the main thread
             errors.append(exc)
 
     def planner() -> None:
         try:
             while not done.is_set():
                 plan_due_windows()
-        except BaseException as exc:
+        except Exception as exc:  # noqa: BLE001 -- reported by the main thread
             errors.append(exc)
 
     ingesters = [threading.Thread(target=ingester, args=(t,)) for t in "abcd"]

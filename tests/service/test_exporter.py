@@ -1,0 +1,177 @@
+"""GET /metrics: names and labels from DESIGN.md, read from the database."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from prometheus_client import REGISTRY as GLOBAL_REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.alerting import engine
+from service.alerting.exporter import CACHE
+from service.db import session_scope
+from service.models import Baseline, MonitoredModel
+from tests.service.alert_fixtures import add_evaluation, add_samples, make_model
+
+SIGNALS = ("diversity", "tail_coverage", "sameness")
+HEALTH = ("healthy", "early_collapse", "collapse", "insufficient_data")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    CACHE.clear()
+    yield
+    CACHE.clear()
+
+
+def scrape(client, **headers) -> dict[str, list]:
+    CACHE.clear()
+    r = client.get("/metrics", headers=headers, follow_redirects=False)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    out: dict[str, list] = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def value(samples, name, **labels) -> float:
+    matches = [v for lab, v in samples.get(name, []) if all(lab.get(k) == x
+                                                            for k, x in labels.items())]
+    assert len(matches) == 1, (name, labels, samples.get(name))
+    return matches[0]
+
+
+def test_metrics_answers_without_redirect(client, database_url):
+    r = client.get("/metrics", follow_redirects=False)
+    assert r.status_code == 200
+    assert "collapsewatch_notifications" in r.text
+
+
+def test_every_series_exists_as_soon_as_a_model_exists(client, database_url):
+    import metrics
+
+    make_model("bot")
+    m = scrape(client)
+    for s in SIGNALS:
+        assert math.isnan(value(m, f"collapsewatch_{s}_ratio", model="bot"))
+        assert math.isnan(value(m, f"collapsewatch_{s}_baseline_ratio", model="bot"))
+    names = {spec.name for spec in metrics.REGISTRY}
+    assert {lab["metric"] for lab, _ in m["collapsewatch_metric_value"]} == names
+    assert {(lab["metric"], lab["bound"]) for lab, _ in m["collapsewatch_metric_human_band"]} == {
+        (n, b) for n in names for b in ("low", "mean", "high")}
+    assert {lab["state"]: v for lab, v in m["collapsewatch_health_state"]} == {
+        "healthy": 0, "early_collapse": 0, "collapse": 0, "insufficient_data": 1}
+    assert value(m, "collapsewatch_samples_ingested_total", model="bot") == 0
+    assert {lab["severity"]: v for lab, v in m["collapsewatch_alerts_firing"]} == {
+        "warning": 0, "critical": 0}
+    assert math.isnan(value(m, "collapsewatch_last_evaluation_timestamp_seconds", model="bot"))
+    assert value(m, "collapsewatch_evaluation_duration_seconds_count", model="bot") == 0
+    assert value(m, "collapsewatch_evaluation_lag_seconds", model="bot") == 0
+    (ref,) = m["collapsewatch_reference_info"]
+    assert ref[0]["model"] == "bot" and ref[0]["reference"] == "ref" and ref[1] == 1
+
+
+def test_latest_evaluation_is_exported(client, database_url):
+    model_id = make_model("bot")
+    add_samples(model_id, 25)
+    add_evaluation(model_id, "healthy", duration=0.3)
+    add_evaluation(model_id, "collapse", duration=4.0)
+    add_evaluation(model_id, "collapse", duration=4.0)
+    add_evaluation(model_id, None, status="pending")  # not finished: not "latest"
+    with session_scope() as s:
+        engine.evaluate_model(s, model_id)
+    m = scrape(client)
+    assert value(m, "collapsewatch_diversity_ratio", model="bot") == pytest.approx(0.45)
+    assert value(m, "collapsewatch_tail_coverage_baseline_ratio", model="bot") == pytest.approx(0.2)
+    assert value(m, "collapsewatch_sameness_ratio", model="bot") == pytest.approx(2.4)
+    assert value(m, "collapsewatch_signal_human_band", model="bot", signal="sameness",
+                 bound="high") == pytest.approx(1.1)
+    assert value(m, "collapsewatch_signal_outside_band", model="bot", signal="diversity",
+                 band="baseline") == 1
+    assert value(m, "collapsewatch_health_state", model="bot", state="collapse") == 1
+    assert value(m, "collapsewatch_health_state", model="bot", state="healthy") == 0
+    assert value(m, "collapsewatch_metric_value", model="bot", metric="distinct_2"
+                 ) == pytest.approx(0.27)
+    assert value(m, "collapsewatch_metric_human_band", model="bot", metric="distinct_2",
+                 bound="low") == pytest.approx(0.57)
+    assert value(m, "collapsewatch_samples_ingested_total", model="bot") == 25
+    assert value(m, "collapsewatch_last_evaluation_timestamp_seconds", model="bot") > 1.7e9
+    assert value(m, "collapsewatch_evaluations_total", model="bot", status="done") == 3
+    assert value(m, "collapsewatch_evaluations_pending", model="bot") == 1
+    assert value(m, "collapsewatch_alerts_firing", model="bot", severity="critical") == 1
+    assert value(m, "collapsewatch_alerts_firing", model="bot", severity="warning") == 1
+    assert value(m, "collapsewatch_evaluation_duration_seconds_bucket", model="bot", le="0.5") == 1
+    assert value(m, "collapsewatch_evaluation_duration_seconds_bucket", model="bot", le="5.0") == 3
+    assert value(m, "collapsewatch_evaluation_duration_seconds_sum", model="bot"
+                 ) == pytest.approx(8.3)
+
+
+def test_baseline_info_appears_with_a_baseline(client, database_url):
+    model_id = make_model("bot")
+    assert "collapsewatch_baseline_info" not in scrape(client)
+    with session_scope() as s:
+        model = s.get(MonitoredModel, model_id)
+        b = Baseline(model_id=model_id, reference_id=model.reference_id, name="good-week",
+                     sha256="c" * 64, source="upload", document_count=200, token_count=9000,
+                     profile=b"x", human_ratios={})
+        s.add(b)
+        s.flush()
+        model.baseline_id = b.id
+    (info,) = scrape(client)["collapsewatch_baseline_info"]
+    assert info[0] == {"model": "bot", "baseline": "good-week", "sha256": "c" * 64}
+
+
+def test_labels_are_bounded(client, database_url):
+    model_id = make_model("bot")
+    make_model("other")
+    for _ in range(3):
+        add_evaluation(model_id, "healthy")
+    allowed = {"model", "metric", "signal", "state", "severity", "bound", "band", "status",
+               "reference", "baseline", "sha256", "le"}
+    m = scrape(client)
+    for name, samples in m.items():
+        assert name.startswith("collapsewatch_"), name
+        for labels, _ in samples:
+            assert set(labels) <= allowed, (name, labels)
+    # one series per model and label combination, whatever the number of evaluations
+    assert len(m["collapsewatch_diversity_ratio"]) == 2
+    assert len(m["collapsewatch_metric_value"]) == len(m["collapsewatch_metric_ratio"])
+
+
+def test_openmetrics_is_negotiated(client, database_url):
+    make_model("bot")
+    r = client.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
+    assert r.headers["content-type"].startswith("application/openmetrics-text")
+    assert r.text.rstrip().endswith("# EOF")
+    assert "collapsewatch_samples_ingested_total{model=\"bot\"} 0.0" in r.text
+
+
+def test_snapshot_is_cached_briefly(client, database_url):
+    model_id = make_model("bot")
+    CACHE.clear()
+    first = client.get("/metrics").text
+    add_samples(model_id, 5)
+    assert client.get("/metrics").text == first  # within metrics_cache_seconds
+    CACHE.clear()
+    assert 'collapsewatch_samples_ingested_total{model="bot"} 5.0' in client.get("/metrics").text
+
+
+def test_global_registry_is_untouched(client, database_url):
+    before = {m.name for m in GLOBAL_REGISTRY.collect()}
+    make_model("bot")
+    client.get("/metrics")
+    after = {m.name for m in GLOBAL_REGISTRY.collect()}
+    assert before == after and not any(n.startswith("collapsewatch") for n in after)
+
+
+def test_read_key_is_required_when_configured(client, database_url, monkeypatch, make_key):
+    from service.settings import get_settings
+
+    monkeypatch.setenv("COLLAPSEWATCH_REQUIRE_READ_KEY", "1")
+    get_settings.cache_clear()
+    assert client.get("/metrics").status_code == 401
+    key = make_key("read")
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {key}"}).status_code == 200
