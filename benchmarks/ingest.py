@@ -79,6 +79,7 @@ def postgres_base_url(workdir: Path) -> Iterator[str]:
         yield url
         return
     servers = workdir / "servers"
+    workdir.chmod(0o755)  # PostgreSQL runs as its own user and must reach its data dir
     subprocess.run(
         ["bash", str(REPO / "scripts/servers.sh"), "start", str(servers)], check=True, cwd=REPO
     )

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 log = logging.getLogger("collectors.tail")
 
-READ_BYTES = 256 * 1024
+READ_BYTES = 64 * 1024  # small reads keep checkpoints close to checkpoint_lines
 FINGERPRINT_BYTES = 1024
 
 
@@ -231,12 +231,17 @@ class Tailer:
         """Follow until ``stop`` is set (or, with ``exit_at_eof``, until the end of the file)."""
         try:
             self._resume()
+            # the file's identity goes to the state file at once: a crash before the first
+            # checkpoint must still find this file again if it is rotated meanwhile
+            self._checkpoint()
             while not self.stop.is_set():
-                if self._cur is None and not self._open_path(offset=0, generation=0):
-                    if exit_at_eof:
-                        break
-                    self.stop.wait(self.poll_interval)
-                    continue
+                if self._cur is None:
+                    if not self._open_path(offset=0, generation=0):
+                        if exit_at_eof:
+                            break
+                        self.stop.wait(self.poll_interval)
+                        continue
+                    self._checkpoint()
                 got = self._read_available()
                 if self._pending and (self._pending >= self.checkpoint_lines or time.monotonic()
                                       - self._last_checkpoint >= self.checkpoint_seconds):
@@ -451,5 +456,6 @@ class Tailer:
         log.info("log was rotated; following the new file", extra={"path": str(self.path)})
         self.stats.rotations += 1
         self._close_current()
-        self._open_path(offset=0, generation=0)
+        if self._open_path(offset=0, generation=0):
+            self._checkpoint()
         return True

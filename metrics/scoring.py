@@ -109,36 +109,52 @@ class _Comparison:
                 self.signal_low = np.nanquantile(replicate_signals, cfg.band_low, axis=0)
                 self.signal_high = np.nanquantile(replicate_signals, cfg.band_high, axis=0)
 
-    def signal_below(self, j: int) -> bool:
-        return bool(self.signals[j] < self.signal_low[j])
-
-    def signal_above(self, j: int) -> bool:
-        return bool(self.signals[j] > self.signal_high[j])
-
     def signal_outside(self, j: int) -> bool:
-        return self.signal_below(j) or self.signal_above(j)
+        return bool(self.signals[j] < self.signal_low[j] or self.signals[j] > self.signal_high[j])
+
+    def bands(self) -> Band:
+        return {
+            name: (float(self.signals[j]), float(self.signal_low[j]), float(self.signal_high[j]))
+            for j, name in enumerate(SIGNALS)
+        }
 
 
-def _health(human: _Comparison, base: _Comparison | None, cfg: ScoreConfig) -> str:
-    div, tail, same = (SIGNALS.index(s) for s in ("diversity", "tail_coverage", "sameness"))
-    if base is None:
-        if (human.signal_below(div) and human.signals[div] <= cfg.collapse_diversity_ratio) or (
-            human.signal_above(same) and human.signals[same] >= cfg.collapse_sameness_ratio
+Band = dict[str, tuple[float, float, float]]  # signal -> (ratio, band low, band high)
+
+
+def health_state(human: Band, baseline: Band | None, config: ScoreConfig) -> str:
+    """The health rules (see :class:`ScoreConfig`) on signal ratios and their bands.
+
+    Every rule needs significance (the ratio beyond its band, on the collapse side) and
+    size (the ratio beyond a threshold).
+    """
+    cfg = config
+
+    def below(band: Band, name: str, threshold: float) -> bool:
+        ratio, low, _ = band[name]
+        return ratio < low and ratio <= threshold
+
+    def above(band: Band, name: str, threshold: float) -> bool:
+        ratio, _, high = band[name]
+        return ratio > high and ratio >= threshold
+
+    if baseline is None:
+        if below(human, "diversity", cfg.collapse_diversity_ratio) or above(
+            human, "sameness", cfg.collapse_sameness_ratio
         ):
             return "collapse"
-        if human.signal_below(tail) and human.signals[tail] <= cfg.early_tail_ratio:
+        if below(human, "tail_coverage", cfg.early_tail_ratio):
             return "early_collapse"
         return "healthy"
-    # absolute floors against human, whatever the baseline
-    if (human.signal_below(div) and human.signals[div] <= cfg.floor_diversity_ratio) or (
-        human.signal_above(same) and human.signals[same] >= cfg.floor_sameness_ratio
+    if below(human, "diversity", cfg.floor_diversity_ratio) or above(
+        human, "sameness", cfg.floor_sameness_ratio
     ):
         return "collapse"
-    if (
-        base.signal_below(div) and base.signals[div] <= cfg.baseline_collapse_diversity_ratio
-    ) or (base.signal_above(same) and base.signals[same] >= cfg.baseline_collapse_sameness_ratio):
+    if below(baseline, "diversity", cfg.baseline_collapse_diversity_ratio) or above(
+        baseline, "sameness", cfg.baseline_collapse_sameness_ratio
+    ):
         return "collapse"
-    if base.signal_below(tail) and base.signals[tail] <= cfg.baseline_early_tail_ratio:
+    if below(baseline, "tail_coverage", cfg.baseline_early_tail_ratio):
         return "early_collapse"
     return "healthy"
 
@@ -193,7 +209,9 @@ def score(
     base = None
     if enough and baseline is not None:
         base = _Comparison(values, baseline.band(n_docs, budget, reference), n_docs, cfg)
-    health = _health(human, base, cfg) if human is not None else "insufficient_data"
+    health = "insufficient_data"
+    if human is not None:
+        health = health_state(human.bands(), base.bands() if base else None, cfg)
     return {
         "reference": {"name": reference.name, "sha256": reference.sha256},
         "baseline": None if baseline is None else {"name": baseline.name, "sha256": baseline.sha256},

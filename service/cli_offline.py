@@ -134,6 +134,16 @@ def _save(profile, path: str) -> None:
         raise CliError(f"cannot write {path}: {exc.strerror}") from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _band_sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(x) for x in text.split(",") if x.strip())
@@ -219,7 +229,9 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     import metrics
 
     docs = read_all(args.inputs, args.field)
-    cfg = metrics.ReferenceConfig(band_sizes=args.band_sizes, min_documents=args.min_documents)
+    cfg = metrics.ReferenceConfig(
+        band_sizes=args.band_sizes, min_documents=args.min_documents, replicates=args.replicates
+    )
     try:
         profile = metrics.build_reference(docs, args.name, config=cfg)
     except metrics.MetricsError as exc:
@@ -302,6 +314,9 @@ def register(sub) -> None:
                         "(default: 100,500,2000; others are computed on first use)")
     b.add_argument("--min-documents", type=int, default=200,
                    help="refuse to build from fewer documents (default: 200)")
+    b.add_argument("--replicates", type=_positive, default=200,
+                   help="random samples per human band (default: 200; baselines built "
+                        "against this reference use the same)")
     b.set_defaults(func=cmd_reference_build)
 
     p = sub.add_parser("baseline", help="frozen model-output baselines (offline)")

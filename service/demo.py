@@ -19,6 +19,7 @@ Restarting with the same data directory continues where it stopped: sample ids a
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -47,15 +48,15 @@ class DemoConfig:
     reference_documents: int = 6000
     window_size: int = 150
     samples_per_second: float = 10.0  # per model
-    generation_seconds: float = 60.0
+    generation_seconds: float = 45.0
     # generations after this one repeat it: the collapsed model keeps producing collapsed text
     final_generation: int = 8
     # Documents generation 1 is trained on; each later generation gets ``train_decay`` times
     # fewer (never under ``min_train_documents``). A shrinking budget loses rare words first
     # and then, once the model mostly replays what it memorised, turns repetitive: early
     # collapse, then collapse, within a few generations.
-    train_documents: int = 1500
-    train_decay: float = 0.75
+    train_documents: int = 2500
+    train_decay: float = 0.65
     min_train_documents: int = 300
     baseline_documents: int = 600
     auto_baseline_windows: int = 3
@@ -83,9 +84,11 @@ class DemoSplit:
 def split_documents(documents: Sequence[str], config: DemoConfig) -> DemoSplit:
     """Reference, held-out stream for demo-stable, and the generator's training text.
 
-    A seeded shuffle, so every start of the demo (and every machine) gets the same split, and
-    the held-out parts never overlap the reference.
+    A seeded shuffle, so every start of the demo (and every machine) gets the same split.
+    The sample repeats some fortunes (the same quote in several files); each text is kept
+    once, so held-out text never also sits in the reference.
     """
+    documents = list(dict.fromkeys(documents))
     order = list(range(len(documents)))
     random.Random(config.seed).shuffle(order)
     n_ref = min(config.reference_documents, len(order) // 2)
@@ -347,6 +350,8 @@ def start_demo(stop_event: threading.Event, base_url: str | None = None,
     from service.settings import get_settings
 
     url = (base_url or get_settings().public_url).rstrip("/")
+    # one line per SDK request would bury the server's own log
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     delay = 2.0
     while not stop_event.is_set():
         try:

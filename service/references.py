@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
@@ -44,6 +45,26 @@ def format_for(filename: str, explicit: str | None = None) -> str:
             "line), .txt (one document per line) or .csv, or pass the form field 'format'"
         )
     return suffix
+
+
+# a gzipped upload may expand to this many times the request body limit
+GZIP_EXPANSION_LIMIT = 10
+
+
+def decompress_upload(data: bytes, filename: str, max_bytes: int) -> tuple[bytes, str]:
+    """A ``.gz`` upload decompressed (at most ``max_bytes``) and the name inside it
+    (``human.jsonl.gz`` -> ``human.jsonl``); other files unchanged."""
+    if not filename.lower().endswith(".gz"):
+        return data, filename
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header and trailer
+    try:
+        out = inflater.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise DocumentParseError(f"the file is not valid gzip ({exc})") from None
+    if len(out) > max_bytes or inflater.unconsumed_tail:
+        raise DocumentParseError(f"the file decompresses to more than {max_bytes} bytes; "
+                                 "split it or send it uncompressed in several references")
+    return out, filename[:-3]
 
 
 def _decode(data: bytes) -> str:

@@ -150,7 +150,8 @@ def _lock_states(session: Session, model_id: int, kinds: Sequence[str]) -> dict[
 # classification and hysteresis (pure)
 
 
-def signal_ratio(result: dict[str, Any] | None, signal: str, against: str = "baseline") -> float | None:
+def signal_ratio(result: dict[str, Any] | None, signal: str,
+                 against: str = "baseline") -> float | None:
     """A signal's ratio from Score JSON: vs the baseline when asked and present, else vs human."""
     sig = ((result or {}).get("signals") or {}).get(signal) or {}
     if against == "baseline" and sig.get("baseline_ratio") is not None:
@@ -401,8 +402,8 @@ def evaluate_model(session: Session, model_id: int) -> Outcome:
                            "health": ev.health, "windows": counters.bad,
                            "signals": (ev.result or {}).get("signals"),
                            "thresholds_crossed": crossed_thresholds(ev.result, rule.params or {})}
-                alert, ids = fire(session, model, rule,
-                                  window_summary(model.name, kind, ev, counters.bad), details, ev.id)
+                summary = window_summary(model.name, kind, ev, counters.bad)
+                alert, ids = fire(session, model, rule, summary, details, ev.id)
                 outcome.fired.append(alert.id)
                 outcome.notification_ids += ids
             elif action == "resolve" and current is not None:

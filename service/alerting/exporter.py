@@ -281,9 +281,9 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     for status in NOTIFICATION_STATES:
         outbox.add_metric([status], float(snap.notifications.get(status, 0)))
 
-    yield from (*ratio.values(), *base_ratio.values(), *sig_band.values(), outside, value, mratio, mbase, band,
-                health, ref_info, base_info, ingested, last_sample, firing, last_eval, docs,
-                evals, pending, lag, duration, outbox)
+    yield from (*ratio.values(), *base_ratio.values(), *sig_band.values(), outside, value,
+                mratio, mbase, band, health, ref_info, base_info, ingested, last_sample, firing,
+                last_eval, docs, evals, pending, lag, duration, outbox)
 
 
 def _le(bound: float) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.alerting import engine
+from service.alerting import engine, outbox
 from service.alerting.channels import ChannelConfigError, channel_class
 from service.alerting.schemas import (
     AlertPublic,
@@ -17,6 +17,7 @@ from service.alerting.schemas import (
     AlertRuleUpdate,
     ChannelCreate,
     ChannelPublic,
+    NotificationPublic,
 )
 from service.api.errors import ProblemError
 from service.models import Alert, AlertRule, Channel, MonitoredModel, Notification
@@ -63,6 +64,21 @@ def get_alert(session: Session, alert_id: int) -> tuple[Alert, str]:
     if row is None:
         raise ProblemError(404, f"alert {alert_id} does not exist")
     return row[0], row[1]
+
+
+def alert_detail(session: Session, alert_id: int) -> AlertPublic:
+    """One alert with its outbox rows (delivery status per channel and event)."""
+    alert, model_name = get_alert(session, alert_id)
+    rows = session.execute(select(Notification, Channel.name)
+                           .join(Channel, Channel.id == Notification.channel_id)
+                           .where(Notification.alert_id == alert_id)
+                           .order_by(Notification.id)).all()
+    out = alert_public(alert, model_name)
+    out.notifications = [NotificationPublic(
+        id=n.id, channel=name, event=n.event, status=n.status, attempts=n.attempts,
+        last_error=n.last_error, next_attempt_at=n.next_attempt_at, sent_at=n.sent_at)
+        for n, name in rows]
+    return out
 
 
 def acknowledge(session: Session, alert_id: int, actor: str) -> AlertPublic:
@@ -152,6 +168,17 @@ def get_channel(session: Session, channel_id: int) -> ChannelPublic:
     if channel is None:
         raise ProblemError(404, f"channel {channel_id} does not exist")
     return channel_public(channel, _notification_counts(session).get(channel.id))
+
+
+def retry_dead(session: Session, channel_id: int) -> list[int]:
+    """Give the channel's dead-lettered notifications a fresh set of attempts."""
+    if session.get(Channel, channel_id) is None:
+        raise ProblemError(404, f"channel {channel_id} does not exist")
+    ids = list(session.scalars(select(Notification.id).where(
+        Notification.channel_id == channel_id, Notification.status == "dead")).all())
+    if ids:
+        outbox.requeue_dead(session, ids)
+    return ids
 
 
 def delete_channel(session: Session, channel_id: int) -> None:

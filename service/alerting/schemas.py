@@ -23,6 +23,17 @@ Severity = Literal["warning", "critical"]
 AlertKind = Literal["early_collapse", "collapse", "no_samples", "evaluations_stale"]
 
 
+class NotificationPublic(BaseModel):
+    id: int
+    channel: str
+    event: str
+    status: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: Utc
+    sent_at: UtcOrNone = None
+
+
 class AlertPublic(BaseModel):
     id: int
     model: str
@@ -37,6 +48,8 @@ class AlertPublic(BaseModel):
     acknowledged_at: UtcOrNone = None
     acknowledged_by: str | None = None
     last_evaluation_id: int | None = None
+    notifications: list[NotificationPublic] | None = Field(
+        default=None, description="outbox rows of this alert (single-alert view only)")
 
 
 class AlertList(BaseModel):
@@ -136,3 +149,7 @@ class ChannelPublic(BaseModel):
 
 class ChannelList(BaseModel):
     channels: list[ChannelPublic]
+
+
+class RetryResult(BaseModel):
+    requeued: int = Field(description="dead-lettered notifications given a fresh set of attempts")

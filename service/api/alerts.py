@@ -16,6 +16,7 @@ from service.alerting.schemas import (
     ChannelCreate,
     ChannelList,
     ChannelPublic,
+    RetryResult,
 )
 from service.api.deps import (
     AdminPrincipal,
@@ -57,8 +58,7 @@ def list_alerts(_: ReadPrincipal, session: SessionDep,
 
 @router.get("/alerts/{alert_id}", response_model=AlertPublic)
 def get_alert(alert_id: int, _: ReadPrincipal, session: SessionDep) -> AlertPublic:
-    alert, model_name = manage.get_alert(session, alert_id)
-    return manage.alert_public(alert, model_name)
+    return manage.alert_detail(session, alert_id)
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertPublic)
@@ -98,6 +98,14 @@ def create_channel(body: ChannelCreate, _: AdminPrincipal, session: SessionDep) 
 @router.get("/channels/{channel_id}", response_model=ChannelPublic)
 def get_channel(channel_id: int, _: AdminPrincipal, session: SessionDep) -> ChannelPublic:
     return manage.get_channel(session, channel_id)
+
+
+@router.post("/channels/{channel_id}/retry", response_model=RetryResult,
+             summary="Retry the channel's dead-lettered notifications")
+def retry_channel(channel_id: int, _: AdminPrincipal, session: SessionDep) -> RetryResult:
+    ids = manage.retry_dead(session, channel_id)
+    _enqueue_after_commit(session, ids)
+    return RetryResult(requeued=len(ids))
 
 
 @router.delete("/channels/{channel_id}", status_code=204, response_class=Response)

@@ -68,6 +68,10 @@ def problem_response(status: int, detail: str, *, title: str | None = None,
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def not_utf8_detail(exc: UnicodeDecodeError) -> str:
+    return f"request body is not valid UTF-8 (byte {exc.start}); send JSON encoded as UTF-8"
+
+
 def _field(loc: tuple | list) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -106,8 +110,7 @@ def install(app: FastAPI) -> None:
             return problem_response(413, str(exc.__cause__), instance=request.url.path)
         if isinstance(exc.__cause__, UnicodeDecodeError):
             # FastAPI's JSON body parsing answers "There was an error parsing the body"
-            detail = (f"request body is not valid UTF-8 (byte {exc.__cause__.start}); "
-                      "send JSON encoded as UTF-8")
+            detail = not_utf8_detail(exc.__cause__)
         return problem_response(exc.status_code, detail, instance=request.url.path,
                                 headers=getattr(exc, "headers", None))
 

@@ -12,8 +12,9 @@ from starlette.datastructures import UploadFile
 
 from service import references as service
 from service.api.deps import AdminPrincipal, ReadPrincipal, SessionDep, SettingsDep
-from service.api.errors import ProblemError
+from service.api.errors import ProblemError, not_utf8_detail
 from service.schemas import ReferenceCreate, ReferenceList, ReferenceName, ReferencePublic
+from service.settings import Settings
 
 router = APIRouter(tags=["references"])
 
@@ -24,7 +25,7 @@ _MULTIPART_SCHEMA = {
     "properties": {
         "file": {"type": "string", "format": "binary",
                  "description": ".jsonl (one JSON object per line), .txt (one document per "
-                                "line) or .csv"},
+                                "line) or .csv, optionally gzipped (.jsonl.gz, ...)"},
         "name": {"type": "string", "description": "default: the file name without extension"},
         "field": {"type": "string", "default": "text",
                   "description": "the JSON field or CSV column holding the text"},
@@ -52,26 +53,33 @@ def _invalid(exc: ValidationError, prefix: tuple = ()) -> RequestValidationError
 async def _from_json(request: Request) -> tuple[str, list[str], str | None]:
     body = await request.body()
     try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProblemError(400, not_utf8_detail(exc)) from None
+    try:
         parsed = ReferenceCreate.model_validate_json(body)
     except ValidationError as exc:
         raise _invalid(exc) from None
     return parsed.name, parsed.documents, parsed.description
 
 
-async def _from_upload(request: Request) -> tuple[str, list[str], str | None]:
+async def _from_upload(request: Request,
+                       settings: Settings) -> tuple[str, list[str], str | None]:
     form = await request.form()
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise ProblemError(422, "file: attach the documents as the multipart field 'file'")
     filename = upload.filename or ""
-    raw_name = form.get("name") or PurePath(filename).stem
+    raw_name = form.get("name") or PurePath(filename).name.split(".")[0]
     try:
         name = _NAME.validate_python(raw_name)
     except ValidationError as exc:
         raise _invalid(exc, ("name",)) from None
     data = await upload.read()
     try:
-        fmt = service.format_for(filename, _text(form.get("format")))
+        data, inner_name = service.decompress_upload(
+            data, filename, service.GZIP_EXPANSION_LIMIT * settings.max_body_bytes)
+        fmt = service.format_for(inner_name, _text(form.get("format")))
         documents = await run_in_threadpool(service.parse_documents, data, fmt,
                                             _text(form.get("field")) or "text")
     except service.DocumentParseError as exc:
@@ -95,7 +103,7 @@ async def create_reference(request: Request, principal: AdminPrincipal, session:
     if content_type == "application/json":
         name, documents, description = await _from_json(request)
     elif content_type == "multipart/form-data":
-        name, documents, description = await _from_upload(request)
+        name, documents, description = await _from_upload(request, settings)
     else:
         raise ProblemError(415, "send application/json {\"name\", \"documents\"} or "
                                 "multipart/form-data with a 'file' field")

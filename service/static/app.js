@@ -529,27 +529,10 @@
     return parseTime(e.window_end) ?? parseTime(e.created_at) ?? parseTime(e.window_start);
   }
 
-  // The signal's human band as ratios (1.0 = human mean). Uses the band the API gives for
-  // the signal, or else the mean of its metrics' bands expressed as ratios.
-  function signalBand(e, signal) {
-    const s = (e.signals || {})[signal] || {};
-    const low = s.human_low_ratio ?? s.band_low ?? (Array.isArray(s.band) ? s.band[0] : undefined);
-    const high = s.human_high_ratio ?? s.band_high ?? (Array.isArray(s.band) ? s.band[1] : undefined);
-    if (isNum(low) && isNum(high)) return [low, high];
-    const lows = [];
-    const highs = [];
-    for (const m of Object.values(e.metrics || {})) {
-      if (m.signal !== signal || !isNum(m.human_mean) || m.human_mean === 0) continue;
-      if (!isNum(m.human_low) || !isNum(m.human_high)) continue;
-      let lo = m.human_low / m.human_mean;
-      let hi = m.human_high / m.human_mean;
-      if (m.oriented === false || m.orientation === -1) [lo, hi] = [1 / hi, 1 / lo];
-      lows.push(lo);
-      highs.push(hi);
-    }
-    if (!lows.length) return null;
-    const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    return [mean(lows), mean(highs)];
+  // A signal's band as [low, high], or null: the Score JSON gives the human band of each
+  // signal in ratio units (1.0 = human mean) and the baseline band in baseline-ratio units.
+  function bandOf(s, lowKey, highKey) {
+    return isNum(s[lowKey]) && isNum(s[highKey]) ? [s[lowKey], s[highKey]] : null;
   }
 
   function seriesFor(evaluations, signal) {
@@ -558,13 +541,16 @@
       const s = (e.signals || {})[signal];
       const t = evalTime(e);
       if (!s || !isNum(s.ratio) || t == null) continue;
-      const band = signalBand(e, signal);
-      const baselineLevel = isNum(s.baseline_ratio) && s.baseline_ratio > 0
+      // Signals are geometric means of metric ratios, so ratio / baseline_ratio is the
+      // baseline's own level on the human scale, and its band scales the same way.
+      const level = isNum(s.baseline_ratio) && s.baseline_ratio > 0
         ? s.ratio / s.baseline_ratio : null;
+      const baseBand = level != null ? bandOf(s, "baseline_low", "baseline_high") : null;
       out.push({
-        x: t, y: s.ratio, band, baselineLevel, outside: Boolean(s.outside_band),
-        outsideBaseline: Boolean(s.outside_baseline_band), baselineRatio: s.baseline_ratio,
-        health: e.health, id: e.id,
+        x: t, y: s.ratio, band: bandOf(s, "human_low", "human_high"), baselineLevel: level,
+        baselineBand: baseBand ? [baseBand[0] * level, baseBand[1] * level] : null,
+        outside: Boolean(s.outside_band), outsideBaseline: Boolean(s.outside_baseline_band),
+        baselineRatio: s.baseline_ratio, health: e.health, id: e.id,
       });
     }
     return out;
@@ -660,6 +646,7 @@
       `${SIGNAL_LABEL[signal]} ${fmtRatio(p.y)}× human`,
       p.band ? `human band ${fmtRatio(p.band[0])}–${fmtRatio(p.band[1])}` : null,
       isNum(p.baselineRatio) ? `${fmtRatio(p.baselineRatio)}× baseline` : null,
+      p.baselineBand ? `baseline band ${fmtRatio(p.baselineBand[0])}–${fmtRatio(p.baselineBand[1])} (× human)` : null,
       p.outside ? "outside the human band" : null,
       p.outsideBaseline ? "outside the baseline band" : null,
       `health: ${HEALTH_LABEL[p.health] || p.health || "–"}`,
@@ -668,13 +655,48 @@
     return lines.filter(Boolean).join("\n");
   }
 
+  function median(xs) {
+    const sorted = xs.slice().sort((p, q) => p - q);
+    return sorted.length ? sorted[Math.floor(sorted.length / 2)] : null;
+  }
+
+  // Every k-th point (and the last) so smooth lines stay under `limit` vertices.
+  function stride(points, limit) {
+    if (points.length <= limit) return points;
+    const k = Math.ceil(points.length / limit);
+    const out = points.filter((_, i) => i % k === 0);
+    if (out[out.length - 1] !== points[points.length - 1]) out.push(points[points.length - 1]);
+    return out;
+  }
+
+  // An area between two bounds over time: a rectangle for one window, else a polygon.
+  function areaSvg(points, bounds, x, y, cls, title) {
+    const banded = points.filter((p) => bounds(p));
+    if (!banded.length) return "";
+    if (banded.length === 1) {
+      const [b0, b1] = bounds(banded[0]);
+      return `<rect class="${cls}" x="${M.left}" width="${W - M.left - M.right}" y="${y(b1).toFixed(1)}" height="${Math.max(0.5, y(b0) - y(b1)).toFixed(1)}"><title>${esc(title)} ${fmtRatio(b0)}–${fmtRatio(b1)}</title></rect>`;
+    }
+    const top = banded.map((p) => `${x(p.x).toFixed(1)},${y(bounds(p)[1]).toFixed(1)}`);
+    const bottom = banded.slice().reverse().map((p) => `${x(p.x).toFixed(1)},${y(bounds(p)[0]).toFixed(1)}`);
+    return `<polygon class="${cls}" points="${top.concat(bottom).join(" ")}"><title>${esc(title)}</title></polygon>`;
+  }
+
+  let clipCounter = 0;
+
   function chartSvg(signal, series, domain) {
     const x = xScale(domain);
+    // The scale covers the data, 1.0, the baseline level and the typical (median) band
+    // edges; an unusually wide band in one window is clipped rather than squashing the rest.
     const values = [1];
     for (const p of series) {
       values.push(p.y);
-      if (p.band) values.push(p.band[0], p.band[1]);
       if (isNum(p.baselineLevel)) values.push(p.baselineLevel);
+    }
+    for (const key of ["band", "baselineBand"]) {
+      const lows = series.filter((p) => p[key]).map((p) => p[key][0]);
+      const highs = series.filter((p) => p[key]).map((p) => p[key][1]);
+      if (lows.length) values.push(median(lows), median(highs));
     }
     let lo = Math.min(...values);
     let hi = Math.max(...values);
@@ -683,7 +705,8 @@
     hi += padding;
     const plotH = H - M.top - M.bottom;
     const y = (v) => M.top + (1 - (v - lo) / (hi - lo)) * plotH;
-    const parts = [];
+    const clipId = `plot-clip-${++clipCounter}`;
+    const parts = [`<defs><clipPath id="${clipId}"><rect x="${M.left}" y="${M.top}" width="${W - M.left - M.right}" height="${plotH}"/></clipPath></defs>`];
 
     for (const t of niceTicks(lo, hi, 4)) {
       parts.push(`<line class="grid" x1="${M.left}" x2="${W - M.right}" y1="${y(t).toFixed(1)}" y2="${y(t).toFixed(1)}"/>`);
@@ -694,31 +717,28 @@
       parts.push(`<text class="tick" x="${x(tick.t).toFixed(1)}" y="${H - 6}" text-anchor="${anchor}">${esc(tick.label)}</text>`);
     }
 
-    // human band: an area through each window's band (bands depend on window size)
-    const banded = series.filter((p) => p.band);
-    if (banded.length === 1) {
-      const [b0, b1] = banded[0].band;
-      parts.push(`<rect class="band" x="${M.left}" width="${W - M.left - M.right}" y="${y(b1).toFixed(1)}" height="${Math.max(0.5, y(b0) - y(b1)).toFixed(1)}"><title>human band ${fmtRatio(b0)}–${fmtRatio(b1)}</title></rect>`);
-    } else if (banded.length > 1) {
-      const top = banded.map((p) => `${x(p.x).toFixed(1)},${y(p.band[1]).toFixed(1)}`);
-      const bottom = banded.slice().reverse().map((p) => `${x(p.x).toFixed(1)},${y(p.band[0]).toFixed(1)}`);
-      parts.push(`<polygon class="band" points="${top.concat(bottom).join(" ")}"><title>human band</title></polygon>`);
-    }
-    parts.push(`<line class="human-mean" x1="${M.left}" x2="${W - M.right}" y1="${y(1).toFixed(1)}" y2="${y(1).toFixed(1)}"><title>human mean (1.0)</title></line>`);
+    const plot = [];
+    const smooth = stride(series, MAX_POINTS);
+    // human band: an area through each window's band (bands depend on the window's size)
+    plot.push(areaSvg(smooth, (p) => p.band, x, y, "band", "human band"));
+    plot.push(areaSvg(smooth, (p) => p.baselineBand, x, y, "baseline-band", "baseline band"));
+    plot.push(`<line class="human-mean" x1="${M.left}" x2="${W - M.right}" y1="${y(1).toFixed(1)}" y2="${y(1).toFixed(1)}"><title>human mean (1.0)</title></line>`);
 
-    const withBaseline = series.filter((p) => isNum(p.baselineLevel));
+    const withBaseline = smooth.filter((p) => isNum(p.baselineLevel));
     if (withBaseline.length) {
       const pts = withBaseline.length === 1
         ? [`${M.left},${y(withBaseline[0].baselineLevel).toFixed(1)}`,
           `${W - M.right},${y(withBaseline[0].baselineLevel).toFixed(1)}`]
         : withBaseline.map((p) => `${x(p.x).toFixed(1)},${y(p.baselineLevel).toFixed(1)}`);
-      parts.push(`<polyline class="baseline-line" points="${pts.join(" ")}"><title>the model's baseline, as a ratio to human</title></polyline>`);
+      plot.push(`<polyline class="baseline-line" points="${pts.join(" ")}"><title>the model's baseline, as a ratio to human</title></polyline>`);
     }
 
     const shown = lttb(series, MAX_POINTS);
     if (shown.length > 1) {
-      parts.push(`<polyline class="ratio-line" points="${shown.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(" ")}"/>`);
+      plot.push(`<polyline class="ratio-line" points="${shown.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(" ")}"/>`);
     }
+    parts.push(`<g clip-path="url(#${clipId})">${plot.join("")}</g>`);
+    // points stay visible even when far outside the typical range
     for (const p of shown) {
       const cls = `pt${p.outside ? " outside" : ""}`;
       parts.push(`<circle class="${cls}" cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="${shown.length > 80 ? 1.8 : 2.6}" data-ratio="${p.y}"><title>${esc(pointTitle(p, signal))}</title></circle>`);
@@ -843,7 +863,7 @@
       <div class="charts">${charts}</div>
       <div class="legend"><span class="lg ratio"></span>ratio to human
         <span class="lg band"></span>human band <span class="lg mean"></span>human mean
-        ${hasBaseline ? '<span class="lg base"></span>baseline level' : ""}
+        ${hasBaseline ? '<span class="lg base"></span>baseline level <span class="lg baseband"></span>baseline band' : ""}
         <span class="lg out"></span>outside band
         <span class="muted">· ${fmtInt(evaluations.length)} windows${truncated}</span></div>
       <div class="timeline">${domain ? timelineSvg(evaluations, domain) : ""}</div>

@@ -97,6 +97,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # a task running when the broker connection drops finishes its database work (the
+        # claim makes the redelivered message a no-op) instead of being cancelled
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_default_queue": DEFAULT_QUEUE,
         # each queue with its own exchange and key: a bare Queue(name) would get Celery's
         # default exchange and routing key, and beat tasks would land in the default queue

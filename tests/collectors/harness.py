@@ -75,7 +75,7 @@ class ApiServer:
         self.proc = self._cm.__enter__()
         try:
             wait_http(f"{self.url}/healthz", timeout=60, proc=self.proc.popen)
-        except Exception:
+        except (TimeoutError, RuntimeError):
             self.stop()
             raise AssertionError(f"API did not start:\n{self.log_path.read_text()[-3000:]}")\
                 from None

@@ -89,7 +89,7 @@ def test_kill9_of_the_collector_mid_stream_then_restart_loses_and_doubles_nothin
             assert producer.popen.wait(180) == 0, producer.log()[-3000:]
     finally:
         api.stop()
-    started = [e for e in _events(second_log) if e["event"] == "started"][0]
+    started = next(e for e in _events(second_log) if e["event"] == "started")
     assert started["start"] == checkpoint
     assert started["spool_pending"] > 0  # the new process replays what the killed one spooled
     finished = [e for e in _events(second_log) if e["event"] == "finished"][-1]

@@ -55,7 +55,7 @@ def test_a_torn_batch_at_the_end_is_cut_off_when_reopened(tmp_path, caplog):
     for i in range(3):
         spool.append(_batch(i), 1)
     spool.close()
-    segment = sorted(tmp_path.glob("*.seg"))[-1]
+    segment = max(tmp_path.glob("*.seg"))
     whole = segment.stat().st_size
     with open(segment, "ab") as f:  # what a crash in the middle of append leaves
         f.write(b"\x00\x00\x01\x00\x00\x00\x00\x01partial")

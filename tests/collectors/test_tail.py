@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from collectors import Client
-from collectors.tail import LineFormat, TailState, Tailer
+from collectors.tail import LineFormat, Tailer, TailState
 from service.cli import main as cli_main
 from tests.collectors.harness import COLLAPSEWATCH, ApiServer, create_model, stored, wait_until
 from tests.support import process, recording_server
@@ -51,8 +51,7 @@ def sink():
 
 def _write(path, lines, mode="a") -> None:
     with open(path, mode) as f:
-        for line in lines:
-            f.write(line + "\n")
+        f.writelines(line + "\n" for line in lines)
 
 
 def _lines(start: int, stop: int) -> list[str]:
@@ -150,17 +149,21 @@ def test_start_at_end_skips_what_was_there(tmp_path, sink):
 
 def test_rotation_by_rename_while_following_loses_and_doubles_nothing(tmp_path, sink):
     log, state = tmp_path / "app.log", tmp_path / "state.json"
-    _write(log, _lines(0, 300))
+    _write(log, _lines(0, 100))
     bg = Background(log, sink.url, state)
+    wait_until(lambda: TailState.load(state), 10, "the tailer to start")
     for rotation in range(3):
-        start = 300 + rotation * 300
-        os.rename(log, tmp_path / f"app.log.{rotation + 1}")  # rotate with lines unread
-        _write(log, _lines(start, start + 150), mode="w")
-        _write(log, _lines(start + 150, start + 300))
-    wait_until(lambda: len(sink.by_id) == 1200, 20, "every line")
-    stats = bg.close()
-    assert Counter(sink.texts()) == Counter(f"line {i}" for i in range(1200))
-    assert stats.rotations >= 1
+        start = 100 + rotation * 400
+        _write(log, _lines(start, start + 100))  # most likely unread when the rename comes
+        os.rename(log, tmp_path / f"app.log.{rotation + 1}")
+        _write(log, _lines(start + 100, start + 250), mode="w")
+        _write(log, _lines(start + 250, start + 400))
+        # one rotation per poll: a file rotated twice between two looks is not seen
+        wait_until(lambda r=rotation: bg.tailer.stats.rotations == r + 1, 10, "the rotation")
+    wait_until(lambda: len(sink.by_id) == 1300, 20, "every line")
+    bg.close()
+    assert Counter(sink.texts()) == Counter(f"line {i}" for i in range(1300))
+    assert sink.received == 1300
 
 
 def test_truncation_while_following_reads_the_new_content(tmp_path, sink):
@@ -230,6 +233,8 @@ def test_cli_tail_through_rotation_and_truncation_stores_each_line_once(
     try:
         _write(log, _lines(0, 1000))
         with process(_tail_args(log, api, tmp_path, model), tmp_path / "tail.log", env=env):
+            wait_until(lambda: TailState.load(tmp_path / "tail-state.json"), 60,
+                       "the tailer to start")
             _write(log, _lines(1000, 1500))
             os.rename(log, log.with_name("app.log.1"))
             _write(log, _lines(1500, 2500), mode="w")
@@ -269,6 +274,7 @@ def test_cli_tail_killed_and_restarted_loses_and_doubles_nothing(
                      env=env) as tailer:
             wait_until(lambda: sum(_texts(database_url, model).values()) >= 1500, 60,
                        "lines before the kill")
+            assert TailState.load(tmp_path / "tail-state.json") is not None
             tailer.kill9()
         thread.join(60)
         os.rename(log, log.with_name("app.log.1"))  # rotated while the tailer is down

@@ -78,7 +78,8 @@ def test_dockerfile_copies_every_package_and_runs_the_cli():
     text = (REPO / "Dockerfile").read_text()
     copied = set(re.findall(r"^COPY (\S+) \./\S*$", text, flags=re.MULTILINE))
     pyproject = (REPO / "pyproject.toml").read_text()
-    packages = re.search(r'include = \[([^\]]*)\]', pyproject.split("[tool.setuptools.packages.find]")[1])
+    find = pyproject.split("[tool.setuptools.packages.find]")[1]
+    packages = re.search(r"include = \[([^\]]*)\]", find)
     names = {p.strip().strip('"').rstrip("*") for p in packages.group(1).split(",")}
     assert names <= copied, names - copied
     for source in copied:

@@ -95,10 +95,12 @@ def test_thresholds_match_the_scoring_library():
     rules = {r["alert"]: r["expr"] for r in alert_rules()}
     div, same, tail = (rules["ModelDiversityCollapse"], rules["ModelSamenessSurge"],
                        rules["ModelTailCoverageLoss"])
-    assert f"collapsewatch_diversity_baseline_ratio <= {cfg.baseline_collapse_diversity_ratio}" in div
+    base_div = cfg.baseline_collapse_diversity_ratio
+    base_same = cfg.baseline_collapse_sameness_ratio
+    assert f"collapsewatch_diversity_baseline_ratio <= {base_div}" in div
     assert f"collapsewatch_diversity_ratio <= {cfg.collapse_diversity_ratio}" in div
     assert f"collapsewatch_diversity_ratio <= {cfg.floor_diversity_ratio}" in div
-    assert f"collapsewatch_sameness_baseline_ratio >= {cfg.baseline_collapse_sameness_ratio}" in same
+    assert f"collapsewatch_sameness_baseline_ratio >= {base_same}" in same
     assert f"collapsewatch_sameness_ratio >= {cfg.collapse_sameness_ratio}" in same
     assert f"collapsewatch_sameness_ratio >= {cfg.floor_sameness_ratio}" in same
     assert f"collapsewatch_tail_coverage_baseline_ratio <= {cfg.baseline_early_tail_ratio}" in tail

@@ -38,7 +38,8 @@ def test_list_alerts_filters_by_state_and_model(client, database_url):
         ("bot", "collapse"), ("bot", "early_collapse"), ("other", "early_collapse")]
     r = client.get("/api/v1/alerts", params={"model": "other", "state": "firing"})
     (alert,) = r.json()["alerts"]
-    assert alert["severity"] == "warning" and alert["dedup_key"] == "collapsewatch/other/early_collapse"
+    assert alert["severity"] == "warning"
+    assert alert["dedup_key"] == "collapsewatch/other/early_collapse"
     assert alert["started_at"].endswith("+00:00") or alert["started_at"].endswith("Z")
     assert client.get("/api/v1/alerts", params={"state": "resolved"}).json()["alerts"] == []
     assert client.get(f"/api/v1/alerts/{alert['id']}").json()["id"] == alert["id"]
@@ -221,3 +222,28 @@ def test_deleting_a_channel_drops_its_outbox_rows(client, database_url, admin_he
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Notification)) == 0
         assert s.scalar(select(func.count()).select_from(AlertRule)) == 4
+
+
+def test_alert_detail_shows_delivery_and_dead_letters_can_be_retried(client, database_url,
+                                                                     admin_headers, make_key):
+    cid = make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    fire(make_model("bot"))
+    alert_id = client.get("/api/v1/alerts", params={"model": "bot"}).json()["alerts"][0]["id"]
+    detail = client.get(f"/api/v1/alerts/{alert_id}").json()
+    (note,) = detail["notifications"]
+    assert (note["channel"], note["event"], note["status"], note["attempts"]) == (
+        "hook", "trigger", "pending", 0)
+    with session_scope() as s:
+        for row in s.scalars(select(Notification)):
+            row.status, row.attempts, row.last_error = "dead", 8, "webhook answered HTTP 410"
+    assert client.get(f"/api/v1/alerts/{alert_id}").json()["notifications"][0][
+        "last_error"] == "webhook answered HTTP 410"
+    problem(client.post(f"/api/v1/channels/{cid}/retry", headers=bearer(make_key("read"))), 403)
+    problem(client.post("/api/v1/channels/999/retry", headers=admin_headers), 404)
+    r = client.post(f"/api/v1/channels/{cid}/retry", headers=admin_headers)
+    assert r.status_code == 200 and r.json() == {"requeued": 2}
+    with session_scope() as s:
+        assert {(n.status, n.attempts) for n in s.scalars(select(Notification))} == {
+            ("pending", 0)}
+    assert client.post(f"/api/v1/channels/{cid}/retry", headers=admin_headers).json() == {
+        "requeued": 0}

@@ -94,6 +94,30 @@ def test_create_from_an_uploaded_file(client, admin_headers, reference_documents
     assert as_json["sha256"] == body["sha256"] and as_json["version"] == 2
 
 
+def test_create_from_a_gzipped_upload(client, admin_headers, reference_documents,
+                                      reference_profile):
+    data = gzip.compress(_jsonl(reference_documents))
+    r = client.post(REFS, files={"file": ("human_sample.jsonl.gz", data)},
+                    headers=admin_headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "human_sample"
+    assert r.json()["sha256"] == reference_profile.sha256
+
+
+def test_gzip_that_expands_too_far_is_422(client, admin_headers, monkeypatch):
+    from service.references import GZIP_EXPANSION_LIMIT
+    from service.settings import get_settings
+
+    monkeypatch.setenv("COLLAPSEWATCH_MAX_BODY_BYTES", "100000")
+    get_settings.cache_clear()
+    bomb = gzip.compress(b"x" * (GZIP_EXPANSION_LIMIT * 100_000 + 10))
+    assert len(bomb) < 100_000
+    before = stored_state()
+    r = client.post(REFS, files={"file": ("bomb.txt.gz", bomb)}, headers=admin_headers)
+    assert_problem(r, 422, "decompresses to more than")
+    assert stored_state() == before
+
+
 def test_upload_with_name_field_and_format(client, admin_headers, reference_documents):
     data = _jsonl(reference_documents, field="completion")
     r = client.post(REFS, files={"file": ("dump.data", data)},
@@ -160,8 +184,9 @@ def test_library_minimum_is_reported_too(client, admin_headers, reference_docume
     ("a.txt", b"ok\nnul \x00 here\n", {}, ["line 2", "NUL"]),
     ("a.pdf", b"%PDF", {}, ["format", ".jsonl"]),
     ("a.txt", b"x\n", {"format": "xml"}, ["unknown format"]),
+    ("a.jsonl.gz", b"not gzip at all", {}, ["not valid gzip"]),
 ], ids=["bad-json-line", "missing-field", "field-not-string", "other-field", "csv-no-column",
-        "not-utf8", "nul", "unknown-extension", "unknown-format"])
+        "not-utf8", "nul", "unknown-extension", "unknown-format", "bad-gzip"])
 def test_unreadable_upload_is_422(client, admin_headers, filename, data, form, words):
     before = stored_state()
     r = client.post(REFS, files={"file": (filename, data)}, data=form, headers=admin_headers)

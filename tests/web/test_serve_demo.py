@@ -32,8 +32,10 @@ def served_demo(tmp_path_factory) -> Iterator[ServedDemo]:
     tmp = tmp_path_factory.mktemp("serve-demo")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    # the demo reaches the API at the service's public URL (default http://127.0.0.1:8000)
     env = {"COLLAPSEWATCH_DATA_DIR": str(tmp / "data"), "COLLAPSEWATCH_DATABASE_URL": "",
-           "COLLAPSEWATCH_BROKER_URL": "", "COLLAPSEWATCH_LOG_JSON": "1"}
+           "COLLAPSEWATCH_BROKER_URL": "", "COLLAPSEWATCH_LOG_JSON": "1",
+           "COLLAPSEWATCH_PUBLIC_URL": base}
     args = [str(VENV_BIN / "collapsewatch"), "serve", "--demo", "--host", "127.0.0.1",
             "--port", str(port)]
     started = time.monotonic()

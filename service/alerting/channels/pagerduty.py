@@ -53,12 +53,13 @@ class PagerDutyChannel(NotificationChannel):
             return {"routing_key": self.config["routing_key"], "event_action": "resolve",
                     "dedup_key": dedup_key}
         severity = p.get("severity") if p.get("severity") in SEVERITIES else "error"
+        summary = p.get("title") or p.get("summary") or "collapsewatch alert"
         body: dict[str, Any] = {
             "routing_key": self.config["routing_key"],
             "event_action": "trigger",
             "dedup_key": dedup_key,
             "payload": {
-                "summary": (p.get("title") or p.get("summary") or "collapsewatch alert")[:MAX_SUMMARY],
+                "summary": summary[:MAX_SUMMARY],
                 "source": f"collapsewatch/{p.get('model', 'unknown')}",
                 "severity": severity,
                 "timestamp": p.get("started_at"),

@@ -48,6 +48,6 @@ class SlackChannel(NotificationChannel):
 
     def build_request(self, message: Message) -> OutgoingRequest:
         text = format_text(message)
-        body = json_body({"text": text,
-                          "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]})
+        block = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+        body = json_body({"text": text, "blocks": [block]})
         return OutgoingRequest(self.config["webhook_url"], body, {})

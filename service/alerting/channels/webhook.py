@@ -63,8 +63,9 @@ class WebhookChannel(NotificationChannel):
             out["secret"] = secret
         unknown = set(config) - {"url", "secret"}
         if unknown:
-            raise ChannelConfigError(f"unknown webhook config field(s): {', '.join(sorted(unknown))}"
-                                     "; allowed: url, secret")
+            raise ChannelConfigError(
+                f"unknown webhook config field(s): {', '.join(sorted(unknown))}; "
+                "allowed: url, secret")
         return out
 
     def build_request(self, message: Message) -> OutgoingRequest:

@@ -1,0 +1,98 @@
+"""Embedded mode: `collapsewatch serve` runs API, Celery worker and beat on SQLite and the
+embedded broker; samples posted over REST come back as evaluations over REST."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.pipeline_fixtures import WINDOW, cli, wait_until
+from tests.support import free_port, process, wait_http
+
+pytestmark = pytest.mark.slow
+
+
+def _embedded_env(tmp_path: Path) -> dict[str, str]:
+    # empty URLs: the embedded defaults under the data directory are used
+    return {"COLLAPSEWATCH_DATA_DIR": str(tmp_path / "data"),
+            "COLLAPSEWATCH_DATABASE_URL": "", "COLLAPSEWATCH_BROKER_URL": "",
+            "COLLAPSEWATCH_PLAN_INTERVAL_SECONDS": "0.5", "COLLAPSEWATCH_LOG_JSON": "1"}
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _children_started(log_path: Path) -> bool:
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return text.count('"event": "started"') >= 2 and "ready." in text
+
+
+def test_serve_scores_posted_samples_and_stops_on_ctrl_c(tmp_path, human_documents):
+    env = _embedded_env(tmp_path)
+    admin = cli("keys", "create", "--scope", "admin", env=env).strip()
+    auth = {"Authorization": f"Bearer {admin}"}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    with process(["collapsewatch", "serve", "--port", str(port)], log_path, env=env) as serve:
+        wait_http(f"{base}/healthz", timeout=90, proc=serve.popen)
+        with httpx.Client(base_url=base, timeout=120) as http:
+            ref = http.post("/api/v1/references", headers=auth,
+                            json={"name": "fortunes", "documents": human_documents[:300]})
+            assert ref.status_code == 201, ref.text
+            model = http.post("/api/v1/models", headers=auth, json={
+                "name": "bot", "reference_id": ref.json()["id"],
+                "window": {"size": WINDOW, "min_size": 10}})
+            assert model.status_code == 201, model.text
+            ingest = {"Authorization": f"Bearer {cli('keys', 'create', '--scope', 'ingest', env=env).strip()}"}
+            docs = human_documents[8000:8000 + WINDOW + 7]
+            r = http.post("/api/v1/models/bot/samples", headers=ingest, json={
+                "samples": [{"id": str(i), "text": d} for i, d in enumerate(docs)]})
+            assert r.status_code == 202, r.text
+
+            def scored():
+                got = http.get("/api/v1/models/bot/evaluations").json()["evaluations"]
+                return got or None
+
+            (evaluation,) = wait_until(scored, 180, "the window's evaluation over REST",
+                                       on_timeout=serve.log)
+            assert evaluation["documents"] == WINDOW and evaluation["sample_count"] == WINDOW
+            assert evaluation["health"] in ("healthy", "early_collapse", "collapse",
+                                            "insufficient_data")
+            assert set(evaluation["signals"]) == {"diversity", "tail_coverage", "sameness"}
+            health = http.get("/api/v1/models/bot/health").json()
+            assert health["id"] == evaluation["id"]
+            assert health["health"] == evaluation["health"]
+        assert (tmp_path / "data" / "broker.db").exists()  # the embedded broker file
+        # Ctrl-C in a terminal: SIGINT to the whole foreground process group
+        os.killpg(serve.popen.pid, signal.SIGINT)
+        assert serve.popen.wait(60) == 0
+        wait_until(lambda: _group_gone(serve.popen.pid), 30, "worker and beat to exit",
+                   on_timeout=serve.log)
+    assert "Traceback" not in log_path.read_text(errors="replace")
+
+
+def test_sigterm_to_serve_stops_worker_and_beat(tmp_path):
+    env = _embedded_env(tmp_path)
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with process(["collapsewatch", "serve", "--port", str(port)], log_path, env=env) as serve:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=90, proc=serve.popen)
+        wait_until(lambda: _children_started(log_path), 60, "worker and beat to start",
+                   on_timeout=serve.log)
+        time.sleep(1)
+        serve.popen.send_signal(signal.SIGTERM)  # only `serve` itself, as systemd would
+        assert serve.popen.wait(60) == 0
+        wait_until(lambda: _group_gone(serve.popen.pid), 30, "worker and beat to exit",
+                   on_timeout=serve.log)
+    assert '"worker and beat stopped"' in log_path.read_text(errors="replace")
