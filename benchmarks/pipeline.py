@@ -37,8 +37,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.ingest import _cli, fresh_postgres  # noqa: E402
-from tests.support import free_port, process, wait_http  # noqa: E402
+from benchmarks.ingest import _cli, fresh_postgres
+from tests.support import free_port, process, wait_http
 
 REFERENCE_DOCS = 1000
 BASELINE_DOCS = 500
@@ -139,7 +139,6 @@ def redis_url(workdir: Path) -> Iterator[str]:
 def _prepare(windows: int, window_size: int) -> int:
     """Reference, model with a pinned baseline, and ``windows`` windows of samples."""
     import metrics
-
     from service import registry
     from service.baselines import pin_profile
     from service.db import session_factory, session_scope
