@@ -87,8 +87,12 @@ class Scenario:
         widths = [max(len(row[i]) for row in table) for i in range(len(head))]
         lines = [f"## {self.title}", ""]
         for k, row in enumerate(table):
-            lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                   for i, (c, w) in enumerate(zip(row, widths))))
+            lines.append(
+                "  ".join(
+                    c.ljust(w) if i == 0 else c.rjust(w)
+                    for i, (c, w) in enumerate(zip(row, widths))
+                )
+            )
             if k == 0:
                 lines.append("  ".join("-" * w for w in widths))
         for text, ok in self.checks:
@@ -102,8 +106,11 @@ def split_fortunes(setup: Setup) -> tuple[list[str], list[str], list[str]]:
     order = list(range(len(docs)))
     random.Random(setup.seed).shuffle(order)
     a, b = setup.reference_docs, setup.reference_docs + setup.train_docs
-    return ([docs[i] for i in order[:a]], [docs[i] for i in order[a:b]],
-            [docs[i] for i in order[b:]])
+    return (
+        [docs[i] for i in order[:a]],
+        [docs[i] for i in order[a:b]],
+        [docs[i] for i in order[b:]],
+    )
 
 
 class Harness:
@@ -115,7 +122,8 @@ class Harness:
         self.reference = metrics.build_reference(ref_docs, "fortunes", config=cfg)
         self.score_config = (
             metrics.ScoreConfig(token_budget=setup.token_budget)
-            if setup.token_budget else metrics.ScoreConfig()
+            if setup.token_budget
+            else metrics.ScoreConfig()
         )
 
     def score(self, docs: Sequence[str], baseline=None) -> dict:
@@ -129,17 +137,22 @@ class Harness:
 
     def human_windows(self) -> Scenario:
         rng = random.Random(self.setup.seed + 1)
-        sc = Scenario(f"held-out human windows ({self.setup.windows} x {self.setup.window} documents)")
+        sc = Scenario(
+            f"held-out human windows ({self.setup.windows} x {self.setup.window} documents)"
+        )
         for i in range(self.setup.windows):
-            sc.rows.append(Row(f"human {i:02d}", self.score(rng.sample(self.held, self.setup.window))))
+            sc.rows.append(
+                Row(f"human {i:02d}", self.score(rng.sample(self.held, self.setup.window)))
+            )
         healthy = sum(r.result["health"] == "healthy" for r in sc.rows) / len(sc.rows)
         sc.checks.append((f"healthy in {healthy:.0%} of windows (>= 95%)", healthy >= 0.95))
         return sc
 
     def generations(self, regime: str, budget: int | None = None) -> tuple[Scenario, list]:
         s = self.setup
-        gens = recursive_generations(self.train, s.generations, regime, seed=s.seed,
-                                     docs_per_generation=budget)
+        gens = recursive_generations(
+            self.train, s.generations, regime, seed=s.seed, docs_per_generation=budget
+        )
         size = budget or len(self.train)
         sc = Scenario(f"{regime}, {size} documents per generation (human reference only)")
         for g in gens:
@@ -157,8 +170,10 @@ class Harness:
 
     def fresh_baseline_windows(self, model: NGramModel, baseline, **decoding) -> Scenario:
         s = self.setup
-        sc = Scenario(f"fresh generation-0 windows against the generation-0 baseline "
-                      f"({s.windows} x {s.window})")
+        sc = Scenario(
+            f"fresh generation-0 windows against the generation-0 baseline "
+            f"({s.windows} x {s.window})"
+        )
         for i in range(s.windows):
             window = model.sample(s.window, seed=30_000 + i, **decoding)
             sc.rows.append(Row(f"fresh {i:02d}", self.score(window, baseline), baseline=True))
@@ -171,18 +186,26 @@ class Harness:
         base_docs = model.sample(s.baseline_docs, seed=40_000)
         baseline = self.baseline(base_docs, "decoding-t1.0")
         sc = Scenario("decoding regression: baseline at temperature 1.0")
-        settings = [("T=1.0", {}), ("T=1.0", {}), ("T=1.0", {}),
-                    ("T=0.8", {"temperature": 0.8}), ("T=0.7", {"temperature": 0.7}),
-                    ("top-k 20", {"top_k": 20}), ("T=0.5", {"temperature": 0.5})]
+        settings = [
+            ("T=1.0", {}),
+            ("T=1.0", {}),
+            ("T=1.0", {}),
+            ("T=0.8", {"temperature": 0.8}),
+            ("T=0.7", {"temperature": 0.7}),
+            ("top-k 20", {"top_k": 20}),
+            ("T=0.5", {"temperature": 0.5}),
+        ]
         for k, (label, decoding) in enumerate(settings):
             window = model.sample(s.window, seed=41_000 + k, **decoding)
             sc.rows.append(Row(label, self.score(window, baseline), baseline=True))
         same = [r for r in sc.rows if r.label == "T=1.0"]
         narrow = [r for r in sc.rows if r.label in ("T=0.7", "top-k 20", "T=0.5")]
-        sc.checks.append(("same setting healthy",
-                          all(r.result["health"] == "healthy" for r in same)))
-        sc.checks.append(("T=0.7, top-k 20 and T=0.5 flagged",
-                          all(r.result["health"] in SEVERE for r in narrow)))
+        sc.checks.append(
+            ("same setting healthy", all(r.result["health"] == "healthy" for r in same))
+        )
+        sc.checks.append(
+            ("T=0.7, top-k 20 and T=0.5 flagged", all(r.result["health"] in SEVERE for r in narrow))
+        )
         return sc
 
 
@@ -192,30 +215,43 @@ def run(setup: Setup, log: Callable[[str], None] = lambda s: None) -> list[Scena
     log("human windows done")
     replace, rgens = h.generations("replace")
     health = [r.result["health"] for r in replace.rows]
-    replace.checks.append(("replace flagged by generation 2",
-                           any(x in SEVERE for x in health[1:3])))
-    replace.checks.append(("replace flagged from generation 2 on",
-                           all(x in SEVERE for x in health[2:])))
-    replace.checks.append(("replace 'collapse' by generation 3",
-                           any(x == "collapse" for x in health[1:4])))
+    replace.checks.append(
+        ("replace flagged by generation 2", any(x in SEVERE for x in health[1:3]))
+    )
+    replace.checks.append(
+        ("replace flagged from generation 2 on", all(x in SEVERE for x in health[2:]))
+    )
+    replace.checks.append(
+        ("replace 'collapse' by generation 3", any(x == "collapse" for x in health[1:4]))
+    )
     out.append(replace)
     accumulate, agens = h.generations("accumulate")
-    accumulate.checks.append(("accumulate never 'collapse'",
-                              all(r.result["health"] != "collapse" for r in accumulate.rows)))
+    accumulate.checks.append(
+        (
+            "accumulate never 'collapse'",
+            all(r.result["health"] != "collapse" for r in accumulate.rows),
+        )
+    )
     out.append(accumulate)
     tiny, _ = h.generations("replace", budget=setup.tiny_budget)
     out.append(tiny)
 
     base = h.baseline(rgens[0].model.sample(setup.baseline_docs, seed=50_000), "gen0")
     ratios = ", ".join(f"{k} {v:.3f}" for k, v in base.human_ratios.items())
-    rep = h.with_baseline(f"replace against the generation-0 baseline ({ratios} x human)",
-                          rgens, base)
-    rep.checks.append(("later replace generations flagged",
-                       all(r.result["health"] in SEVERE for r in rep.rows[2:])))
+    rep = h.with_baseline(
+        f"replace against the generation-0 baseline ({ratios} x human)", rgens, base
+    )
+    rep.checks.append(
+        (
+            "later replace generations flagged",
+            all(r.result["health"] in SEVERE for r in rep.rows[2:]),
+        )
+    )
     out.append(rep)
     acc = h.with_baseline("accumulate against the generation-0 baseline", agens, base)
-    acc.checks.append(("accumulate never 'collapse'",
-                       all(r.result["health"] != "collapse" for r in acc.rows)))
+    acc.checks.append(
+        ("accumulate never 'collapse'", all(r.result["health"] != "collapse" for r in acc.rows))
+    )
     out.append(acc)
     out.append(h.fresh_baseline_windows(rgens[0].model, base))
     log("baseline scenarios done")
@@ -228,26 +264,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=500)
     p.add_argument("--windows", type=int, default=40)
     p.add_argument("--replicates", type=int, default=200)
-    p.add_argument("--token-budget", type=int, default=None,
-                   help="ScoreConfig.token_budget (default: the library default)")
-    p.add_argument("--quick", action="store_true",
-                   help="smaller run: windows of 300, 20 windows, 100 replicates")
+    p.add_argument(
+        "--token-budget",
+        type=int,
+        default=None,
+        help="ScoreConfig.token_budget (default: the library default)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller run: windows of 300, 20 windows, 100 replicates",
+    )
     args = p.parse_args(argv)
-    setup = (Setup(window=300, windows=20, replicates=100, token_budget=args.token_budget)
-             if args.quick else
-             Setup(window=args.window, windows=args.windows, replicates=args.replicates,
-                   token_budget=args.token_budget))
+    setup = (
+        Setup(window=300, windows=20, replicates=100, token_budget=args.token_budget)
+        if args.quick
+        else Setup(
+            window=args.window,
+            windows=args.windows,
+            replicates=args.replicates,
+            token_budget=args.token_budget,
+        )
+    )
     start = time.monotonic()
-    scenarios = run(setup, log=lambda s: print(f"[{time.monotonic() - start:6.0f}s] {s}",
-                                               file=sys.stderr))
-    print(f"# Detection report (window {setup.window} documents, {setup.replicates} band "
-          f"replicates; * = outside the band)\n")
+    scenarios = run(
+        setup, log=lambda s: print(f"[{time.monotonic() - start:6.0f}s] {s}", file=sys.stderr)
+    )
+    print(
+        f"# Detection report (window {setup.window} documents, {setup.replicates} band "
+        f"replicates; * = outside the band)\n"
+    )
     for sc in scenarios:
         print(sc.render())
         print()
     failed = [text for sc in scenarios for text, ok in sc.checks if not ok]
-    print(f"{sum(len(sc.checks) for sc in scenarios) - len(failed)} checks pass, "
-          f"{len(failed)} fail; {time.monotonic() - start:.0f} s")
+    print(
+        f"{sum(len(sc.checks) for sc in scenarios) - len(failed)} checks pass, "
+        f"{len(failed)} fail; {time.monotonic() - start:.0f} s"
+    )
     return 0
 
 

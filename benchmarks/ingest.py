@@ -46,6 +46,7 @@ class Result:
     seconds: float
     latencies: list[float]
     text_chars: float
+    load: tuple[float, float]  # 1-minute load average before and after the run
 
     @property
     def rate(self) -> float:
@@ -222,13 +223,15 @@ def run_one(database: str, base: str, key: str, model: str, args) -> Result:
     before = httpx.get(
         f"{base}/api/v1/models/{model}", headers={"Authorization": f"Bearer {key}"}
     ).json()["samples_ingested"]
+    load_before = os.getloadavg()[0]
     wall, latencies = post_all(base, key, model, bodies, args.concurrency)
+    load_after = os.getloadavg()[0]
     after = httpx.get(
         f"{base}/api/v1/models/{model}", headers={"Authorization": f"Bearer {key}"}
     ).json()["samples_ingested"]
     if after - before != args.samples:
         raise SystemExit(f"{database}: stored {after - before} samples, expected {args.samples}")
-    return Result(database, args.samples, wall, latencies, chars)
+    return Result(database, args.samples, wall, latencies, chars, (load_before, load_after))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,13 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'database':<12}{'samples/s':>12}{'p50 batch ms':>15}{'p99 batch ms':>15}"
-        f"{'mean text chars':>18}"
+        f"{'mean text chars':>18}{'load before/after':>20}"
     )
     for r in results:
+        load = f"{r.load[0]:.1f}/{r.load[1]:.1f}"
         print(
             f"{r.database:<12}{r.rate:>12,.0f}{r.percentile(0.5) * 1000:>15.1f}"
-            f"{r.percentile(0.99) * 1000:>15.1f}{r.text_chars:>18.0f}"
+            f"{r.percentile(0.99) * 1000:>15.1f}{r.text_chars:>18.0f}{load:>20}"
         )
+    print(f"(machine: {os.cpu_count()} CPUs; the load average counts everything running on it)")
     goals = {"sqlite": 5_000, "postgresql": 10_000}
     for r in results:
         if r.database in goals:

@@ -17,6 +17,11 @@ nltk Self-BLEU is quadratic: by default only the first ``--nltk-hypotheses`` doc
 scored, each against all other documents of the window (exactly their share of a full run),
 and the time is extrapolated linearly to the whole window; ``--nltk-hypotheses 0`` runs it
 all. The table says which.
+
+Every time is given as CPU seconds of the process doing the work (``time.process_time``;
+the code measured is single-threaded, so this is the wall time on an idle machine) and as
+wall seconds. The goals and ratios use CPU seconds: on a shared machine wall time mostly
+measures the other processes. The first output line gives the load average.
 """
 
 from __future__ import annotations
@@ -43,42 +48,51 @@ REFERENCE_GOAL_SECONDS = 60.0
 BAND_SIZES = (100, 500, 2000)
 
 
+@dataclass(frozen=True)
+class Timing:
+    cpu: float
+    wall: float
+
+    @classmethod
+    def of(cls, seconds: dict) -> Timing:
+        return cls(cpu=seconds["cpu"], wall=seconds["wall"])
+
+    def scaled(self, factor: float) -> Timing:
+        return Timing(self.cpu * factor, self.wall * factor)
+
+
 @dataclass
 class Row:
     what: str
-    ours: float
+    ours: Timing
     peer_name: str
-    peer: float | None
+    peer: Timing | None
     goal: str
     note: str = ""
 
     def ratio(self) -> str:
-        return f"{self.peer / self.ours:,.1f}x" if self.peer else "-"
+        return f"{self.peer.cpu / self.ours.cpu:,.1f}x" if self.peer else "-"
 
     def verdict(self) -> str:
         if self.goal == "<= peer":
-            return "ok" if self.peer is None or self.ours <= self.peer else "SLOWER"
+            return "ok" if self.peer is None or self.ours.cpu <= self.peer.cpu else "SLOWER"
         limit = float(self.goal.split()[1])
-        return "ok" if self.ours <= limit else "MISSED"
+        return "ok" if self.ours.cpu <= limit else "MISSED"
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    times = []
+def timed(fn: Callable[[], object], repeats: int = 1) -> tuple[Timing, object]:
+    """Median CPU and wall seconds of ``repeats`` runs of ``fn()``, and its last value."""
+    cpus, walls, value = [], [], None
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        wall, cpu = time.perf_counter(), time.process_time()
+        value = fn()
+        cpus.append(time.process_time() - cpu)
+        walls.append(time.perf_counter() - wall)
+    return Timing(statistics.median(cpus), statistics.median(walls)), value
 
 
-def _seconds(fn: Callable[[], object]) -> tuple[float, object]:
-    started = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - started, value
-
-
-def per_metric_rows(texts: list[str], repeats: int, nltk_hypotheses: int) -> list[Row]:
-    docs = [tokenize(text) for text in texts]
+def run_peers(docs: list[list[str]], repeats: int, nltk_hypotheses: int) -> dict[str, dict]:
+    """Every peer on the same tokens, each in its own venv and process."""
     joined = [" ".join(doc) for doc in docs]
     flat = [tok for doc in docs for tok in doc]
     print(f"running peers on {len(docs)} documents, {len(flat)} tokens", file=sys.stderr)
@@ -92,104 +106,134 @@ def per_metric_rows(texts: list[str], repeats: int, nltk_hypotheses: int) -> lis
     )
     limit = nltk_hypotheses if 0 < nltk_hypotheses < len(docs) else len(docs)
     bleu = envs.run("nltk", "self_bleu", {"docs": joined, "limit": limit})
-    bleu_seconds = bleu["seconds"] * len(docs) / limit
-    bleu_note = (
-        f"nltk ran {limit} of {len(docs)} hypotheses (each vs all others), x{len(docs) / limit:g}"
-        if limit < len(docs)
-        else "nltk full run"
-    )
-    sketch = envs.run(
-        "datasketch",
-        "near_duplicates",
-        {
-            "docs": joined,
-            "threshold": 0.8,
-            "num_perm": 128,
-            "shingle": 5,
-            "seed": 1,
-            "repeats": repeats,
-        },
-    )
+    bleu["limit"] = limit
+    near = {"threshold": 0.8, "num_perm": 128, "shingle": 5, "seed": 1, "repeats": repeats}
+    sketch = envs.run("datasketch", "near_duplicates", {"docs": joined, **near})
     richness = envs.run(
         "lexicalrichness", "mattr", {"tokens": flat, "window": 100, "repeats": repeats}
     )
+    return {
+        "distinct": distinct,
+        "self_repetition": repetition,
+        "compression": compression,
+        "self_bleu": bleu,
+        "near_duplicates": sketch,
+        "mattr": richness,
+    }
 
-    def ours(fn: Callable[[], object]) -> float:
-        return _median_seconds(fn, repeats)
 
-    return [
+def per_metric_rows(texts: list[str], repeats: int, nltk_hypotheses: int) -> list[Row]:
+    docs = [tokenize(text) for text in texts]
+    flat = [tok for doc in docs for tok in doc]
+    peers = run_peers(docs, repeats, nltk_hypotheses)
+
+    def peer(name: str) -> Timing:
+        return Timing.of(peers[name]["seconds"])
+
+    def same(ours_value: float, peer_value: float) -> str:
+        return f"value {ours_value:.6f}, peer {peer_value:.6f}"
+
+    rows = []
+    t, _ = timed(lambda: [F.distinct_n(docs, n) for n in (1, 2, 3)], repeats)
+    rows.append(
         Row(
             "distinct-1,2,3",
-            ours(lambda: [F.distinct_n(docs, n) for n in (1, 2, 3)]),
+            t,
             "diversity.ngram_diversity_score(num_n=3)",
-            distinct["seconds"],
+            peer("distinct"),
             "<= peer",
-        ),
+            "peer's n-grams also span document boundaries",
+        )
+    )
+    t, value = timed(lambda: F.self_repetition(docs, 4), repeats)
+    rows.append(
         Row(
             "self-repetition (4-grams)",
-            ours(lambda: F.self_repetition(docs, 4)),
+            t,
             "diversity.self_repetition_score",
-            repetition["seconds"],
+            peer("self_repetition"),
             "<= peer",
-        ),
+            same(value, peers["self_repetition"]["value"]),
+        )
+    )
+    t, value = timed(lambda: F.compression_ratio(docs), repeats)
+    double = peers["compression"]["double_gzip_ratio"]
+    rows.append(
         Row(
             "compression ratio (gzip)",
-            ours(lambda: F.compression_ratio(docs)),
+            t,
             "diversity.compression_ratio",
-            compression["seconds"],
+            peer("compression"),
             "<= peer",
-        ),
+            f"value {value:.6f} (one gzip pass), peer {double:.6f} (two)",
+        )
+    )
+    t, _ = timed(lambda: F.self_bleu(docs, 4), repeats)
+    limit = peers["self_bleu"]["limit"]
+    rows.append(
         Row(
             "Self-BLEU-4",
-            ours(lambda: F.self_bleu(docs, 4)),
+            t,
             "nltk sentence_bleu method1",
-            bleu_seconds,
+            peer("self_bleu").scaled(len(docs) / limit),
             "<= peer",
-            bleu_note,
-        ),
+            (
+                f"nltk ran {limit} of {len(docs)} hypotheses (each vs all others),"
+                f" time x{len(docs) / limit:g}"
+                if limit < len(docs)
+                else "nltk full run"
+            ),
+        )
+    )
+    t, value = timed(lambda: F.near_duplicate_rate(docs), repeats)
+    rows.append(
         Row(
             "near-duplicates (MinHash LSH)",
-            ours(lambda: F.near_duplicate_rate(docs)),
+            t,
             "datasketch MinHash+MinHashLSH",
-            sketch["seconds"],
+            peer("near_duplicates"),
             "<= peer",
-        ),
+            same(value, peers["near_duplicates"]["verified_rate"]),
+        )
+    )
+    t, value = timed(lambda: F.mattr(flat, 100), repeats)
+    rows.append(
         Row(
             "MATTR(100)",
-            ours(lambda: F.mattr(flat, 100)),
+            t,
             "lexicalrichness mattr",
-            richness["seconds"],
+            peer("mattr"),
             "<= peer",
-        ),
-    ]
+            same(value, peers["mattr"]["value"]),
+        )
+    )
+    return rows
 
 
-def reference_and_suite_rows(texts: list[str], repeats: int, peer_total: float) -> list[Row]:
+def reference_and_suite_rows(texts: list[str], repeats: int, peer_total: Timing) -> list[Row]:
     corpus = human_documents()
     config = ReferenceConfig(band_sizes=BAND_SIZES)
     print(f"building a reference from {len(corpus)} documents", file=sys.stderr)
-    build_seconds, profile = _seconds(
-        lambda: metrics.build_reference(corpus, "fortunes", config=config)
-    )
+    build, profile = timed(lambda: metrics.build_reference(corpus, "fortunes", config=config))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fortunes.cwref"
         metrics.save_profile(profile, path)
         size_mb = path.stat().st_size / 1e6
-        load_seconds, reference = _seconds(lambda: metrics.load_profile(path))
-    first_seconds, _ = _seconds(lambda: metrics.score(texts, reference))
-    suite_seconds = _median_seconds(lambda: metrics.score(texts, reference), repeats)
+        load, reference = timed(lambda: metrics.load_profile(path))
+    first, _ = timed(lambda: metrics.score(texts, reference))
+    suite, _ = timed(lambda: metrics.score(texts, reference), repeats)
     return [
         Row(
             f"whole suite, metrics.score ({len(texts)} docs)",
-            suite_seconds,
+            suite,
             "sum of the peers above",
             peer_total,
             f"<= {SUITE_GOAL_SECONDS:g} s",
-            f"first call {first_seconds:.3f} s; reference load {load_seconds:.3f} s",
+            f"first call {first.cpu:.3f} s; reference load {load.cpu:.3f} s",
         ),
         Row(
             f"reference build ({len(corpus)} docs, bands {'/'.join(map(str, BAND_SIZES))})",
-            build_seconds,
+            build,
             "-",
             None,
             f"<= {REFERENCE_GOAL_SECONDS:g} s",
@@ -199,13 +243,26 @@ def reference_and_suite_rows(texts: list[str], repeats: int, peer_total: float) 
 
 
 def render(rows: list[Row]) -> str:
-    header = ("what", "collapsewatch s", "peer", "peer s", "peer/ours", "goal", "", "note")
+    header = (
+        "what",
+        "ours cpu s",
+        "ours wall s",
+        "peer",
+        "peer cpu s",
+        "peer wall s",
+        "peer/ours",
+        "goal",
+        "",
+        "note",
+    )
     lines = [
         (
             r.what,
-            f"{r.ours:.4f}",
+            f"{r.ours.cpu:.4f}",
+            f"{r.ours.wall:.4f}",
             r.peer_name,
-            "-" if r.peer is None else f"{r.peer:.4f}",
+            "-" if r.peer is None else f"{r.peer.cpu:.4f}",
+            "-" if r.peer is None else f"{r.peer.wall:.4f}",
             r.ratio(),
             r.goal,
             r.verdict(),
@@ -223,14 +280,16 @@ def render(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--window", type=int, default=2000, help="documents in the window")
-    parser.add_argument("--repeats", type=int, default=5, help="runs of ours (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per timing (median)")
     parser.add_argument(
         "--nltk-hypotheses", type=int, default=200, help="0 = full nltk Self-BLEU run"
     )
     args = parser.parse_args(argv)
     texts = fortunes_window(args.window)
     rows = per_metric_rows(texts, args.repeats, args.nltk_hypotheses)
-    peer_total = sum(r.peer for r in rows if r.peer)
+    peer_total = Timing(
+        sum(r.peer.cpu for r in rows if r.peer), sum(r.peer.wall for r in rows if r.peer)
+    )
     rows += reference_and_suite_rows(texts, args.repeats, peer_total)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(

@@ -26,8 +26,8 @@ Guarantees and their limits
 - **Exit.** ``close()`` (and, unless ``flush_at_exit=False``, an ``atexit`` hook) sends what
   it can within its timeout and spools the rest; with a memory spool the rest is dropped
   and counted in ``dropped_on_close``.
-- **Sampling.** ``sample_rate`` keeps a sample when a stable hash (BLAKE2b) of its id falls
-  under the rate, so every process and every replay makes the same decision for an id.
+- **Sampling.** ``sample_rate`` keeps a sample when a stable hash of its id falls under the
+  rate, so every process and every replay makes the same decision for an id.
 
 From asyncio code
 -----------------
@@ -41,13 +41,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
-import hashlib
 import itertools
 import json
 import logging
 import os
 import threading
 import time
+import zlib
 from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -105,14 +105,27 @@ class _FlushRequest:
         self.event.set()
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat()
-
-
 def _stable_unit_hash(sample_id: str) -> float:
-    """A hash of the id in [0, 1), the same in every process (unlike ``hash()``)."""
-    digest = hashlib.blake2b(sample_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    """A hash of the id in [0, 1), the same in every process (unlike ``hash()``).
+
+    CRC-32 is cheap but linear, so ids that differ only in a counter land close together;
+    the MurmurHash3 32-bit finalizer (Austin Appleby, "fmix32") spreads them out.
+    """
+    h = zlib.crc32(sample_id.encode("utf-8"))
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    h ^= h >> 16
+    return h / 4294967296.0
+
+
+def _count_value(counter: itertools.count) -> int:
+    """The next value of an ``itertools.count`` without consuming it (its repr: "count(N)").
+
+    ``next()`` on a count is atomic, so the caller's thread counts without a lock.
+    """
+    return int(repr(counter)[6:-1])
 
 
 def keeps(sample_id: str, sample_rate: float) -> bool:
@@ -178,10 +191,9 @@ class Client:
         self._prefix = base64.b32encode(os.urandom(10)).decode("ascii").lower() + "-"
         self._closed = False
         self._wake = threading.Event()
-        self._side_lock = threading.Lock()  # only for the rare paths: drops, sampled out
-        self._n_dropped_queue = 0
-        self._n_sampled_out = 0
-        self._n_after_close = 0
+        self._dropped_queue = itertools.count()
+        self._sampled_out = itertools.count()
+        self._after_close = itertools.count()
 
         # the background thread's counters (single writer)
         self._n_taken = 0
@@ -228,19 +240,16 @@ class Client:
         elif type(id) is not str or len(id) > MAX_ID_CHARS or not id:
             raise ValueError(f"id must be a non-empty str of at most {MAX_ID_CHARS} characters")
         if self.sample_rate < 1.0 and _stable_unit_hash(id) >= self.sample_rate:
-            with self._side_lock:
-                self._n_sampled_out += 1
+            next(self._sampled_out)
             return False
         if self._closed:
-            with self._side_lock:
-                self._n_after_close += 1
+            next(self._after_close)
             return False
         queue = self._queue
         if len(queue) >= self._max_queue:
             try:
                 queue.popleft()
-                with self._side_lock:
-                    self._n_dropped_queue += 1
+                next(self._dropped_queue)
             except IndexError:  # the background thread emptied it meanwhile
                 pass
         queue.append((id, text, prompt, attributes, time.time(), timestamp))
@@ -293,17 +302,18 @@ class Client:
     def stats(self) -> ClientStats:
         """A snapshot of the counters."""
         queued = len(self._queue)
-        dropped = (self._n_dropped_queue + self._n_dropped_spool + self._n_dropped_close
-                   + self._n_after_close)
+        dropped_queue = _count_value(self._dropped_queue)
+        after_close = _count_value(self._after_close)
+        dropped = dropped_queue + self._n_dropped_spool + self._n_dropped_close + after_close
         return ClientStats(
-            recorded=self._n_taken + self._n_dropped_queue + queued,
-            sampled_out=self._n_sampled_out,
+            recorded=self._n_taken + dropped_queue + queued,
+            sampled_out=_count_value(self._sampled_out),
             sent=self._n_sent, accepted=self._n_accepted, duplicates=self._n_duplicates,
             spooled=self._n_spooled, replayed=self._n_replayed, retried=self._n_retried,
             failed_requests=self._n_failed_requests, rejected=self._n_rejected,
             invalid=self._n_invalid, dropped=dropped,
-            dropped_queue_full=self._n_dropped_queue, dropped_spool_full=self._n_dropped_spool,
-            dropped_on_close=self._n_dropped_close, dropped_after_close=self._n_after_close,
+            dropped_queue_full=dropped_queue, dropped_spool_full=self._n_dropped_spool,
+            dropped_on_close=self._n_dropped_close, dropped_after_close=after_close,
             queued=queued, spool_pending=self._spool.pending_records,
             spool_bytes=self._spool.pending_bytes, batches=self._n_batches,
             last_error=self._last_error,
@@ -521,7 +531,7 @@ class Client:
                 "model": self.model, "samples": dropped, "max_bytes": self._spool.max_bytes})
 
     def _log_drops(self) -> None:
-        dropped = self._n_dropped_queue
+        dropped = _count_value(self._dropped_queue)
         now = time.monotonic()
         if dropped != self._reported_drops and now - self._last_drop_log >= 10.0:
             log.warning("queue full (max %d); dropped the oldest samples: %d since the last "
@@ -535,7 +545,7 @@ class Client:
         """At close: whatever is still queued goes to the spool; memory spools are lost."""
         self._drain_queue(forced=True)
         self._log_drops()
-        if self._n_dropped_queue != self._reported_drops:
+        if _count_value(self._dropped_queue) != self._reported_drops:
             self._last_drop_log = 0.0
             self._log_drops()
         if not self._spool.durable and self._spool.pending_records:
@@ -557,12 +567,13 @@ def _sample_dict(item: tuple) -> dict[str, Any]:
     sample: dict[str, Any] = {"id": sample_id, "text": text}
     if prompt is not None:
         sample["prompt"] = prompt
+    # Unix seconds (the API takes them as well as ISO 8601) cost nothing to format
     if ts is None:
-        sample["timestamp"] = _iso(queued_at)
+        sample["timestamp"] = queued_at
     elif isinstance(ts, datetime):
         sample["timestamp"] = (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).isoformat()
     else:
-        sample["timestamp"] = _iso(float(ts))
+        sample["timestamp"] = float(ts)
     if attributes is not None:
         sample["attributes"] = attributes
     return sample

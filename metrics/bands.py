@@ -11,12 +11,15 @@ Drawing is without replacement while the pool lasts.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from metrics.registry import REGISTRY, Context, compute_all
 from metrics.sample import Corpus, Sample
 
+_THREADS = max(1, min(4, os.cpu_count() or 1))
 _GRID_STEPS = 8  # budgets snap to 2^(k/8): at most ~8% of a window's tokens go unused
 
 
@@ -59,13 +62,15 @@ def band_matrix(
 ) -> np.ndarray:
     """(replicates, metrics) values of the registry on random pool samples. NaN = undefined.
 
-    The random stream depends only on (seed, n_docs, budget), so a band is the same
-    whether computed at build time, on demand in a worker, or by the offline CLI.
+    Replicate r draws from its own random stream, seeded by (seed, n_docs, budget, r):
+    a band is the same whether computed at build time, on demand in a worker, by the
+    offline CLI, or by any number of threads. Replicates run on a few threads: the work
+    is numpy sorting and arithmetic, which releases the GIL.
     """
-    rng = np.random.default_rng([int(seed), int(n_docs), int(budget), 0xBA5D])
     lengths = pool.lengths
-    out = np.full((replicates, len(REGISTRY)), np.nan)
-    for r in range(replicates):
+
+    def replicate(r: int) -> np.ndarray:
+        rng = np.random.default_rng([int(seed), int(n_docs), int(budget), 0xBA5D, r])
         order = _draw(rng, lengths, n_docs, budget)
         docs_sel = order[:n_docs]
         sample = Sample(
@@ -76,8 +81,17 @@ def band_matrix(
         )
         nll = pool_doc_nll[docs_sel]
         sample._cache["doc_nll"] = nll[~np.isnan(nll)]
-        out[r] = compute_all(sample, ctx)
-    return out
+        return compute_all(sample, ctx)
+
+    workers = min(_THREADS, replicates)
+    if workers <= 1:
+        rows = [replicate(r) for r in range(replicates)]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool_exec:
+            rows = list(pool_exec.map(replicate, range(replicates)))
+    if not rows:
+        return np.full((0, len(REGISTRY)), np.nan)
+    return np.vstack(rows)
 
 
 def summarise(matrix: np.ndarray, low: float, high: float) -> dict[str, np.ndarray]:

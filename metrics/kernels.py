@@ -308,7 +308,8 @@ def minhash_signatures(
     a, b = minhash_permutations(num_perm, seed)
     hv = _fmix32(shingle_hash32)
     with np.errstate(over="ignore"):
-        permuted = a[:, None] * hv[None, :] + b[:, None]  # (num_perm, S): reduce along rows
+        permuted = np.multiply(a[:, None], hv[None, :])  # (num_perm, S): reduce along rows
+        permuted += b[:, None]
     starts = np.flatnonzero(np.r_[True, doc_of[1:] != doc_of[:-1]])
     sig[doc_of[starts]] = np.minimum.reduceat(permuted, starts, axis=1).T
     return sig

@@ -264,7 +264,10 @@ REGISTRY: tuple[MetricSpec, ...] = (
                complement_ratio=True, description="share of documents repeating an earlier one"),
     MetricSpec("near_duplicate_rate", "sameness", UP, "O(T·128)", _near_dup, complement_ratio=True,
                description="share of documents with a Jaccard >= 0.8 partner (MinHash LSH)"),
-    MetricSpec("self_repetition", "sameness", UP, "O(T log T)", _self_repetition,
+    # reported, not aggregated: zero-inflated on human text (in most small windows no two
+    # documents share a 4-gram, a few share many), so its ratio to the band mean swings
+    # between ~0 and ~3 on human windows alone and would dominate a geometric mean
+    MetricSpec("self_repetition", "sameness", UP, "O(T log T)", _self_repetition, weight=0.0,
                description="Salkar et al. 2022 self-repetition of 4-grams"),
     MetricSpec("self_bleu", "sameness", UP, "O(T log T)", _self_bleu,
                description="mean BLEU-4 of each document against all others"),

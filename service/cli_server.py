@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from service.settings import get_settings
 
@@ -80,8 +81,6 @@ def cmd_beat(args: argparse.Namespace) -> int:
     reconfigure()
     settings = get_settings()
     schedule = args.schedule or str(settings.data_dir / "celerybeat-schedule")
-    from pathlib import Path
-
     Path(schedule).parent.mkdir(parents=True, exist_ok=True)
     celery_app.start(["beat", f"--schedule={schedule}", f"--loglevel={settings.log_level}"])
     return 0

@@ -11,7 +11,6 @@ skipping late commits.
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -105,13 +104,6 @@ def _unique(samples: list[SampleIn]) -> list[SampleIn]:
     return out
 
 
-# One SQLite ingest writer at a time in this process. Waiting on this lock hands the
-# database to the next batch as soon as the previous one commits; waiting in SQLite's busy
-# handler instead sleeps in growing steps (up to 100 ms) while the database sits idle.
-# Other processes (worker, beat) still meet the busy timeout, as before.
-_SQLITE_WRITER = threading.Lock()
-
-
 def _not_found(model_name: str) -> ProblemError:
     return ProblemError(404, f"model {model_name!r} does not exist; create it with "
                              "POST /api/v1/models")
@@ -170,14 +162,7 @@ def ingest_samples(
     now = datetime.now(UTC)
     if session.bind.dialect.name == "postgresql":
         accepted = _ingest_postgres(session, model_name, unique, now)
-        session.commit()
     else:
-        import os
-        if os.environ.get("CW_NOLOCK"):
-            accepted = _ingest_sqlite(session, model_name, unique, now)
-            session.commit()
-        else:
-          with _SQLITE_WRITER:
-            accepted = _ingest_sqlite(session, model_name, unique, now)
-            session.commit()
+        accepted = _ingest_sqlite(session, model_name, unique, now)
+    session.commit()
     return IngestResult(accepted=accepted, duplicates=len(samples) - accepted)

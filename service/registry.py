@@ -23,13 +23,12 @@ from service.settings import Settings
 log = get_logger("collapsewatch.registry")
 
 
-def _reference_or_422(session: Session, reference_id: int) -> Reference:
+def _reference_or_422(session: Session, reference_id: int) -> None:
     # the id comes from the request body, so a missing row is bad input (422), not a 404
-    ref = session.get(Reference, reference_id)
-    if ref is None:
+    found = session.scalar(select(Reference.id).where(Reference.id == reference_id))
+    if found is None:
         raise ProblemError(422, f"reference_id: reference {reference_id} does not exist; "
                                 "create one with POST /api/v1/references")
-    return ref
 
 
 def resolve_window(change: WindowPolicyIn | None, current: WindowPolicy) -> WindowPolicy:
@@ -64,10 +63,29 @@ def get_model(session: Session, name: str) -> MonitoredModel:
     return model
 
 
-def model_public(session: Session, model: MonitoredModel) -> ModelPublic:
-    """The public view: reference and baseline summaries, window policy, counters."""
-    ref = session.get(Reference, model.reference_id)
-    baseline = session.get(Baseline, model.baseline_id) if model.baseline_id else None
+def _reference_summaries(session: Session, ids: set[int]) -> dict[int, ReferenceSummary]:
+    # only the summary columns: a reference row also carries its documents and profile
+    rows = session.execute(select(Reference.id, Reference.name, Reference.version,
+                                  Reference.sha256).where(Reference.id.in_(ids)))
+    return {r.id: ReferenceSummary(id=r.id, name=r.name, version=r.version, sha256=r.sha256)
+            for r in rows}
+
+
+def _baseline_summaries(session: Session, ids: set[int]) -> dict[int, BaselineSummary]:
+    if not ids:
+        return {}
+    rows = session.execute(select(Baseline.id, Baseline.name, Baseline.sha256, Baseline.source,
+                                  Baseline.document_count, Baseline.human_ratios,
+                                  Baseline.created_at).where(Baseline.id.in_(ids)))
+    return {r.id: BaselineSummary(id=r.id, name=r.name, sha256=r.sha256, source=r.source,
+                                  document_count=r.document_count,
+                                  human_ratios=r.human_ratios or {}, created_at=r.created_at)
+            for r in rows}
+
+
+def _public(model: MonitoredModel, references: dict[int, ReferenceSummary],
+            baselines: dict[int, BaselineSummary]) -> ModelPublic:
+    baseline = baselines.get(model.baseline_id) if model.baseline_id else None
     if baseline is not None:
         status = "set"
     elif model.auto_baseline_windows > 0:
@@ -76,17 +94,25 @@ def model_public(session: Session, model: MonitoredModel) -> ModelPublic:
         status = "none"
     return ModelPublic(
         id=model.id, name=model.name, description=model.description,
-        reference=ReferenceSummary(id=ref.id, name=ref.name, version=ref.version,
-                                   sha256=ref.sha256),
-        window=_window_of(model), auto_baseline_windows=model.auto_baseline_windows,
-        baseline=None if baseline is None else BaselineSummary(
-            id=baseline.id, name=baseline.name, sha256=baseline.sha256,
-            source=baseline.source, document_count=baseline.document_count,
-            human_ratios=baseline.human_ratios or {}, created_at=baseline.created_at),
+        reference=references[model.reference_id], window=_window_of(model),
+        auto_baseline_windows=model.auto_baseline_windows, baseline=baseline,
         baseline_status=status, samples_ingested=model.samples_ingested,
         last_sample_at=model.last_sample_at, created_at=model.created_at,
         updated_at=model.updated_at,
     )
+
+
+def public_models(session: Session, models: list[MonitoredModel]) -> list[ModelPublic]:
+    """Public views of ``models``: reference and baseline summaries, window policy, counters
+    (two queries for the summaries, whatever the number of models)."""
+    references = _reference_summaries(session, {m.reference_id for m in models})
+    baselines = _baseline_summaries(session, {m.baseline_id for m in models if m.baseline_id})
+    return [_public(m, references, baselines) for m in models]
+
+
+def model_public(session: Session, model: MonitoredModel) -> ModelPublic:
+    """The public view of one model."""
+    return public_models(session, [model])[0]
 
 
 def create_model(session: Session, settings: Settings, body: ModelCreate) -> ModelPublic:
@@ -112,8 +138,8 @@ def create_model(session: Session, settings: Settings, body: ModelCreate) -> Mod
 
 
 def list_models(session: Session) -> list[ModelPublic]:
-    models = session.scalars(select(MonitoredModel).order_by(MonitoredModel.name))
-    return [model_public(session, m) for m in models]
+    models = list(session.scalars(select(MonitoredModel).order_by(MonitoredModel.name)))
+    return public_models(session, models)
 
 
 def update_model(session: Session, name: str, body: ModelUpdate) -> ModelPublic:

@@ -2,7 +2,8 @@
 
 Only the standard library and the peer are importable here, never collapsewatch. Documents
 arrive as strings of whitespace-separated tokens (the peers split on whitespace), so the peer
-sees exactly the tokens stored in the fixture. ``seconds`` times the peer call alone.
+sees exactly the tokens stored in the fixture. ``seconds`` ({"wall", "cpu"}) times the peer
+call alone.
 """
 
 from __future__ import annotations
@@ -20,13 +21,20 @@ def _identity_round(value, ndigits=None):
 
 
 def _timed(fn, req: dict):
-    """Run ``fn()`` ``req["repeats"]`` times (default 1): its last value and median seconds."""
-    times, value = [], None
+    """Run ``fn()`` ``req["repeats"]`` times (default 1).
+
+    Returns its last value and the median wall and CPU seconds of one run. CPU seconds
+    (time.process_time) stay meaningful on a shared, loaded machine, where wall time is
+    inflated by other processes.
+    """
+    walls, cpus, value = [], [], None
     for _ in range(int(req.get("repeats", 1))):
-        started = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         value = fn()
-        times.append(time.perf_counter() - started)
-    return value, sorted(times)[len(times) // 2]
+        cpus.append(time.process_time() - cpu)
+        walls.append(time.perf_counter() - wall)
+    middle = len(walls) // 2
+    return value, {"wall": sorted(walls)[middle], "cpu": sorted(cpus)[middle]}
 
 
 def _import_diversity():
@@ -107,12 +115,15 @@ def self_bleu(req: dict) -> dict:
     docs = [doc.split() for doc in req["docs"]]
     limit = req.get("limit") or len(docs)
     smoothing = SmoothingFunction().method1
-    started = time.perf_counter()
-    scores = []
-    for i in range(limit):
-        references = docs[:i] + docs[i + 1 :]
-        scores.append(float(sentence_bleu(references, docs[i], smoothing_function=smoothing)))
-    seconds = time.perf_counter() - started
+
+    def run() -> list[float]:
+        scores = []
+        for i in range(limit):
+            references = docs[:i] + docs[i + 1 :]
+            scores.append(float(sentence_bleu(references, docs[i], smoothing_function=smoothing)))
+        return scores
+
+    scores, seconds = _timed(run, {"repeats": 1})
     return {"per_document": scores, "mean": sum(scores) / len(scores), "seconds": seconds}
 
 

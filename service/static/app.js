@@ -127,10 +127,7 @@
   }
 
   function listOf(body, key) {
-    if (Array.isArray(body)) return body;
-    if (body && Array.isArray(body[key])) return body[key];
-    if (body && Array.isArray(body.items)) return body.items;
-    return [];
+    return body && Array.isArray(body[key]) ? body[key] : [];
   }
 
   class ApiError extends Error {
@@ -179,34 +176,29 @@
 
   // ------------------------------------------------------------ model data
 
-  // The model as the page needs it, from GET /models (the API may nest the reference
-  // and baseline or flatten them; both are read).
+  // The model as the page needs it: GET /models (ModelPublic) plus its latest health, from
+  // the list itself when the server includes it, else from GET /models/{name}/health.
   function modelView(m) {
     const ref = m.reference || {};
-    const base = m.baseline || null;
-    const latest = m.latest_evaluation || m.latest || null;
+    const inList = typeof m.health === "string";
     const cached = state.health.get(m.name) || null;
     // null until known: the badge then shows a placeholder rather than a wrong state
-    const health = m.health || (latest && latest.health) || (cached && cached.health) || null;
-    const lastEval = parseTime(m.last_evaluation_at || (latest && (latest.created_at ||
-      latest.window_end)) || (cached && (cached.created_at || cached.window_end)));
+    const health = inList ? m.health : (cached && cached.health) || null;
+    const lastEval = parseTime(inList ? m.last_evaluation_at
+      : cached && (cached.created_at || cached.window_end));
     return {
       name: m.name,
       description: m.description || "",
       health,
       demo: isDemo(m),
-      reference: {
-        name: ref.name ?? m.reference_name ?? null,
-        version: ref.version ?? m.reference_version ?? null,
-        sha256: ref.sha256 ?? m.reference_sha256 ?? null,
-      },
-      baseline: base,
-      baselineStatus: m.baseline_status || (base ? "set" : "none"),
+      reference: { name: ref.name ?? null, version: ref.version ?? null, sha256: ref.sha256 ?? null },
+      baseline: m.baseline || null,
+      baselineStatus: m.baseline_status || (m.baseline ? "set" : "none"),
       autoBaselineWindows: m.auto_baseline_windows,
-      windowSize: (m.window && m.window.size) ?? m.window_size ?? null,
-      samples: m.samples_ingested ?? m.sample_count ?? null,
+      windowSize: m.window ? m.window.size : null,
+      samples: m.samples_ingested ?? null,
       lastEval,
-      hasHealthInList: Boolean(m.health || latest),
+      hasHealthInList: inList,
     };
   }
 
@@ -253,7 +245,7 @@
   // ---------------------------------------------------------------- alerts
 
   function alertModel(a) {
-    return a.model || a.model_name || (a.details && a.details.model) || "";
+    return a.model || "";
   }
 
   function alertRow(a, firing) {
@@ -318,6 +310,8 @@
       renderAlerts();
     } catch (exc) {
       if (exc.status === 401 || exc.status === 403) {
+        // an unknown key would also be refused on every read: do not keep it
+        if (exc.status === 401) forgetKey();
         state.pendingAck = id;
         openKeyForm(`The key was refused (${exc.message}). Enter another key.`);
       } else {
@@ -336,6 +330,12 @@
     const button = $("#key-button");
     button.textContent = state.key ? "API key ✓" : "API key";
     button.title = state.key ? "A key is kept for this tab" : "Set an API key";
+  }
+
+  function forgetKey() {
+    state.key = "";
+    sessionStorage.removeItem(KEY_STORAGE);
+    updateKeyButton();
   }
 
   function openKeyForm(message) {
@@ -382,9 +382,7 @@
       else refresh();
     });
     $("#key-clear").addEventListener("click", () => {
-      state.key = "";
-      sessionStorage.removeItem(KEY_STORAGE);
-      updateKeyButton();
+      forgetKey();
       closeKeyForm();
     });
     $("#key-cancel").addEventListener("click", () => {
@@ -458,7 +456,11 @@
         el.className = "card";
         el.id = cardId(v.name);
         el.dataset.model = v.name;
-        el.innerHTML = `<header class="card-head"></header>
+        const options = WINDOW_CHOICES.map((n) =>
+          `<option value="${n}"${n === DEFAULT_WINDOWS ? " selected" : ""}>${n}</option>`).join("");
+        el.innerHTML = `<header class="card-head"><div class="head-info"></div>
+          <label class="windows">last <select class="window-count" aria-label="windows shown">${options}</select>
+          windows</label></header>
           <div class="card-body"><p class="muted placeholder">Charts load when this model is
           on screen.</p></div>`;
         card = { el, name: v.name, windows: DEFAULT_WINDOWS, evaluations: null, loading: false,
@@ -491,16 +493,15 @@
     return "no baseline (judged against human text only)";
   }
 
+  // The header's text changes on every refresh; the window selector is built once so that
+  // a refresh never closes it under the user's pointer.
   function renderCardHead(card, v) {
-    const head = card.el.querySelector(".card-head");
-    const options = WINDOW_CHOICES.map((n) =>
-      `<option value="${n}"${n === card.windows ? " selected" : ""}>${n}</option>`).join("");
+    const head = card.el.querySelector(".head-info");
     head.innerHTML = `
       <div class="title-row">
         <h3>${esc(v.name)}</h3>
         ${v.demo ? '<span class="tag demo">demo</span>' : ""}
         ${healthBadge(v.health)}
-        <label class="windows">last <select class="window-count" aria-label="windows shown">${options}</select> windows</label>
       </div>
       ${v.description ? `<p class="desc">${esc(v.description)}</p>` : ""}
       <p class="meta">reference ${referenceHtml(v)} · ${baselineHtml(v)}
@@ -618,11 +619,18 @@
     return (x) => M.left + ((x - x0) / span) * (width - M.left - M.right);
   }
 
+  // [first sample time, last sample time] of a window (its end alone when the start is unknown)
+  function windowSpan(e) {
+    const end = evalTime(e);
+    const start = parseTime(e.window_start);
+    return [start != null && end != null && start <= end ? start : end, end];
+  }
+
   function timeDomain(evaluations) {
-    const times = evaluations.map(evalTime).filter((t) => t != null);
-    if (!times.length) return null;
-    let lo = Math.min(...times);
-    let hi = Math.max(...times);
+    const spans = evaluations.map(windowSpan).filter((span) => span[1] != null);
+    if (!spans.length) return null;
+    let lo = Math.min(...spans.map((span) => span[0]));
+    let hi = Math.max(...spans.map((span) => span[1]));
     if (hi - lo < 1000) {
       lo -= 30000;
       hi += 30000;
@@ -749,25 +757,25 @@
   function timelineSvg(evaluations, domain) {
     const TW = W * 3;
     const x = xScale(domain, TW);
+    // consecutive windows in the same state become one segment over their samples' time
     const runs = [];
     for (const e of evaluations) {
-      const t = evalTime(e);
-      if (t == null) continue;
+      const [start, end] = windowSpan(e);
+      if (end == null) continue;
       const h = HEALTH_LABEL[e.health] ? e.health : "insufficient_data";
       const last = runs[runs.length - 1];
       if (last && last.health === h) {
-        last.end = t;
+        last.end = end;
         last.count += 1;
       } else {
-        runs.push({ health: h, start: t, end: t, count: 1 });
+        runs.push({ health: h, start, end, count: 1 });
       }
     }
     const TH = 34;
     const parts = [];
-    runs.forEach((r, i) => {
+    runs.forEach((r) => {
       const x0 = x(r.start);
-      const x1 = i + 1 < runs.length ? x(runs[i + 1].start) : Math.max(x(r.end), x0) + 3;
-      const width = Math.max(2, x1 - x0);
+      const width = Math.max(3, x(r.end) - x0);
       const label = `${HEALTH_LABEL[r.health]}: ${r.count} window${r.count === 1 ? "" : "s"}, ` +
         `${fmtDate(r.start)}${r.count > 1 ? ` – ${fmtClock(r.end)}` : ""}`;
       parts.push(`<rect class="seg h-${r.health}" data-health="${r.health}" x="${x0.toFixed(1)}" y="4" width="${width.toFixed(1)}" height="14"><title>${esc(label)}</title></rect>`);
@@ -806,7 +814,7 @@
     }).join("");
     return `<table class="metrics"><thead><tr><th>Metric</th><th>Signal</th><th class="num">Value</th>
       <th class="num">Human band</th><th class="num">Ratio to human</th>
-      ${hasBaseline ? '<th class="num">Ratio to baseline</th>' : ""}<th></th></tr></thead>
+      ${hasBaseline ? '<th class="num">Ratio to baseline <span class="flag-key">(◆ outside its band)</span></th>' : ""}<th></th></tr></thead>
       <tbody>${rows}</tbody></table>`;
   }
 
@@ -884,6 +892,7 @@
 
   async function refresh() {
     clearTimeout(state.refreshTimer);
+    let delay = document.hidden ? REFRESH_MS * 3 : REFRESH_MS;
     try {
       await Promise.all([loadModels(), loadAlerts()]);
       showError(null);
@@ -903,12 +912,20 @@
       $("#refreshed").textContent = `updated ${fmtClock(Date.now())}`;
     } catch (exc) {
       if (exc.status === 401) {
-        showError("This server requires an API key to read. Set one with the “API key” button.");
+        const refused = Boolean(state.key);
+        if (refused) {
+          forgetKey();
+          delay = 100; // reads may be open to anyone without a key: try again at once
+        }
+        showError(refused ? "The saved API key was refused; it has been forgotten."
+          : "This server needs an API key to read (COLLAPSEWATCH_REQUIRE_READ_KEY). " +
+            "Enter a key with read scope or higher.");
+        if ($("#key-form").hidden) openKeyForm("");
       } else {
         showError(`Could not refresh: ${exc.message}. Retrying in ${REFRESH_MS / 1000} s.`);
       }
     }
-    state.refreshTimer = setTimeout(refresh, document.hidden ? REFRESH_MS * 3 : REFRESH_MS);
+    state.refreshTimer = setTimeout(refresh, delay);
   }
 
   function setupEvents() {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -45,6 +46,24 @@ def stored(database_url: str, model: str) -> list[tuple[str, str, dict | None]]:
         if isinstance(attributes, str):  # SQLite JSON comes back as text through raw SQL
             attributes = json.loads(attributes)
         out.append((client_id, body, attributes))
+    return out
+
+
+def timestamps(database_url: str, model: str) -> list[float]:
+    """The ``timestamp`` of every stored sample of ``model`` as Unix seconds."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT s.timestamp FROM samples s JOIN models m ON m.id = s.model_id "
+                "WHERE m.name = :name"), {"name": model}).scalars().all()
+    finally:
+        engine.dispose()
+    out = []
+    for value in rows:
+        if isinstance(value, str):  # SQLite through raw SQL
+            value = datetime.fromisoformat(value)
+        out.append((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())
     return out
 
 

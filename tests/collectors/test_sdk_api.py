@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
-from tests.collectors.harness import ApiServer, create_model, stored, wait_until
+from tests.collectors.harness import ApiServer, create_model, stored, timestamps, wait_until
 from tests.support import process
 
 COUNT = 10_000
@@ -28,19 +29,23 @@ def _producer(api: ApiServer, tmp_path, model: str) -> list[str]:
             "--spool", str(tmp_path / "spool"), "--checkpoint", str(tmp_path / "checkpoint")]
 
 
-def _assert_each_once_in_order(database_url: str, model: str) -> None:
+def _assert_each_once_in_order(database_url: str, model: str, since: float) -> None:
     rows = stored(database_url, model)
     ids = [r[0] for r in rows]
     assert len(ids) == COUNT, f"{len(ids)} stored, {len(set(ids))} distinct"
     assert set(ids) == {f"r{i}" for i in range(COUNT)}
     # spooled batches are replayed oldest first, so the server stores them in record order
     assert [r[2]["i"] for r in rows] == list(range(COUNT))
+    # the SDK sends Unix seconds; the server stores them as the sample's timestamp
+    stamps = timestamps(database_url, model)
+    assert len(stamps) == COUNT and all(since - 1 <= t <= time.time() + 1 for t in stamps)
 
 
 def test_server_down_during_a_stream_then_up_stores_every_record_once(
         database_url, service_env, tmp_path):
     model = "sdk-outage"
     key = create_model(model)
+    began = time.time()
     api = ApiServer(service_env, tmp_path)
     api.start()
     log = tmp_path / "producer.log"
@@ -59,13 +64,14 @@ def test_server_down_during_a_stream_then_up_stores_every_record_once(
     assert finished["spooled"] > 0 and finished["replayed"] > 0
     assert finished["dropped"] == 0 and finished["rejected"] == 0
     assert finished["spool_pending"] == 0 and finished["queued"] == 0
-    _assert_each_once_in_order(database_url, model)
+    _assert_each_once_in_order(database_url, model, began)
 
 
 def test_kill9_of_the_collector_mid_stream_then_restart_loses_and_doubles_nothing(
         database_url, service_env, tmp_path):
     model = "sdk-kill9"
     key = create_model(model)
+    began = time.time()
     api = ApiServer(service_env, tmp_path)
     api.start()
     env = {"COLLAPSEWATCH_INGEST_KEY": key}
@@ -94,5 +100,5 @@ def test_kill9_of_the_collector_mid_stream_then_restart_loses_and_doubles_nothin
     assert started["spool_pending"] > 0  # the new process replays what the killed one spooled
     finished = [e for e in _events(second_log) if e["event"] == "finished"][-1]
     assert finished["dropped"] == 0 and finished["spool_pending"] == 0
-    _assert_each_once_in_order(database_url, model)
+    _assert_each_once_in_order(database_url, model, began)
     assert not list((tmp_path / "spool").glob("*.seg")), "acknowledged segments are deleted"

@@ -92,9 +92,9 @@ def _encode(docs):
 
 def test_ngrams_never_cross_document_boundaries():
     ids, offsets = _encode([["a", "b"], ["c"], [], ["d", "e", "f"]])
-    keys, doc_of = ngram_keys(ids, offsets, 2)
+    _, doc_of = ngram_keys(ids, offsets, 2)
     assert list(doc_of) == [0, 3, 3]
-    keys3, doc3 = ngram_keys(ids, offsets, 3)
+    _, doc3 = ngram_keys(ids, offsets, 3)
     assert list(doc3) == [3]
     assert len(ngram_keys(ids, offsets, 4)[0]) == 0
 

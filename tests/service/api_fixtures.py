@@ -29,6 +29,15 @@ def reference_profile(reference_documents):
     return metrics.build_reference(reference_documents, "fortunes")
 
 
+@pytest.fixture(scope="session")
+def baseline_profile(human_documents, reference_profile):
+    """A baseline profile (220 human documents) against ``reference_profile``."""
+    import metrics
+
+    docs = human_documents[REFERENCE_SIZE:REFERENCE_SIZE + 220]
+    return metrics.build_baseline(docs, reference_profile, "bot-baseline")
+
+
 def store_reference(profile, documents: list[str], name: str = "fortunes",
                     version: int = 1) -> int:
     """Insert a reference row for a prebuilt profile (what POST /references stores)."""

@@ -63,7 +63,7 @@ def run(argv, capsys) -> tuple[int, str, str]:
 
 
 def _bad(argv, capsys, message: str) -> None:
-    code, out, err = run(argv, capsys)
+    code, _, err = run(argv, capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("collapsewatch: error:"), err
@@ -276,10 +276,11 @@ def test_output_directory_must_exist(workdir, corpus, capsys):
 def test_real_process_exit_codes(reference_file, window_file, workdir):
     exe = str(VENV_BIN / "collapsewatch")
     ok = subprocess.run([exe, "score", "--reference", str(reference_file), str(window_file)],
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=300, check=False)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["documents"] == 80
     bad = subprocess.run([exe, "score", "--reference", str(reference_file),
-                          str(workdir / "absent.jsonl")], capture_output=True, text=True, timeout=120)
+                          str(workdir / "absent.jsonl")],
+                         capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "does not exist" in bad.stderr

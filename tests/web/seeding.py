@@ -49,25 +49,35 @@ def health_for(ratios: dict[str, float]) -> str:
 
 def score_json(ratios: dict[str, float], rng: random.Random, *, documents: int,
                reference: Reference, baseline_level: float | None = None) -> dict:
-    """A Score JSON whose signals have the given ratios to human."""
+    """A Score JSON (DESIGN.md, as ``metrics.score`` writes it) with the given signal ratios."""
     signals = {}
     for signal, ratio in ratios.items():
         low, high = SIGNAL_BANDS[signal]
-        entry = {"ratio": round(ratio, 4), "outside_band": not low <= ratio <= high}
+        entry = {"ratio": round(ratio, 4), "outside_band": not low <= ratio <= high,
+                 "human_low": low, "human_high": high}
         if baseline_level is not None:
-            entry["baseline_ratio"] = round(ratio / baseline_level, 4)
-            entry["outside_baseline_band"] = abs(ratio / baseline_level - 1) > 0.08
+            # the baseline's band in baseline-ratio units: as wide as the human one
+            base_ratio = ratio / baseline_level
+            entry.update({"baseline_ratio": round(base_ratio, 4),
+                          "outside_baseline_band": not low <= base_ratio <= high,
+                          "baseline_low": low, "baseline_high": high})
         signals[signal] = entry
     metrics = {}
     for name, (signal, mean, width) in METRICS.items():
         ratio = ratios[signal] * (1 + rng.gauss(0, width / 4))
         value = mean * ratio
         low, high = mean * (1 - width), mean * (1 + width)
-        metrics[name] = {
-            "signal": signal, "value": value, "human_mean": mean, "human_low": low,
-            "human_high": high, "ratio": ratio,
-            "percentile": min(1.0, max(0.0, 0.5 + (ratio - 1) / (2 * width))),
+        entry = {
+            "value": value, "human_mean": mean, "human_low": low, "human_high": high,
+            "ratio": ratio, "percentile": min(1.0, max(0.0, 0.5 + (ratio - 1) / (2 * width))),
+            "outside_band": not low <= value <= high, "signal": signal,
+            "direction": "up" if signal == "sameness" else "down",
         }
+        if baseline_level is not None:
+            entry.update({"baseline_mean": mean * baseline_level,
+                          "baseline_ratio": ratio / baseline_level,
+                          "outside_baseline_band": abs(ratio / baseline_level - 1) > width})
+        metrics[name] = entry
     return {
         "reference": {"name": reference.name, "sha256": reference.sha256},
         "baseline": None if baseline_level is None else {"name": "seeded-baseline",

@@ -95,6 +95,7 @@ def test_page_shows_models_charts_and_latest_metrics_without_console_errors(
             assert chart.locator("circle.pt").count() == WINDOWS
             assert chart.locator("polyline.ratio-line").count() == 1
             assert chart.locator(".band").count() == 1
+            assert chart.locator(".baseline-band").count() == 1
             assert chart.locator("polyline.baseline-line").count() == 1
         # the health timeline covers every window
         segments = card.locator("svg.timeline-svg rect.seg")
@@ -103,8 +104,8 @@ def test_page_shows_models_charts_and_latest_metrics_without_console_errors(
         latest = _latest_result(model)
         table_rows = card.locator("table.metrics tbody tr")
         assert table_rows.count() == len(latest["metrics"])
-        outside = {name for name, m in latest["metrics"].items()
-                   if not m["human_low"] <= m["value"] <= m["human_high"]}
+        outside = {name for name, m in latest["metrics"].items() if m["outside_band"]}
+        assert outside, "the seeded data should put some metrics outside their band"
         marked = {r.get_attribute("data-metric") for r in card.locator(
             "table.metrics tbody tr.outside").all()}
         assert marked == outside
@@ -144,6 +145,9 @@ def test_alert_is_acknowledged_with_a_key_the_page_asks_for(
     page.wait_for_selector("#key-note:has-text('refused')")
     with session_scope() as session:
         assert session.get(Alert, alert_id).acknowledged_at is None
+    # a refused key is not kept (it would make every read fail too)
+    assert not page.locator("#key-button").inner_text().endswith("✓")
+    assert page.evaluate("sessionStorage.length") == 0
 
     page.fill("#key-input", make_key("admin"))
     page.click("#key-form button[type=submit]")
@@ -159,6 +163,26 @@ def test_alert_is_acknowledged_with_a_key_the_page_asks_for(
     page.wait_for_selector(f"tr.alert[data-alert-id='{alert_id}'][data-state='acknowledged']")
     assert page.locator("#key-button").inner_text().endswith("✓")
     assert [e for e in problems.page_errors] == []
+
+
+@pytest.fixture
+def read_key_required(monkeypatch) -> None:
+    monkeypatch.setenv("COLLAPSEWATCH_REQUIRE_READ_KEY", "1")
+
+
+def test_page_asks_for_a_key_when_reads_need_one(read_key_required, live_server, browser_page,
+                                                 make_key, admin_headers, human_documents):
+    _seed_demo_like(live_server.url, admin_headers, human_documents)
+    page, _ = browser_page
+    page.goto(live_server.url + "/")
+    page.wait_for_selector("#error:has-text('needs an API key to read')")
+    page.wait_for_selector("#key-form:not([hidden])")
+    assert page.locator("table.fleet").count() == 0
+    page.fill("#key-input", make_key("read"))
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#model-demo-recursive svg.chart-svg circle.pt")
+    assert page.locator("#error").is_hidden()
+    assert page.locator("table.fleet tbody tr").count() == 2
 
 
 def test_page_without_models_explains_how_to_start(live_server, browser_page):
