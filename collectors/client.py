@@ -29,6 +29,10 @@ Guarantees and their limits
 - **Sampling.** ``sample_rate`` keeps a sample when a stable hash of its id falls under the
   rate, so every process and every replay makes the same decision for an id.
 
+Processes that fork (pre-fork servers) should create the client in each child after the
+fork: the background thread does not survive ``fork()``, and two processes must not share a
+spool directory (the second one gets ``SpoolError``).
+
 From asyncio code
 -----------------
 ``record()`` is safe to call from a coroutine (it never blocks the event loop). Use
@@ -177,13 +181,13 @@ class Client:
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._exit_timeout = exit_timeout
-        self._transport = IngestTransport(url, api_key, model, timeout=timeout,
-                                          user_agent=user_agent)
-        if spool_dir is not None:
+        if spool_dir is not None:  # first: it is what can fail (SpoolError)
             self._spool: DiskSpool | MemorySpool = DiskSpool(
                 spool_dir, max_bytes=max_spool_bytes or 256 * 1024 * 1024)
         else:
             self._spool = MemorySpool(max_bytes=max_spool_bytes or 32 * 1024 * 1024)
+        self._transport = IngestTransport(url, api_key, model, timeout=timeout,
+                                          user_agent=user_agent)
 
         # the caller's side: a deque and two atomic counters (next() on itertools.count)
         self._queue: deque[tuple] = deque()
@@ -394,31 +398,37 @@ class Client:
                     self._flushes.remove(request)
 
     def _drain_queue(self, forced: bool) -> None:
-        """Turn queued samples into batches: full ones, old ones, or all when forced."""
+        """Turn queued samples into batches: full ones, old ones, or all when forced.
+
+        Takes at most what was queued when it started, so that a flood of new samples cannot
+        keep the thread here while spooled batches and flush() callers wait.
+        """
         queue = self._queue
-        while queue:
+        budget = len(queue)
+        while budget > 0 and queue:
             if (not forced and len(queue) < self._batch_size
                     and time.time() - queue[0][4] < self._flush_interval):
                 return
             items = []
-            for _ in range(self._batch_size):
+            for _ in range(min(self._batch_size, budget)):
                 try:
                     items.append(queue.popleft())
                 except IndexError:
                     break
             if not items:
                 return
+            budget -= len(items)
             self._n_taken += len(items)
             with self._flush_lock:
                 for request in self._flushes:
                     if request.remaining > 0:
                         request.remaining = max(0, request.remaining - len(items))
-            for payload, count in self._encode(items):
+            for payload, count in self._encode([_sample_dict(item) for item in items]):
                 self._deliver(payload, count)
+            self._answer_flushes()
 
-    def _encode(self, items: list[tuple]) -> list[tuple[bytes, int]]:
+    def _encode(self, samples: list[dict]) -> list[tuple[bytes, int]]:
         """JSON arrays of samples, each at most ``max_batch_bytes`` (unless one sample is more)."""
-        samples = [_sample_dict(item) for item in items]
         try:
             payload = _dumps(samples)
         except (TypeError, ValueError):
@@ -428,8 +438,8 @@ class Client:
             payload = _dumps(samples)
         if len(payload) <= self._max_batch_bytes or len(samples) == 1:
             return [(payload, len(samples))]
-        half = len(items) // 2
-        return self._encode(items[:half]) + self._encode(items[half:])
+        half = len(samples) // 2
+        return self._encode(samples[:half]) + self._encode(samples[half:])
 
     def _valid_samples(self, samples: list[dict]) -> list[dict]:
         good = []
@@ -446,7 +456,9 @@ class Client:
 
     def _deliver(self, payload: bytes, count: int) -> None:
         """Send a new batch now, or put it behind the spooled ones."""
-        if self._spool.pending_records or time.monotonic() < self._next_attempt:
+        now = time.monotonic()
+        if (self._spool.pending_records or now < self._next_attempt
+                or (self._stop_deadline is not None and now >= self._stop_deadline)):
             self._to_spool(payload, count)
             return
         result = self._send(payload, count)
@@ -476,8 +488,10 @@ class Client:
                 log.info("collapsewatch answers again; sending spooled batches", extra={
                     "model": self.model, "spool_pending": self._spool.pending_records})
             self._failures = 0
-            if self._queue and len(self._queue) >= self._batch_size:
-                return  # move new samples to the spool too, so the queue does not overflow
+            if len(self._queue) >= self._batch_size or self._flushes:
+                # back to the main loop: queue new samples behind the spooled ones (so the
+                # queue does not overflow) and answer flush() callers, then replay on
+                return
 
     def _send(self, payload: bytes, count: int) -> SendResult:
         timeout = None

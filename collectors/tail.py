@@ -5,7 +5,10 @@
   found again by its inode among the files next to the path, finished, then the new one read.
 - **Truncation** (same file, now shorter than the offset, or its first line changed): read
   again from the start. Lines appended and truncated away between two polls cannot be seen
-  (``copytruncate`` rotation has that gap by design; prefer rename rotation).
+  (``copytruncate`` rotation has that gap by design; prefer rename rotation), nor can a
+  file truncated and refilled past the offset with the very same first line.
+- A file rotated twice between two polls (``poll_interval``, default 0.25 s) is skipped: only
+  the file the tailer had open and the one now at the path are read.
 - **Offsets persist** in a small state file (device, inode, offset, truncation generation,
   first-line fingerprint), written only after the SDK's ``flush()`` says every line before
   the offset was acknowledged or durably spooled. A restart resumes there: nothing skipped.

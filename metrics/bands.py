@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -96,13 +97,10 @@ def band_matrix(
 
 def summarise(matrix: np.ndarray, low: float, high: float) -> dict[str, np.ndarray]:
     """Per-metric mean, low and high quantile over replicates (NaN where never defined)."""
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return {
-                "mean": np.nanmean(matrix, axis=0),
-                "low": np.nanquantile(matrix, low, axis=0),
-                "high": np.nanquantile(matrix, high, axis=0),
-            }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, on purpose
+        return {
+            "mean": np.nanmean(matrix, axis=0),
+            "low": np.nanquantile(matrix, low, axis=0),
+            "high": np.nanquantile(matrix, high, axis=0),
+        }

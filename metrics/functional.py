@@ -16,25 +16,24 @@ from collections.abc import Sequence
 import numpy as np
 
 from metrics import kernels
-from metrics.text import hash_tokens, ngram_keys
+from metrics.text import ngram_keys
 
 Docs = Sequence[Sequence[str]]
 
 
 def _encode(docs: Docs) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated uint64 token ids and document offsets (each distinct string hashed once)."""
-    vocab: dict[str, int] = {}
-    index: list[int] = []
-    lengths = np.empty(len(docs), dtype=np.int64)
-    for d, doc in enumerate(docs):
+    """Concatenated integer token ids and document offsets.
+
+    Within one call a token's id is its index in a vocabulary built on the fly: equal
+    strings get equal ids, which is all the n-gram counting needs (no hashing of strings).
+    """
+    for doc in docs:
         if isinstance(doc, str):
             raise TypeError("pass tokenised documents (lists of tokens), not strings")
-        lengths[d] = len(doc)
-        for tok in doc:
-            index.append(vocab.setdefault(tok, len(vocab)))
-    ids = hash_tokens(list(vocab))[np.asarray(index, dtype=np.int64)] if index else (
-        np.empty(0, np.uint64)
-    )
+    lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+    flat = [t for doc in docs for t in doc]
+    index = {t: i for i, t in enumerate(dict.fromkeys(flat))}
+    ids = np.fromiter(map(index.__getitem__, flat), dtype=np.uint64, count=len(flat))
     offsets = np.zeros(len(docs) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return ids, offsets
@@ -143,9 +142,7 @@ def mattr(tokens: Sequence[str], window: int = 100) -> float:
         raise TypeError("pass a list of tokens, not a string")
     if not tokens:
         return 0.0
-    ids = hash_tokens(list(dict.fromkeys(tokens)))
-    index = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
-    stream = ids[np.fromiter((index[t] for t in tokens), dtype=np.int64, count=len(tokens))]
+    stream, _ = _encode([tokens])
     value = kernels.mattr_ids(stream, window)
     return 0.0 if value is None else value
 

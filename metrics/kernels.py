@@ -17,18 +17,24 @@ from metrics.text import mix64, ngram_keys
 # ---------------------------------------------------------------- counting
 
 
+def unique_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct keys sorted, their counts). O(T log T).
+
+    A plain sort and run lengths: for random 64-bit keys this is several times faster than
+    ``np.unique`` in numpy 2.x.
+    """
+    if len(keys) == 0:
+        return keys[:0], np.empty(0, np.int64)
+    srt = np.sort(keys)
+    starts = np.flatnonzero(np.r_[True, srt[1:] != srt[:-1]])
+    return srt[starts], np.diff(np.append(starts, len(srt)))
+
+
 def distinct_ratio(keys: np.ndarray) -> float | None:
     """Distinct keys / all keys (Li et al. 2016, distinct-n). None without keys. O(T log T)."""
     if len(keys) == 0:
         return None
-    return float(len(np.unique(keys)) / len(keys))
-
-
-def counts_of(keys: np.ndarray) -> np.ndarray:
-    """Occurrence counts of the distinct keys (order unspecified). O(T log T)."""
-    if len(keys) == 0:
-        return np.empty(0, np.int64)
-    return np.unique(keys, return_counts=True)[1]
+    return float(len(unique_counts(keys)[0]) / len(keys))
 
 
 def entropy_bits(counts: np.ndarray) -> float | None:
@@ -87,7 +93,7 @@ def mattr_ids(ids: np.ndarray, window: int = 100) -> float | None:
     if total == 0:
         return None
     if total <= window:
-        return float(len(np.unique(ids)) / total)
+        return float(len(unique_counts(ids)[0]) / total)
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     same_as_next = sorted_ids[1:] == sorted_ids[:-1]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metrics.kernels import unique_counts
 from metrics.sample import Corpus
 from metrics.text import combine, ngram_keys
 
@@ -65,9 +66,9 @@ class ReferenceModel:
     @classmethod
     def build(cls, corpus: Corpus, tail_mass: float) -> ReferenceModel:
         ids = corpus.vocab_ids[corpus.index]
-        uni_ids, uni_counts = np.unique(ids, return_counts=True)
+        uni_ids, uni_counts = unique_counts(ids)
         bi, _ = ngram_keys(ids, corpus.offsets, 2)
-        bi_keys, bi_counts = np.unique(bi, return_counts=True)
+        bi_keys, bi_counts = unique_counts(bi)
         # contexts: every token that has a successor inside its document
         lengths = corpus.lengths
         doc_of = np.repeat(np.arange(len(lengths)), lengths)
@@ -75,9 +76,12 @@ class ReferenceModel:
         has_next[:-1] = doc_of[:-1] == doc_of[1:]
         ctx_ids = ids[has_next]
         nxt_ids = ids[1:][has_next[:-1]]
-        c_ids, c_tot = np.unique(ctx_ids, return_counts=True)
-        pairs = np.unique(np.stack([ctx_ids, combine(ctx_ids, nxt_ids)]), axis=1)
-        t_ids, t_types = np.unique(pairs[0], return_counts=True)
+        c_ids, c_tot = unique_counts(ctx_ids)
+        # distinct followers of each context: distinct bigram keys, grouped by their context
+        order = np.lexsort((combine(ctx_ids, nxt_ids), ctx_ids))
+        ctx_sorted, bi_sorted = ctx_ids[order], combine(ctx_ids, nxt_ids)[order]
+        first = np.r_[True, (ctx_sorted[1:] != ctx_sorted[:-1]) | (bi_sorted[1:] != bi_sorted[:-1])]
+        t_ids, t_types = unique_counts(ctx_sorted[first])
         ctx_total = _lookup(c_ids, c_tot.astype(np.int64), uni_ids)
         ctx_types = _lookup(t_ids, t_types.astype(np.int64), uni_ids)
         tail = uni_ids[tail_band(uni_counts, tail_mass)]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from metrics.bands import snap_budget
+from metrics.bands import band_matrix, snap_budget
 from metrics.config import ReferenceConfig, ScoreConfig
 from metrics.errors import ProfileError, ReferenceTooSmall
 from metrics.lm import ReferenceModel
@@ -17,6 +17,7 @@ from metrics.text import documents_sha256, normalize_documents, tokenize_documen
 
 # window size at which a baseline's ratios to human are measured (capped by its size)
 HUMAN_RATIO_WINDOW = 500
+HUMAN_RATIO_REPLICATES = 50
 
 
 def _canonical(normalized: list[str]) -> list[str]:
@@ -102,7 +103,9 @@ def build_baseline(
     band pool (the metrics use the reference's tail band and LM, not the baseline's, so
     nothing is scored against itself). ``human_ratios`` — the baseline's signal ratios to
     the human reference at a window of min(500, documents) — are computed once and stored.
-    Only min_documents, replicates, band_sizes and seed are taken from ``config``.
+    Only min_documents, replicates, band_sizes and seed are taken from ``config``;
+    without a config, the reference's replicates and seed and no stored band sizes (bands
+    are computed on first use), so that building stays quick enough for a REST request.
     """
     if reference.kind != "reference":
         raise ProfileError(f"{reference.name!r} is a {reference.kind}; pass a reference profile")
@@ -111,7 +114,7 @@ def build_baseline(
         min_documents=base.min_documents,
         calibration_fraction=reference.config.calibration_fraction,
         replicates=base.replicates,
-        band_sizes=base.band_sizes,
+        band_sizes=base.band_sizes if config is not None else (),
         seed=base.seed,
         tokenizer=reference.config.tokenizer,
         suite=reference.config.suite,
@@ -135,17 +138,24 @@ def build_baseline(
         pool_doc_nll=model.doc_nll(pool.vocab_ids[pool.index], pool.offsets),
         reference_sha256=reference.sha256,
     )
-    n_h = min(HUMAN_RATIO_WINDOW, len(docs))
-    sizes = list(dict.fromkeys([n_h, *cfg.band_sizes]))
-    _store_bands(profile, sizes, reference)
-    profile.human_ratios = _human_ratios(profile, reference, n_h)
+    _store_bands(profile, cfg.band_sizes, reference)
+    profile.human_ratios = _human_ratios(profile, reference, min(HUMAN_RATIO_WINDOW, len(docs)))
     return profile
 
 
 def _human_ratios(baseline: Profile, reference: Profile, n_docs: int) -> dict[str, float | None]:
+    """Signal ratios of the baseline's band mean to the human band mean at one window size.
+
+    Only band *means* are needed, and they settle with few replicates; these bands are
+    not stored (scoring computes full bands for the window sizes in use).
+    """
     from metrics.scoring import band_signal_ratios
 
     budget = default_budget(baseline.pool, n_docs)
-    own = baseline.band(n_docs, budget, reference)
-    human = reference.band(n_docs, budget)
+    replicates = min(HUMAN_RATIO_REPLICATES, baseline.config.replicates)
+    ctx = reference.context()
+    own = band_matrix(baseline.pool, baseline.pool_doc_keys, baseline.pool_doc_nll, n_docs,
+                      budget, ctx, replicates, baseline.config.seed)
+    human = band_matrix(reference.pool, reference.pool_doc_keys, reference.pool_doc_nll, n_docs,
+                        budget, ctx, replicates, reference.config.seed)
     return band_signal_ratios(own, human, n_docs)

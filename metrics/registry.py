@@ -129,7 +129,7 @@ def _rare_bigram_recall(s: Sample, ctx: Context) -> float | None:
 def _exact_dup(s: Sample, ctx: Context) -> float | None:
     if s.n_docs == 0:
         return None
-    return float(1.0 - len(np.unique(s.doc_keys)) / s.n_docs)
+    return float(1.0 - len(kernels.unique_counts(s.doc_keys)[0]) / s.n_docs)
 
 
 def _shingles(s: Sample, ctx: Context) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from metrics.kernels import unique_counts
 from metrics.text import hash_tokens, ngram_keys, whole_sequence_keys
 
 
@@ -134,7 +135,7 @@ class Sample:
         key = ("counts", view, n)
         if key not in self._cache:
             keys, _ = self.ngrams(view, n)
-            self._cache[key] = np.unique(keys, return_counts=True)
+            self._cache[key] = unique_counts(keys)
         return self._cache[key]
 
     def memo(self, name: str, fn):

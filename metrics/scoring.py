@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -101,13 +102,10 @@ class _Comparison:
         self.outside = (values < self.summary["low"]) | (values > self.summary["high"])
         replicate_signals = signal_ratios(metric_ratios(band, self.summary["mean"], n_docs))
         self.signals = signal_ratios(self.ratios)[0]
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                self.signal_low = np.nanquantile(replicate_signals, cfg.band_low, axis=0)
-                self.signal_high = np.nanquantile(replicate_signals, cfg.band_high, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: undefined, on purpose
+            self.signal_low = np.nanquantile(replicate_signals, cfg.band_low, axis=0)
+            self.signal_high = np.nanquantile(replicate_signals, cfg.band_high, axis=0)
 
     def signal_outside(self, j: int) -> bool:
         return bool(self.signals[j] < self.signal_low[j] or self.signals[j] > self.signal_high[j])

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from service.api.errors import ProblemError
 from service.models import MonitoredModel, Sample
-from service.schemas import IngestResult, SampleIn
+from service.schemas import IngestResult, SampleIn, as_utc, storable_text
 from service.settings import Settings
 
 _SAMPLES = Sample.__table__
@@ -43,20 +43,20 @@ def _sqlite_insert() -> Insert:
 
 # PostgreSQL: lock, insert and counters in one statement, so the model row lock (which orders
 # id assignment, see the module docstring) is held for one statement and the commit, not
-# across several round trips that each wait for this process's GIL under load. Each column travels as one array: a VALUES
-# list would carry seven placeholders per sample, and parsing those in the driver cost more
-# CPU than the insert. The UPDATE re-reads the locked row (READ COMMITTED re-checks
-# concurrently updated rows), so counters add up under concurrent batches.
+# across several round trips that each wait for this process's GIL under load. The batch
+# travels as one JSON text unpacked by json_to_recordset: per-sample placeholders (or
+# per-column arrays) cost more CPU in the driver than the insert costs in the server. The
+# UPDATE re-reads the locked row (READ COMMITTED re-checks concurrently updated rows), so
+# the counters add up under concurrent batches.
 _POSTGRES_INGEST = text("""
 WITH model AS (
     SELECT id FROM models WHERE name = :model_name FOR UPDATE
 ), inserted AS (
     INSERT INTO samples (model_id, client_id, text, prompt, timestamp, received_at, attributes)
-    SELECT model.id, s.client_id, s.text, s.prompt, s.timestamp, :received_at, s.attributes::json
-    FROM model, unnest(CAST(:client_ids AS varchar[]), CAST(:texts AS text[]),
-                       CAST(:prompts AS text[]), CAST(:timestamps AS timestamptz[]),
-                       CAST(:attributes AS text[]))
-         AS s(client_id, text, prompt, timestamp, attributes)
+    SELECT model.id, s.id, s.text, s.prompt, s.timestamp, :received_at,
+           CAST(s.attributes AS json)
+    FROM model, json_to_recordset(CAST(:samples AS json))
+         AS s(id varchar, text text, prompt text, timestamp timestamptz, attributes text)
     ON CONFLICT (model_id, client_id) DO NOTHING
     RETURNING 1
 ), counted AS (
@@ -72,7 +72,9 @@ SELECT (SELECT id FROM model) AS model_id, (SELECT n FROM counted) AS accepted
 
 
 def check_batch(samples: list[SampleIn], settings: Settings) -> None:
-    """Limits that depend on settings: batch size and per-text length (422 naming the field)."""
+    """What the schema leaves to this one pass over the batch (422 naming the field): the
+    batch size and text length limits from settings, and characters that cannot be stored
+    as text (NUL, unpaired UTF-16 surrogates from JSON escapes such as "\\ud800")."""
     if len(samples) > settings.max_batch_size:
         raise ProblemError(
             422,
@@ -81,16 +83,28 @@ def check_batch(samples: list[SampleIn], settings: Settings) -> None:
         )
     limit = settings.max_text_chars
     for i, sample in enumerate(samples):
-        for field in ("text", "prompt"):
+        for field in ("id", "text", "prompt"):
             value = getattr(sample, field)
-            if value is not None and len(value) > limit:
-                raise ProblemError(
-                    422,
-                    f"samples.{i}.{field}: {len(value)} characters; the limit is {limit} "
-                    "(COLLAPSEWATCH_MAX_TEXT_CHARS)",
-                    errors=[{"field": f"samples.{i}.{field}",
-                             "message": f"longer than {limit} characters"}],
-                )
+            if value is None:
+                continue
+            if field != "id" and len(value) > limit:
+                _reject(i, field, f"{len(value)} characters; the limit is {limit} "
+                                  "(COLLAPSEWATCH_MAX_TEXT_CHARS)")
+            # ASCII text cannot hold a surrogate: the cheap test first
+            if not (value.isascii() and "\x00" not in value):
+                try:
+                    storable_text(value)
+                except ValueError as exc:
+                    _reject(i, field, str(exc))
+
+
+def _reject(index: int, field: str, message: str) -> None:
+    where = f"samples.{index}.{field}"
+    raise ProblemError(422, f"{where}: {message}", errors=[{"field": where, "message": message}])
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value if value is None else as_utc(value)
 
 
 def _unique(samples: list[SampleIn]) -> list[SampleIn]:
@@ -111,15 +125,13 @@ def _not_found(model_name: str) -> ProblemError:
 
 def _ingest_postgres(session: Session, model_name: str, samples: list[SampleIn],
                      now: datetime) -> int:
-    params = {
-        "model_name": model_name, "received_at": now,
-        "client_ids": [s.id for s in samples],
-        "texts": [s.text for s in samples],
-        "prompts": [s.prompt for s in samples],
-        "timestamps": [s.timestamp for s in samples],
-        "attributes": [None if s.attributes is None else json.dumps(s.attributes)
-                       for s in samples],
-    }
+    rows = [{"id": s.id, "text": s.text, "prompt": s.prompt,
+             "timestamp": None if s.timestamp is None else as_utc(s.timestamp).isoformat(),
+             # nested as a JSON string: json_to_recordset would unescape "\u0000" inside
+             # an object, and text cannot hold NUL
+             "attributes": None if s.attributes is None else json.dumps(s.attributes)}
+            for s in samples]
+    params = {"model_name": model_name, "received_at": now, "samples": json.dumps(rows)}
     model_id, accepted = session.execute(_POSTGRES_INGEST, params).one()
     if model_id is None:
         raise _not_found(model_name)
@@ -134,7 +146,7 @@ def _ingest_sqlite(session: Session, model_name: str, samples: list[SampleIn],
     if model_id is None:
         raise _not_found(model_name)
     rows = [{"model_id": model_id, "client_id": s.id, "text": s.text, "prompt": s.prompt,
-             "timestamp": s.timestamp, "received_at": now, "attributes": s.attributes}
+             "timestamp": _utc(s.timestamp), "received_at": now, "attributes": s.attributes}
             for s in samples]
     accepted = len(session.execute(_sqlite_insert(), rows).all())
     if accepted:

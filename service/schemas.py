@@ -11,17 +11,15 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # JSON escapes can carry lone UTF-16 surrogates ("\ud800") and NUL, which are valid JSON but
 # cannot be stored as text (PostgreSQL rejects both; SQLite would store broken UTF-8).
 UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
-def _storable(value: str) -> str:
-    # ASCII text cannot hold a surrogate: a cheap test first (this runs for every sample)
-    if value.isascii() and "\x00" not in value:
-        return value
+def storable_text(value: str) -> str:
+    """``value`` unchanged, or ValueError when it cannot be stored as text."""
     match = UNSTORABLE_TEXT.search(value)
     if match is not None:
         what = "a NUL character" if match.group() == "\x00" else "an unpaired UTF-16 surrogate"
@@ -31,24 +29,19 @@ def _storable(value: str) -> str:
     return value
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Timestamps in UTC; without a zone they are taken as UTC. (SQLite stores the wall
+def as_utc(value: datetime) -> datetime:
+    """The same instant in UTC; without a zone it is taken as UTC. (SQLite stores the wall
     clock time without its offset, so anything else would be stored wrong there.)"""
-    if value is None:
-        return None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
 
-def _int_to_str(value: Any) -> Any:
-    # clients often number their samples; accept 17 as "17" (bool is not a number here)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
 
 
-Text = Annotated[str, AfterValidator(_storable)]
+Text = Annotated[str, AfterValidator(storable_text)]
 UtcDatetime = Annotated[datetime | None, AfterValidator(_utc)]
 # SQLite returns stored timestamps without their zone; they were written in UTC
 Utc = Annotated[datetime, AfterValidator(_utc)]
@@ -63,13 +56,9 @@ ReferenceName = Annotated[
     Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
           examples=["support-tickets-2024"]),
 ]
-SampleId = Annotated[
-    str,
-    BeforeValidator(_int_to_str),
-    Field(min_length=1, max_length=200, examples=["req-7f3a91"]),
-    AfterValidator(_storable),
-]
-Description = Annotated[str, Field(max_length=2000), AfterValidator(_storable)]
+Description = Annotated[str, Field(max_length=2000), AfterValidator(storable_text)]
+# reference ids are 32-bit integers in the database
+ReferenceId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class _In(BaseModel):
@@ -132,7 +121,7 @@ class WindowPolicy(BaseModel):
 
 class ModelCreate(_In):
     name: ModelName
-    reference_id: int
+    reference_id: ReferenceId
     window: WindowPolicyIn | None = None
     auto_baseline_windows: int | None = Field(
         default=None, ge=0, le=100,
@@ -146,7 +135,7 @@ class ModelUpdate(_In):
     was built against the old reference and cannot be compared with the new one."""
 
     description: Description | None = None
-    reference_id: int | None = None
+    reference_id: ReferenceId | None = None
     window: WindowPolicyIn | None = None
     auto_baseline_windows: int | None = Field(default=None, ge=0, le=100)
 
@@ -187,11 +176,18 @@ class ModelList(BaseModel):
 
 
 class SampleIn(_In):
-    id: SampleId = Field(description="client id; a retried id is stored once per model")
-    text: Text = Field(description="the model output")
-    prompt: Text | None = None
-    timestamp: UtcDatetime = Field(default=None, description="when the model produced it "
-                                   "(ISO 8601 or Unix seconds; UTC when no zone is given)")
+    """One model output. Only pydantic's native checks run here, because this is validated
+    500 times per batch: ``service.ingest.check_batch`` rejects NUL and unpaired surrogates
+    (naming the field) and ``service.ingest`` stores timestamps in UTC."""
+
+    # clients often number their samples: 17 is taken as "17"
+    id: str = Field(min_length=1, max_length=200, coerce_numbers_to_str=True,
+                    examples=["req-7f3a91"],
+                    description="client id; a retried id is stored once per model")
+    text: str = Field(description="the model output")
+    prompt: str | None = None
+    timestamp: datetime | None = Field(default=None, description="when the model produced "
+                                       "it (ISO 8601 or Unix seconds; UTC when no zone is given)")
     attributes: dict[str, Any] | None = None
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import PurePath
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
@@ -13,12 +14,19 @@ from starlette.datastructures import UploadFile
 from service import references as service
 from service.api.deps import AdminPrincipal, ReadPrincipal, SessionDep, SettingsDep
 from service.api.errors import ProblemError, not_utf8_detail
-from service.schemas import ReferenceCreate, ReferenceList, ReferenceName, ReferencePublic
+from service.schemas import (
+    Description,
+    ReferenceCreate,
+    ReferenceList,
+    ReferenceName,
+    ReferencePublic,
+)
 from service.settings import Settings
 
 router = APIRouter(tags=["references"])
 
 _NAME = TypeAdapter(ReferenceName)
+_DESCRIPTION = TypeAdapter(Description | None)
 _MULTIPART_SCHEMA = {
     "type": "object",
     "required": ["file"],
@@ -84,7 +92,11 @@ async def _from_upload(request: Request,
                                             _text(form.get("field")) or "text")
     except service.DocumentParseError as exc:
         raise ProblemError(422, f"file {filename!r}: {exc}") from None
-    return name, documents, _text(form.get("description"))
+    try:
+        description = _DESCRIPTION.validate_python(_text(form.get("description")))
+    except ValidationError as exc:
+        raise _invalid(exc, ("description",)) from None
+    return name, documents, description
 
 
 def _text(value) -> str | None:
@@ -120,6 +132,7 @@ def list_references(_: ReadPrincipal, session: SessionDep) -> ReferenceList:
 
 
 @router.get("/references/{reference_id}", response_model=ReferencePublic)
-def get_reference(reference_id: int, _: ReadPrincipal, session: SessionDep) -> ReferencePublic:
+def get_reference(reference_id: Annotated[int, Path(ge=1, le=2**31 - 1)], _: ReadPrincipal,
+                  session: SessionDep) -> ReferencePublic:
     return ReferencePublic.model_validate(service.get_reference(session, reference_id),
                                           from_attributes=True)

@@ -310,6 +310,26 @@ def test_many_threads_record_concurrently_without_loss_or_duplicates(server):
     assert stats.recorded == stats.sent == threads * per_thread
 
 
+def test_flush_returns_while_another_thread_keeps_recording(server):
+    stop = threading.Event()
+    with Client(server.url, "k", "m", batch_size=200, max_queue=1_000_000) as client:
+        def flood() -> None:  # 5,000 samples/s: more than a serving path, less than overload
+            while not stop.is_set():
+                for _ in range(50):
+                    client.record("flood")
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=flood)
+        thread.start()
+        try:
+            client.record("mine", id="mine")
+            assert client.flush(20)
+            assert "mine" in _ids(server)
+        finally:
+            stop.set()
+            thread.join()
+
+
 def test_use_from_asyncio(server):
     async def main() -> int:
         async with Client(server.url, "k", "m") as client:

@@ -118,6 +118,7 @@ def test_duplicate_model_name_is_409(client, admin_headers, stored_reference):
 
 @pytest.mark.parametrize(("body", "words"), [
     ({"name": "bot", "reference_id": 999}, ["reference_id", "999"]),
+    ({"name": "bot", "reference_id": 2**70}, ["reference_id"]),
     ({"name": "has space", "reference_id": 1}, ["name"]),
     ({"name": "a/b", "reference_id": 1}, ["name"]),
     ({"name": "", "reference_id": 1}, ["name"]),
@@ -130,7 +131,7 @@ def test_duplicate_model_name_is_409(client, admin_headers, stored_reference):
     ({"name": "bot", "reference_id": 1, "windw": {}}, ["windw"]),
     ({"name": "bot", "reference_id": 1, "auto_baseline_windows": -1},
      ["auto_baseline_windows"]),
-], ids=["unknown-reference", "space", "slash", "empty-name", "no-reference", "min-over-size",
+], ids=["unknown-reference", "huge-reference-id", "space", "slash", "empty-name", "no-reference", "min-over-size",
         "zero-size", "negative-age", "typo", "negative-auto-baseline"])
 def test_invalid_model_is_422(client, admin_headers, stored_reference, body, words):
     assert stored_reference == 1
@@ -141,12 +142,13 @@ def test_invalid_model_is_422(client, admin_headers, stored_reference, body, wor
 
 @pytest.mark.parametrize(("body", "words"), [
     ({"reference_id": 999}, ["reference_id", "999"]),
+    ({"reference_id": -1}, ["reference_id"]),
     ({"reference_id": None}, ["reference_id"]),
     ({"window": {"min_size": 1000}}, ["min_size"]),
     ({"window": None}, ["window"]),
     ({"window": {"size": None}}, ["size"]),
     ({"name": "rename"}, ["name"]),
-], ids=["unknown-reference", "null-reference", "min-over-size", "null-window", "null-size",
+], ids=["unknown-reference", "negative-reference", "null-reference", "min-over-size", "null-window", "null-size",
         "rename"])
 def test_invalid_patch_is_422(client, admin_headers, stored_reference, body, words):
     _create(client, admin_headers, name="bot", reference_id=stored_reference)

@@ -194,6 +194,14 @@ def test_unreadable_upload_is_422(client, admin_headers, filename, data, form, w
     assert stored_state() == before
 
 
+def test_upload_with_a_bad_description_is_422(client, admin_headers, reference_documents):
+    before = stored_state()
+    r = client.post(REFS, files={"file": ("a.txt", "\n".join(reference_documents).encode())},
+                    data={"description": "nul \x00 here"}, headers=admin_headers)
+    assert_problem(r, 422, "description", "NUL")
+    assert stored_state() == before
+
+
 def test_upload_without_a_file_is_422(client, admin_headers):
     before = stored_state()
     r = client.post(REFS, data={"name": "x"}, files={"other": ("a.txt", b"x")},
@@ -249,13 +257,16 @@ def test_references_are_immutable(client, admin_headers, reference_documents):
 
 def test_unknown_reference_is_404(client):
     assert_problem(client.get(f"{REFS}/424242"), 404, "424242")
+    assert_problem(client.get(f"{REFS}/{2**70}"), 422, "reference_id")
     assert_problem(client.get(f"{REFS}/not-a-number"), 422, "reference_id")
 
 
 def test_reference_writes_need_an_admin_key(client, make_key, reference_documents):
+    ingest = {"Authorization": f"Bearer {make_key('ingest')}"}
+    scoped_admin = {"Authorization": f"Bearer {make_key('admin', 'bot')}"}
     before = stored_state()
     body = {"name": "r", "documents": reference_documents}
     assert_problem(client.post(REFS, json=body), 401, "admin")
-    ingest = {"Authorization": f"Bearer {make_key('ingest')}"}
     assert_problem(client.post(REFS, json=body, headers=ingest), 403, "admin")
-    assert stored_state().references == before.references
+    assert_problem(client.post(REFS, json=body, headers=scoped_admin), 403, "scoped to model")
+    assert stored_state() == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -99,6 +100,15 @@ def test_sample_fields_are_stored(client, ingest_headers):
     assert utc(rows["naive"].timestamp) == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     assert utc(rows["epoch"].timestamp) == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     assert rows["epoch"].prompt is None and rows["epoch"].text == ""
+
+
+def test_attributes_hold_any_json(client, ingest_headers):
+    attributes = {"nul": "a\u0000b", "lone": "\ud800", "nested": {"list": [1, 2.5, None, True]},
+                  "unicode": "日本語"}
+    body = json.dumps({"samples": [{"id": "a", "text": "t", "attributes": attributes}]})
+    r = _raw(client, body.encode(), ingest_headers)
+    assert r.json() == {"accepted": 1, "duplicates": 0}
+    assert _stored_samples()[0].attributes == attributes
 
 
 def test_a_batch_is_one_insert_statement(client, ingest_headers):
