@@ -12,33 +12,31 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from functools import lru_cache
 
-from sqlalchemy import Insert, select, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import DateTime, select, text, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from service.api.errors import ProblemError
-from service.models import MonitoredModel, Sample
+from service.models import MonitoredModel
 from service.schemas import IngestResult, SampleIn, as_utc, storable_text
 from service.settings import Settings
 
-_SAMPLES = Sample.__table__
-
-
-@lru_cache(maxsize=1)
-def _sqlite_insert() -> Insert:
-    """INSERT ... VALUES (...), (...) ON CONFLICT (model_id, client_id) DO NOTHING RETURNING id.
-
-    Executed with a list of parameter sets, SQLAlchemy's "insertmanyvalues" renders one
-    multi-row VALUES statement (up to 1000 rows, more than the default batch limit), and
-    RETURNING yields one row per sample actually inserted.
-    """
-    return (
-        sqlite_insert(_SAMPLES)
-        .on_conflict_do_nothing(index_elements=["model_id", "client_id"])
-        .returning(_SAMPLES.c.id)
-    )
+# SQLite: the batch travels as one JSON text unpacked by json_each, like on PostgreSQL (a
+# VALUES list needs SQLAlchemy to process seven parameters per sample in Python). Timestamps
+# are passed as text in SQLAlchemy's SQLite format, so the ORM reads them back as it wrote
+# them. ("WHERE true" resolves SQLite's parsing ambiguity of INSERT ... SELECT ... ON.)
+_SQLITE_INSERT = text("""
+INSERT INTO samples (model_id, client_id, text, prompt, timestamp, received_at, attributes)
+SELECT :model_id, json_extract(value, '$.id'), json_extract(value, '$.text'),
+       json_extract(value, '$.prompt'), json_extract(value, '$.timestamp'), :received_at,
+       json_extract(value, '$.attributes')
+FROM json_each(:samples) WHERE true
+ON CONFLICT (model_id, client_id) DO NOTHING
+RETURNING id
+""")
+_SQLITE_DATETIME = DateTime(timezone=True).dialect_impl(sqlite.dialect()).bind_processor(
+    sqlite.dialect())
 
 
 # PostgreSQL: lock, insert and counters in one statement, so the model row lock (which orders
@@ -103,10 +101,6 @@ def _reject(index: int, field: str, message: str) -> None:
     raise ProblemError(422, f"{where}: {message}", errors=[{"field": where, "message": message}])
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return value if value is None else as_utc(value)
-
-
 def _unique(samples: list[SampleIn]) -> list[SampleIn]:
     """The batch without repeated ids; the first occurrence wins."""
     seen: set[str] = set()
@@ -145,10 +139,12 @@ def _ingest_sqlite(session: Session, model_name: str, samples: list[SampleIn],
     model_id = session.scalar(select(MonitoredModel.id).where(MonitoredModel.name == model_name))
     if model_id is None:
         raise _not_found(model_name)
-    rows = [{"model_id": model_id, "client_id": s.id, "text": s.text, "prompt": s.prompt,
-             "timestamp": _utc(s.timestamp), "received_at": now, "attributes": s.attributes}
-            for s in samples]
-    accepted = len(session.execute(_sqlite_insert(), rows).all())
+    rows = [{"id": s.id, "text": s.text, "prompt": s.prompt,
+             "timestamp": None if s.timestamp is None else _SQLITE_DATETIME(as_utc(s.timestamp)),
+             "attributes": s.attributes} for s in samples]
+    params = {"model_id": model_id, "received_at": _SQLITE_DATETIME(now),
+              "samples": json.dumps(rows)}
+    accepted = len(session.execute(_SQLITE_INSERT, params).all())
     if accepted:
         session.execute(
             update(MonitoredModel)

@@ -222,7 +222,7 @@ def test_full_queue_drops_the_oldest_and_counts_it(caplog):
 
     caplog.set_level(logging.WARNING, "collectors.client")
     with recording_server(responder) as srv:
-        client = Client(srv.url, "k", "m", batch_size=10, max_queue=100, flush_interval=0.01)
+        client = Client(srv.url, "k", "m", batch_size=10, max_queue=100, flush_interval=60)
         for i in range(10):
             client.record(f"t{i}", id=f"id{i}")
         srv.wait_for(1, timeout=10)
