@@ -9,6 +9,7 @@ A child that dies on its own is restarted (a bounded number of times).
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
@@ -126,8 +127,9 @@ class Supervisor:
         log.info("worker and beat stopped")
 
 
-def _start_demo_when_up(server, stop_event: threading.Event) -> None:
-    """Run ``service.demo.start_demo(stop_event)`` once the API answers, if it exists."""
+def _start_demo_when_up(server, stop_event: threading.Event, base_url: str) -> None:
+    """Run ``service.demo.start_demo(stop_event)`` once the API answers, if it exists
+    (telling it where this server listens when it takes ``base_url``)."""
     while not server.started and not stop_event.is_set():
         time.sleep(0.1)
     if stop_event.is_set():
@@ -137,9 +139,10 @@ def _start_demo_when_up(server, stop_event: threading.Event) -> None:
     except ImportError:
         log.warning("--demo: the demo module is not available in this installation")
         return
-    start: Callable[[threading.Event], object] = demo.start_demo
+    start: Callable[..., object] = demo.start_demo
+    kwargs = {"base_url": base_url} if "base_url" in inspect.signature(start).parameters else {}
     try:
-        start(stop_event)
+        start(stop_event, **kwargs)
     except Exception:  # the demo must never take the service down
         log.exception("demo stopped with an error")
 
@@ -166,7 +169,10 @@ def run_embedded(host: str, port: int, demo: bool = False) -> int:
     try:
         supervisor.start()
         if demo:
-            threading.Thread(target=_start_demo_when_up, args=(server, stop_event),
+            # the demo feeds this server over HTTP like any client would
+            local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            threading.Thread(target=_start_demo_when_up,
+                             args=(server, stop_event, f"http://{local}:{port}"),
                              name="demo", daemon=True).start()
         log.info("collapsewatch serving", extra={
             "url": f"http://{host}:{port}", "database": settings.resolved_database_url,

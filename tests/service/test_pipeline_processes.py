@@ -43,8 +43,10 @@ class Stack:
         return process(["collapsewatch", "worker", f"--concurrency={concurrency}",
                         f"--hostname={name}@%h"], self.logs / f"{name}.log", env=self.env)
 
-    def beat(self):
-        return process(["collapsewatch", "beat"], self.logs / "beat.log", env=self.env)
+    def beat(self, name: str = "beat"):
+        # several beats (several hosts) each keep their own schedule file
+        return process(["collapsewatch", "beat", f"--schedule={self.logs / name}.schedule"],
+                       self.logs / f"{name}.log", env=self.env)
 
     def log_tail(self) -> str:
         parts = []
@@ -304,7 +306,8 @@ def test_samples_ingested_while_windows_close_land_in_exactly_one_window(
         except Exception as exc:  # noqa: BLE001 -- reported by the main thread
             errors.append(exc)
 
-    with stack.beat(), stack.worker("w1"), stack.worker("w2"):
+    # two beats and two workers plan concurrently (as on several hosts)
+    with stack.beat("beat1"), stack.beat("beat2"), stack.worker("w1"), stack.worker("w2"):
         threads = [threading.Thread(target=ingester, args=(p,)) for p in range(4)]
         for t in threads:
             t.start()
