@@ -5,7 +5,7 @@ from a few concurrent HTTP clients and prints samples/s and the p50/p99 latency 
 Goal: >= 10,000 samples/s on PostgreSQL and >= 5,000 on SQLite.
 
     .venv/bin/python benchmarks/ingest.py                       # both databases
-    .venv/bin/python benchmarks/ingest.py --databases sqlite
+    .venv/bin/python benchmarks/ingest.py --databases sqlite --concurrency 1,4,8
     .venv/bin/python benchmarks/ingest.py --url http://127.0.0.1:8000 --key cw_... --model m
 
 Without ``--url`` it starts its own servers: a SQLite file in a temporary directory, and a
@@ -46,6 +46,7 @@ class Result:
     seconds: float
     latencies: list[float]
     text_chars: float
+    concurrency: int
     load: tuple[float, float]  # 1-minute load average before and after the run
 
     @property
@@ -215,7 +216,8 @@ def post_all(
     return wall, latencies
 
 
-def run_one(database: str, base: str, key: str, model: str, args) -> Result:
+def run_one(database: str, base: str, key: str, model: str, args,
+            concurrency: int) -> Result:
     bodies, chars = make_batches(args.samples, args.batch)
     # warm up connections and code paths with one small batch of its own
     warm, _ = make_batches(args.batch, args.batch)
@@ -224,14 +226,15 @@ def run_one(database: str, base: str, key: str, model: str, args) -> Result:
         f"{base}/api/v1/models/{model}", headers={"Authorization": f"Bearer {key}"}
     ).json()["samples_ingested"]
     load_before = os.getloadavg()[0]
-    wall, latencies = post_all(base, key, model, bodies, args.concurrency)
+    wall, latencies = post_all(base, key, model, bodies, concurrency)
     load_after = os.getloadavg()[0]
     after = httpx.get(
         f"{base}/api/v1/models/{model}", headers={"Authorization": f"Bearer {key}"}
     ).json()["samples_ingested"]
     if after - before != args.samples:
         raise SystemExit(f"{database}: stored {after - before} samples, expected {args.samples}")
-    return Result(database, args.samples, wall, latencies, chars, (load_before, load_after))
+    return Result(database, args.samples, wall, latencies, chars, concurrency,
+                  (load_before, load_after))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,17 +242,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", default="4",
+                        help="concurrent HTTP clients; a comma list runs each in turn")
     parser.add_argument("--url", help="target a running server instead of starting one")
     parser.add_argument("--key", help="ingest or admin key for --url")
     parser.add_argument("--model", help="existing model for --url")
     args = parser.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
 
     results: list[Result] = []
     if args.url:
         if not (args.key and args.model):
             parser.error("--url needs --key and --model")
-        results.append(run_one(args.url, args.url.rstrip("/"), args.key, args.model, args))
+        for level in levels:
+            results.append(run_one(args.url, args.url.rstrip("/"), args.key, args.model, args,
+                                   level))
     else:
         for database in args.databases.split(","):
             with tempfile.TemporaryDirectory(prefix="cw-bench-") as tmp, ExitStack() as stack:
@@ -261,20 +268,21 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     parser.error(f"unknown database {database!r}; use sqlite or postgresql")
                 base, key, model = stack.enter_context(running_api(url, workdir))
-                results.append(run_one(database, base, key, model, args))
+                for level in levels:
+                    results.append(run_one(database, base, key, model, args, level))
 
     print(
         f"\ningest: {args.samples} samples, batches of {args.batch}, "
-        f"{args.concurrency} concurrent clients, one `collapsewatch api` process"
+        "one `collapsewatch api` process"
     )
     print(
-        f"{'database':<12}{'samples/s':>12}{'p50 batch ms':>15}{'p99 batch ms':>15}"
+        f"{'database':<12}{'clients':>8}{'samples/s':>12}{'p50 batch ms':>15}{'p99 batch ms':>15}"
         f"{'mean text chars':>18}{'load before/after':>20}"
     )
     for r in results:
         load = f"{r.load[0]:.1f}/{r.load[1]:.1f}"
         print(
-            f"{r.database:<12}{r.rate:>12,.0f}{r.percentile(0.5) * 1000:>15.1f}"
+            f"{r.database:<12}{r.concurrency:>8}{r.rate:>12,.0f}{r.percentile(0.5) * 1000:>15.1f}"
             f"{r.percentile(0.99) * 1000:>15.1f}{r.text_chars:>18.0f}{load:>20}"
         )
     print(f"(machine: {os.cpu_count()} CPUs; the load average counts everything running on it)")
@@ -282,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if r.database in goals:
             verdict = "meets" if r.rate >= goals[r.database] else "BELOW"
-            print(f"{r.database}: {verdict} the goal of {goals[r.database]:,} samples/s")
+            print(f"{r.database} with {r.concurrency} clients: {verdict} the goal of "
+                  f"{goals[r.database]:,} samples/s")
     return 0
 
 

@@ -125,11 +125,16 @@ def run_latency(windows: int, window_size: int, workdir: Path) -> dict[str, floa
                 time.sleep(0.05)
             latencies.append(time.perf_counter() - t0)
             print(f"  window {w}: {latencies[-1]:.2f} s", flush=True)
+    # bands are computed on first use per (window size, token budget) and kept by the
+    # worker; the second half shows the steady state once they are warm
+    warm = latencies[len(latencies) // 2:]
     return {
         "windows": windows,
         "p50": statistics.median(latencies),
         "p95": percentile(latencies, 0.95),
         "max": max(latencies),
+        "warm_p50": statistics.median(warm),
+        "warm_p95": percentile(warm, 0.95),
     }
 
 
@@ -290,13 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.part in ("latency", "both"):
             print(f"latency: {args.windows} windows of {args.window_size} (embedded)", flush=True)
             lat = run_latency(args.windows, args.window_size, workdir)
-            rows.append(
-                (
-                    "window -> REST latency, embedded, p95",
-                    f"{lat['p95']:.1f} s (p50 {lat['p50']:.1f}, max {lat['max']:.1f})",
-                    "<= 10 s",
-                )
-            )
+            rows.append(("window -> REST latency, embedded, p95, all windows",
+                         f"{lat['p95']:.1f} s (p50 {lat['p50']:.1f}, max {lat['max']:.1f})",
+                         "<= 10 s"))
+            rows.append(("window -> REST latency, embedded, p95, second half",
+                         f"{lat['warm_p95']:.1f} s (p50 {lat['warm_p50']:.1f})", "<= 10 s"))
         if args.part in ("throughput", "both"):
             print(
                 f"throughput: {args.windows} windows of {args.window_size}, one worker "
@@ -309,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"per window median {thr['median_window_seconds']:.1f} s)")
             rows.append((label, value, "-"))
     width = max(len(r[0]) for r in rows)
-    print(f"\n{'measure':<{width}}  {'collapsewatch':<48}  goal")
+    print(f"\n{'measure':<{width}}  {'collapsewatch':<56}  goal")
     for name, value, goal in rows:
-        print(f"{name:<{width}}  {value:<48}  {goal}")
+        print(f"{name:<{width}}  {value:<56}  {goal}")
     print(
         f"\n(machine: {os.cpu_count()} CPUs, load average "
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())})"

@@ -1,0 +1,85 @@
+"""The commands in README.md work as written (run from the README text itself)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+
+from tests.support import REPO, VENV_BIN, free_port, process, wait_http
+
+README = (REPO / "README.md").read_text()
+
+
+def readme_block(name: str) -> str:
+    match = re.search(rf"<!-- readme-test: {name} -->\s*```bash\n(.*?)```", README, re.S)
+    assert match, f"README has no block marked readme-test: {name}"
+    return match.group(1)
+
+
+def write_jsonl(path, texts) -> None:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+
+
+def shuffled_human(human_documents, seed: int) -> list[str]:
+    docs = list(dict.fromkeys(human_documents))  # unique, order kept
+    random.Random(seed).shuffle(docs)
+    return docs
+
+
+def json_objects(text: str) -> list:
+    """The JSON documents printed one after another (curl adds no newline)."""
+    decoder, out, i = json.JSONDecoder(), [], 0
+    while (i := text.find("{", i)) != -1:
+        obj, i = decoder.raw_decode(text, i)
+        out.append(obj)
+    return out
+
+
+def run_block(block: str, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
+    (cwd / ".venv").symlink_to(VENV_BIN.parent)
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=cwd, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def test_readme_names_the_two_setup_commands():
+    assert "make run" in README and "make test" in README
+
+
+def test_readme_rest_examples_work_against_serve(tmp_path, human_documents):
+    docs = shuffled_human(human_documents, 7)
+    write_jsonl(tmp_path / "human.jsonl", docs[:300])
+    port = free_port()
+    block = readme_block("rest").replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    env = {"COLLAPSEWATCH_LOG_JSON": "1"}
+    args = [str(VENV_BIN / "collapsewatch"), "serve", "--port", str(port)]
+    with process(args, tmp_path / "serve.log", env=env, cwd=tmp_path) as serve:
+        wait_http(f"http://127.0.0.1:{port}/readyz", timeout=120, proc=serve.popen)
+        result = run_block(block, tmp_path)
+        assert result.returncode == 0, result.stderr + serve.log()[-3000:]
+    answers = json_objects(result.stdout)
+    model, ingest, health, evaluations = answers
+    assert model["name"] == "chat-v3" and model["window"]["size"] == 500
+    assert ingest == {"accepted": 1, "duplicates": 0}
+    assert health["health"] == "insufficient_data"
+    assert evaluations["evaluations"] == []
+
+
+def test_readme_release_gate_passes_human_text_and_fails_degenerate_text(tmp_path,
+                                                                         human_documents):
+    docs = shuffled_human(human_documents, 11)
+    write_jsonl(tmp_path / "human.jsonl", docs[:1500])
+    write_jsonl(tmp_path / "current-model.jsonl", docs[1500:1900])
+    write_jsonl(tmp_path / "candidate.jsonl", docs[1900:2300])
+    block = readme_block("gate")
+    result = run_block(block, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "health" in result.stdout.lower()
+
+    # a degenerate candidate: a handful of outputs repeated over and over
+    write_jsonl(tmp_path / "candidate.jsonl", (docs[2300:2310] * 40))
+    (tmp_path / ".venv").unlink()
+    result = run_block(block, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "collapse" in result.stdout.lower()
