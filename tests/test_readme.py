@@ -75,11 +75,11 @@ def test_readme_release_gate_passes_human_text_and_fails_degenerate_text(tmp_pat
     block = readme_block("gate")
     result = run_block(block, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "health" in result.stdout.lower()
+    assert re.search(r"^health\s+(HEALTHY|EARLY_COLLAPSE)$", result.stdout, re.M), result.stdout
 
     # a degenerate candidate: a handful of outputs repeated over and over
     write_jsonl(tmp_path / "candidate.jsonl", (docs[2300:2310] * 40))
     (tmp_path / ".venv").unlink()
     result = run_block(block, tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "collapse" in result.stdout.lower()
+    assert re.search(r"^health\s+COLLAPSE$", result.stdout, re.M), result.stdout
