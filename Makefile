@@ -19,7 +19,14 @@ test: $(STAMP)
 	bash scripts/test.sh $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check metrics collectors service migrations tests benchmarks
+	$(VENV)/bin/ruff check metrics collectors service migrations tests benchmarks scripts
+
+# side-by-side speed runs (peers are installed in their own virtualenvs on first use)
+bench: $(STAMP)
+	$(VENV)/bin/python -m benchmarks.scoring
+	$(VENV)/bin/python -m benchmarks.ingest
+	$(VENV)/bin/python -m benchmarks.sdk
+	$(VENV)/bin/python -m benchmarks.pipeline
 
 clean:
 	rm -rf $(VENV) .collapsewatch .pytest_cache

@@ -91,4 +91,4 @@ def get_settings() -> Settings:
     return Settings()
 
 
-__all__ = ["Settings", "get_settings", "Field"]
+__all__ = ["Field", "Settings", "get_settings"]
