@@ -55,6 +55,18 @@ def distinct_n(docs: Docs, n: int) -> float:
     return 0.0 if value is None else value
 
 
+def distinct_ns(docs: Docs, max_n: int = 3) -> list[float]:
+    """``[distinct_n(docs, n) for n in 1..max_n]``, tokens encoded once. O(max_n·T log T)."""
+    if max_n < 1:
+        raise ValueError(f"max_n must be >= 1, got {max_n}")
+    ids, offsets = _encode(docs)
+    out = []
+    for n in range(1, max_n + 1):
+        value = kernels.distinct_ratio(ngram_keys(ids, offsets, n)[0])
+        out.append(0.0 if value is None else value)
+    return out
+
+
 def self_repetition(docs: Docs, n: int = 4) -> float:
     """Self-repetition score (Salkar et al. 2022), as ``diversity.self_repetition_score``.
 

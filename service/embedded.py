@@ -9,7 +9,6 @@ A child that dies on its own is restarted (a bounded number of times).
 
 from __future__ import annotations
 
-import inspect
 import os
 import signal
 import subprocess
@@ -128,21 +127,15 @@ class Supervisor:
 
 
 def _start_demo_when_up(server, stop_event: threading.Event, base_url: str) -> None:
-    """Run ``service.demo.start_demo(stop_event)`` once the API answers, if it exists
-    (telling it where this server listens when it takes ``base_url``)."""
+    """Run ``service.demo.start_demo`` once the API answers, telling it where it listens."""
     while not server.started and not stop_event.is_set():
         time.sleep(0.1)
     if stop_event.is_set():
         return
+    from service import demo
+
     try:
-        from service import demo
-    except ImportError:
-        log.warning("--demo: the demo module is not available in this installation")
-        return
-    start: Callable[..., object] = demo.start_demo
-    kwargs = {"base_url": base_url} if "base_url" in inspect.signature(start).parameters else {}
-    try:
-        start(stop_event, **kwargs)
+        demo.start_demo(stop_event, base_url=base_url)
     except Exception:  # the demo must never take the service down
         log.exception("demo stopped with an error")
 

@@ -10,20 +10,14 @@ from sqlalchemy.orm import Session
 
 from service.api.errors import ProblemError
 from service.auth import Principal, verify_key
-from service.db import session_factory
+from service.db import session_scope
 from service.settings import Settings, get_settings
 
 
 def get_session() -> Iterator[Session]:
-    session = session_factory()()
-    try:
+    """One session per request: committed when the route returns, rolled back on error."""
+    with session_scope() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

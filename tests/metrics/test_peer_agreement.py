@@ -176,3 +176,8 @@ def test_compression_ratio_is_one_gzip_pass(name: str) -> None:
     assert got > values["peer_double_gzip_ratio"]
     assert values["original_bytes"] / got == pytest.approx(values["single_gzip_bytes"])
     assert round(values["peer_double_gzip_ratio"], 3) == values["peer_public_rounded"]
+
+
+def test_distinct_ns_equals_distinct_n_for_each_n():
+    docs = [["a", "b", "a", "b"], ["c", "a", "b"], [], ["a"]]
+    assert F.distinct_ns(docs, 3) == [F.distinct_n(docs, n) for n in (1, 2, 3)]
