@@ -7,13 +7,15 @@ import random
 import re
 import subprocess
 
+import httpx
+
 from tests.support import REPO, VENV_BIN, free_port, process, wait_http
 
 README = (REPO / "README.md").read_text()
 
 
-def readme_block(name: str) -> str:
-    match = re.search(rf"<!-- readme-test: {name} -->\s*```bash\n(.*?)```", README, re.DOTALL)
+def readme_block(name: str, lang: str = "bash") -> str:
+    match = re.search(rf"<!-- readme-test: {name} -->\s*```{lang}\n(.*?)```", README, re.DOTALL)
     assert match, f"README has no block marked readme-test: {name}"
     return match.group(1)
 
@@ -58,6 +60,21 @@ def test_readme_rest_examples_work_against_serve(tmp_path, human_documents):
         wait_http(f"http://127.0.0.1:{port}/readyz", timeout=120, proc=serve.popen)
         result = run_block(block, tmp_path)
         assert result.returncode == 0, result.stderr + serve.log()[-3000:]
+
+        # the SDK snippet, as written, pushes one more output for the same model
+        ingest_key = subprocess.run(
+            [str(VENV_BIN / "collapsewatch"), "keys", "create", "--scope", "ingest",
+             "--model", "chat-v3"], cwd=tmp_path, check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        snippet = readme_block("sdk", "python").replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        sdk = subprocess.run(
+            [str(VENV_BIN / "python"), "-c",
+             (f"INGEST_KEY = {ingest_key!r}\ncompletion_text = 'It ships on Monday.'\n"
+             f"prompt = 'When does it ship?'\n{snippet}")],
+            cwd=tmp_path, check=False, capture_output=True, text=True, timeout=60)
+        assert sdk.returncode == 0, sdk.stderr
+        model_now = httpx.get(f"http://127.0.0.1:{port}/api/v1/models/chat-v3").json()
+        assert model_now["samples_ingested"] == 2
     answers = json_objects(result.stdout)
     model, ingest, health, evaluations = answers
     assert model["name"] == "chat-v3" and model["window"]["size"] == 500
@@ -83,3 +100,10 @@ def test_readme_release_gate_passes_human_text_and_fails_degenerate_text(tmp_pat
     result = run_block(block, tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"^health\s+COLLAPSE$", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_readme_collector_commands_answer_help():
+    for command in (["collect", "openai", "--help"], ["collect", "tail", "--help"]):
+        result = subprocess.run([str(VENV_BIN / "collapsewatch"), *command], check=False,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and "usage:" in result.stdout, result.stderr
