@@ -17,8 +17,8 @@ from __future__ import annotations
 import email.utils
 import json
 import random
-import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
@@ -65,8 +65,11 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | No
     return step / 2 + (rng or random).uniform(0, step / 2)
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date, RFC 9110 §10.2.3)."""
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date, RFC 9110 §10.2.3).
+
+    None when absent or unreadable; an HTTP-date without a zone counts as UTC.
+    """
     if not value:
         return None
     value = value.strip()
@@ -76,9 +79,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _problem_detail(response: httpx.Response) -> str:
