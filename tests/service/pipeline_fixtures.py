@@ -172,6 +172,15 @@ def window_result(reference_profile, window_documents) -> dict:
     return metrics.score(window_documents[:WINDOW], reference_profile)
 
 
+def score_now(evaluation_id: int):
+    """Run the scoring task's logic for one evaluation in this process."""
+    from service import scoring
+    from service.db import session_factory
+    from service.settings import get_settings
+
+    return scoring.score_window(evaluation_id, get_settings(), session_factory())
+
+
 def plan_now() -> list[int]:
     """Plan due windows in this process without enqueueing (the tests drive scoring)."""
     from service.db import session_factory

@@ -15,15 +15,8 @@ from tests.service.pipeline_fixtures import (
     evaluation,
     ingest,
     plan_now,
+    score_now,
 )
-
-
-def _score(evaluation_id: int):
-    from service import scoring
-    from service.db import session_factory
-    from service.settings import get_settings
-
-    return scoring.score_window(evaluation_id, get_settings(), session_factory())
 
 
 def _ensure(model_id: int):
@@ -61,7 +54,7 @@ def test_first_windows_become_the_baseline(pipeline_env, client, reference_profi
     ids = plan_now()
     assert len(ids) == 3
     last = ids[-1]  # window index 4
-    assert _score(last).status == "done"
+    assert score_now(last).status == "done"
 
     # three windows of 60 hold fewer than the 200 documents a profile needs: four are taken
     model = _model(model_id)
@@ -83,7 +76,7 @@ def test_first_windows_become_the_baseline(pipeline_env, client, reference_profi
     # a window that is part of the baseline is not judged against it
     with session_scope() as session:
         window0 = session.scalar(select(Evaluation.id).where(Evaluation.window_index == 0))
-    assert _score(window0).status == "done"
+    assert score_now(window0).status == "done"
     assert evaluation(window0).baseline_id is None
     assert client.get("/api/v1/models/bot/health").json()["baseline_status"] == "set"
 

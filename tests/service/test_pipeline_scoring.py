@@ -20,15 +20,8 @@ from tests.service.pipeline_fixtures import (
     evaluation,
     ingest,
     plan_now,
+    score_now,
 )
-
-
-def _score(evaluation_id: int):
-    from service import scoring
-    from service.db import session_factory
-    from service.settings import get_settings
-
-    return scoring.score_window(evaluation_id, get_settings(), session_factory())
 
 
 def _score_keys(evaluation_id: int) -> list[tuple[str, str]]:
@@ -52,7 +45,7 @@ def one_window(pipeline_env, reference_profile, reference_documents, window_docu
 def test_score_window_stores_the_score_json_and_flat_scores_once(one_window):
     import metrics
 
-    outcome = _score(one_window)
+    outcome = score_now(one_window)
     assert outcome.status == "done"
     row = evaluation(one_window)
     assert row.status == "done" and row.attempts == 1 and row.error is None
@@ -70,7 +63,7 @@ def test_score_window_stores_the_score_json_and_flat_scores_once(one_window):
     assert {s for k, s in keys if k == "signal"} == set(metrics.SIGNALS)
 
     # delivered again: nothing is scored or written twice
-    assert _score(one_window).status == "skipped"
+    assert score_now(one_window).status == "skipped"
     assert _score_keys(one_window) == expected
     assert evaluation(one_window).attempts == 1
 
@@ -78,7 +71,7 @@ def test_score_window_stores_the_score_json_and_flat_scores_once(one_window):
 def test_flat_scores_match_the_score_json(one_window):
     from service.db import session_scope
 
-    _score(one_window)
+    score_now(one_window)
     result = evaluation(one_window).result
     with session_scope() as session:
         rows = {(r.kind, r.name): r for r in session.scalars(select(Score))}
@@ -133,7 +126,7 @@ def test_transient_error_releases_the_claim(one_window):
         assert scoring.release(session, one_window, attempt, "OperationalError: gone")
     row = evaluation(one_window)
     assert row.status == "pending" and row.error == "OperationalError: gone"
-    assert _score(one_window).status == "done"
+    assert score_now(one_window).status == "done"
     assert evaluation(one_window).attempts == 2
 
 
@@ -145,11 +138,11 @@ def test_a_corrupt_profile_fails_the_evaluation_with_a_reason(pipeline_env,
     add_model("bot", ref, size=WINDOW)
     ingest("bot", window_documents[:WINDOW])
     (evaluation_id,) = plan_now()
-    assert _score(evaluation_id).status == "failed"
+    assert score_now(evaluation_id).status == "failed"
     row = evaluation(evaluation_id)
     assert row.status == "failed" and "ProfileError" in row.error
     assert count_rows(Score) == 0
-    assert _score(evaluation_id).status == "skipped"  # failed for good
+    assert score_now(evaluation_id).status == "skipped"  # failed for good
 
 
 def test_profiles_are_loaded_once_per_sha256(pipeline_env, reference_profile,
@@ -163,7 +156,7 @@ def test_profiles_are_loaded_once_per_sha256(pipeline_env, reference_profile,
     PROFILES.clear()
     before = PROFILES.loads
     for evaluation_id in ids:
-        assert _score(evaluation_id).status == "done"
+        assert score_now(evaluation_id).status == "done"
     assert PROFILES.loads - before == 1
 
 
