@@ -154,6 +154,21 @@ def running_api(database_url: str, workdir: Path) -> Iterator[tuple[str, str, st
         yield base, key, "bench"
 
 
+@contextmanager
+def api_on(database: str) -> Iterator[tuple[str, str, str]]:
+    """A running `collapsewatch api` on a throwaway ``sqlite`` or ``postgresql`` database:
+    yields (base url, ingest key, model)."""
+    if database not in ("sqlite", "postgresql"):
+        raise ValueError(f"unknown database {database!r}; use sqlite or postgresql")
+    with tempfile.TemporaryDirectory(prefix="cw-bench-") as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        if database == "sqlite":
+            url = f"sqlite:///{workdir / 'bench.db'}"
+        else:
+            url = stack.enter_context(fresh_postgres(workdir))
+        yield stack.enter_context(running_api(url, workdir))
+
+
 def make_batches(total: int, batch_size: int) -> tuple[list[bytes], float]:
     """Request bodies, encoded before the clock starts; and the mean text length."""
     from service.sample_data import human_documents
@@ -259,15 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                                    level))
     else:
         for database in args.databases.split(","):
-            with tempfile.TemporaryDirectory(prefix="cw-bench-") as tmp, ExitStack() as stack:
-                workdir = Path(tmp)
-                if database == "sqlite":
-                    url = f"sqlite:///{workdir / 'bench.db'}"
-                elif database == "postgresql":
-                    url = stack.enter_context(fresh_postgres(workdir))
-                else:
-                    parser.error(f"unknown database {database!r}; use sqlite or postgresql")
-                base, key, model = stack.enter_context(running_api(url, workdir))
+            if database not in ("sqlite", "postgresql"):
+                parser.error(f"unknown database {database!r}; use sqlite or postgresql")
+            with api_on(database) as (base, key, model):
                 for level in levels:
                     results.append(run_one(database, base, key, model, args, level))
 

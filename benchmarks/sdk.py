@@ -23,10 +23,8 @@ import math
 import os
 import queue
 import sys
-import tempfile
 import time
 import uuid
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -34,7 +32,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.ingest import fresh_postgres, running_api
+from benchmarks.ingest import api_on
 from collectors import Client
 
 
@@ -189,15 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         report(args.url, args.url.rstrip("/"), args.key, args.model, args)
         return 0
     for database in args.databases.split(","):
-        with tempfile.TemporaryDirectory(prefix="cw-bench-sdk-") as tmp, ExitStack() as stack:
-            workdir = Path(tmp)
-            if database == "sqlite":
-                url = f"sqlite:///{workdir / 'bench.db'}"
-            elif database == "postgresql":
-                url = stack.enter_context(fresh_postgres(workdir))
-            else:
-                parser.error(f"unknown database {database!r}; use sqlite or postgresql")
-            base, key, model = stack.enter_context(running_api(url, workdir))
+        if database not in ("sqlite", "postgresql"):
+            parser.error(f"unknown database {database!r}; use sqlite or postgresql")
+        with api_on(database) as (base, key, model):
             report(f"collapsewatch api on {database}", base, key, model, args)
     return 0
 
