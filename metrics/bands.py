@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from metrics.registry import REGISTRY, Context, compute_all
+from metrics.registry import BUDGET_COLUMNS, DOC_COLUMNS, REGISTRY, Context, compute_all, minhash_of
 from metrics.sample import Corpus, Sample
 
 _THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -51,6 +51,12 @@ def _draw(rng: np.random.Generator, lengths: np.ndarray, n_docs: int, budget: in
     return order[: max(n_docs, need_tokens)]
 
 
+# Version of the replicate draw. 2: a replicate's random stream does not depend on the
+# budget, so its document view is the same at every budget (and its budget view at a
+# larger budget extends the one at a smaller budget).
+BAND_DRAW = 2
+
+
 def band_matrix(
     pool: Corpus,
     pool_doc_keys: np.ndarray,
@@ -60,18 +66,34 @@ def band_matrix(
     ctx: Context,
     replicates: int,
     seed: int,
+    doc_part: np.ndarray | None = None,
 ) -> np.ndarray:
     """(replicates, metrics) values of the registry on random pool samples. NaN = undefined.
 
-    Replicate r draws from its own random stream, seeded by (seed, n_docs, budget, r):
-    a band is the same whether computed at build time, on demand in a worker, by the
-    offline CLI, or by any number of threads. Replicates run on a few threads: the work
-    is numpy sorting and arithmetic, which releases the GIL.
+    Replicate r draws from its own random stream, seeded by (seed, n_docs, r): a band is
+    the same whether computed at build time, on demand in a worker, by the offline CLI,
+    or by any number of threads. The stream does not depend on ``budget``, so replicate
+    r reads the same documents at every budget: the "docs" metrics (see
+    :attr:`MetricSpec.view`) of a band at ``n_docs`` documents are valid at any budget,
+    and ``doc_part`` (the ``DOC_COLUMNS`` of an earlier band at ``n_docs``) saves
+    computing them again; only the "budget" metrics are then computed.
+
+    Replicates run on a few threads: the work is numpy sorting and arithmetic, which
+    releases the GIL.
     """
     lengths = pool.lengths
+    if doc_part is not None and doc_part.shape != (replicates, len(DOC_COLUMNS)):
+        raise ValueError(f"doc_part has shape {doc_part.shape}, expected "
+                         f"{(replicates, len(DOC_COLUMNS))}")
+    columns = BUDGET_COLUMNS if doc_part is not None else None
+    # MinHash signatures depend only on their own document: compute each pool document's
+    # once, and let a replicate take its documents' rows
+    signatures = None
+    if doc_part is None and pool.n_docs and n_docs:
+        signatures = minhash_of(Sample(pool, 0, pool_doc_keys), ctx)
 
     def replicate(r: int) -> np.ndarray:
-        rng = np.random.default_rng([int(seed), int(n_docs), int(budget), 0xBA5D, r])
+        rng = np.random.default_rng([int(seed), int(n_docs), 0xBA5D, BAND_DRAW, r])
         order = _draw(rng, lengths, n_docs, budget)
         docs_sel = order[:n_docs]
         sample = Sample(
@@ -80,9 +102,15 @@ def band_matrix(
             doc_keys=pool_doc_keys[docs_sel],
             budget_source=pool.take(order),
         )
-        nll = pool_doc_nll[docs_sel]
-        sample._cache["doc_nll"] = nll[~np.isnan(nll)]
-        return compute_all(sample, ctx)
+        if columns is None:
+            nll = pool_doc_nll[docs_sel]
+            sample._cache["doc_nll"] = nll[~np.isnan(nll)]
+            if signatures is not None:
+                sample._cache["minhash"] = signatures[docs_sel]
+        row = compute_all(sample, ctx, columns)
+        if doc_part is not None:
+            row[DOC_COLUMNS] = doc_part[r]
+        return row
 
     workers = min(_THREADS, replicates)
     if workers <= 1:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from metrics.bands import band_matrix
+from metrics.bands import BAND_DRAW, band_matrix
 from metrics.config import ReferenceConfig
 from metrics.errors import ProfileError
 from metrics.lm import ReferenceModel
-from metrics.registry import METRIC_NAMES, Context
+from metrics.registry import DOC_COLUMNS, METRIC_NAMES, Context
 from metrics.sample import Corpus
 
 MAGIC = b"COLLAPSEWATCH-PROFILE\n"
@@ -62,6 +62,9 @@ class Profile:
     human_ratios: dict[str, float | None] | None = None  # baseline only
     stored_bands: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     _memo: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    band_draw: int = BAND_DRAW  # how the stored bands' replicates were drawn
+    _doc_parts: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _computing: dict[tuple[int, int], threading.Event] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _context: Context | None = field(default=None, repr=False)
 
@@ -86,28 +89,67 @@ class Profile:
         """(replicates, metrics) band for ``n_docs`` documents and ``budget`` tokens.
 
         Stored bands are used when present; others are computed once and memoised on
-        this object. A baseline needs its reference (whose tail band and LM the metrics
-        use).
+        this object. A band for a new budget at a known window size reuses the "docs"
+        columns of the earlier one (see :func:`metrics.bands.band_matrix`), so only the
+        budget-dependent metrics are computed. Threads asking for the same band while it
+        is being computed wait for it instead of computing it again. A baseline needs its
+        reference (whose tail band and LM the metrics use).
         """
         key = (int(n_docs), int(budget))
         if key in self.stored_bands:
             return self.stored_bands[key]
+        while True:
+            with self._lock:
+                if key in self._memo:
+                    self._memo.move_to_end(key)
+                    return self._memo[key]
+                pending = self._computing.get(key)
+                if pending is None:
+                    pending = self._computing[key] = threading.Event()
+                    break
+            pending.wait()  # another thread is computing it; then read the memo
+        try:
+            matrix = self._compute_band(key, reference)
+            with self._lock:
+                self._memo[key] = matrix
+                while len(self._memo) > _MEMO_LIMIT:
+                    self._memo.popitem(last=False)
+        finally:
+            with self._lock:
+                del self._computing[key]
+            pending.set()
+        return matrix
+
+    def has_band(self, n_docs: int, budget: int) -> bool:
+        """True if the band is stored or already computed (asking for it costs nothing)."""
+        key = (int(n_docs), int(budget))
         with self._lock:
-            if key in self._memo:
-                self._memo.move_to_end(key)
-                return self._memo[key]
+            return key in self.stored_bands or key in self._memo
+
+    def _doc_part(self, n_docs: int) -> np.ndarray | None:
+        """The "docs" columns of any band at ``n_docs`` documents drawn the current way."""
+        with self._lock:
+            part = self._doc_parts.get(n_docs)
+        if part is not None:
+            return part
+        if self.band_draw == BAND_DRAW:
+            for (n, _), matrix in self.stored_bands.items():
+                if n == n_docs and matrix.shape[0] == self.config.replicates:
+                    return matrix[:, DOC_COLUMNS]
+        return None
+
+    def _compute_band(self, key: tuple[int, int], reference: Profile | None) -> np.ndarray:
         ref = self if self.kind == "reference" else reference
         if ref is None:
             raise ProfileError("a baseline band needs the reference it was built against")
         matrix = band_matrix(
             self.pool, self.pool_doc_keys, self.pool_doc_nll, key[0], key[1],
             ref.context(), self.config.replicates, self.config.seed,
+            doc_part=self._doc_part(key[0]),
         )
         matrix.setflags(write=False)
         with self._lock:
-            self._memo[key] = matrix
-            while len(self._memo) > _MEMO_LIMIT:
-                self._memo.popitem(last=False)
+            self._doc_parts.setdefault(key[0], matrix[:, DOC_COLUMNS])
         return matrix
 
     def __repr__(self) -> str:
@@ -129,6 +171,7 @@ class Profile:
             "reference_sha256": self.reference_sha256,
             "human_ratios": self.human_ratios,
             "metrics": list(METRIC_NAMES),
+            "band_draw": self.band_draw,
             "vocab_size": len(self.pool.vocab),
         }
 
@@ -221,6 +264,7 @@ class Profile:
             reference_sha256=meta.get("reference_sha256"),
             human_ratios=meta.get("human_ratios"),
             stored_bands=bands,
+            band_draw=int(meta.get("band_draw", 1)),
         )
 
 

@@ -37,6 +37,11 @@ class MetricSpec:
 
     signal: "diversity", "tail_coverage", "sameness" or "typicality" (reported only).
     direction: how the value moves under collapse ("down" or "up").
+    view: what the metric reads. "docs": the window's documents (per-document quantities:
+      duplicates, Self-BLEU, NLL); "budget": the first B tokens (type counts, which depend
+      on sample size). A "docs" metric must not read the budget view and vice versa: a
+      band replicate's document view is the same at every budget, so its "docs" columns
+      are computed once per window size and reused across budgets (see metrics.bands).
     cost: time complexity in tokens T and documents D.
     weight: weight in its signal's aggregate (0 = reported, not aggregated).
     complement_ratio: for duplicate rates, which are often exactly 0 in human text, the
@@ -47,6 +52,7 @@ class MetricSpec:
     """
 
     name: str
+    view: str  # "docs" (whole documents) or "budget" (the token budget view)
     signal: str
     direction: str
     cost: str
@@ -147,12 +153,19 @@ def _shingles(s: Sample, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     return (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32), doc_of
 
 
+def minhash_of(s: Sample, ctx: Context) -> np.ndarray:
+    """(documents, num_perm) MinHash signatures of a sample's documents. A row depends only
+    on its own document, so rows computed for a pool can be taken for any subset of it."""
+    su = ctx.suite
+    hashes, owners = _shingles(s, ctx)
+    return kernels.minhash_signatures(hashes, owners, s.n_docs, su.num_perm, su.minhash_seed)
+
+
 def _near_dup(s: Sample, ctx: Context) -> float | None:
     if s.n_docs == 0:
         return None
     su = ctx.suite
-    hashes, owners = _shingles(s, ctx)
-    sig = kernels.minhash_signatures(hashes, owners, s.n_docs, su.num_perm, su.minhash_seed)
+    sig = s.memo("minhash", lambda: minhash_of(s, ctx))
     eligible = s.docs.lengths > 0
     return float(kernels.near_duplicate_flags(sig, su.near_duplicate_threshold, eligible).mean())
 
@@ -238,48 +251,48 @@ def _unigram_jsd(s: Sample, ctx: Context) -> float | None:
 
 
 REGISTRY: tuple[MetricSpec, ...] = (
-    MetricSpec("distinct_1", "diversity", DOWN, "O(T log T)", _distinct(1),
+    MetricSpec("distinct_1", "budget", "diversity", DOWN, "O(T log T)", _distinct(1),
                description="distinct unigrams / unigrams on the token budget"),
-    MetricSpec("distinct_2", "diversity", DOWN, "O(T log T)", _distinct(2),
+    MetricSpec("distinct_2", "budget", "diversity", DOWN, "O(T log T)", _distinct(2),
                description="distinct bigrams / bigrams on the token budget"),
-    MetricSpec("distinct_3", "diversity", DOWN, "O(T log T)", _distinct(3),
+    MetricSpec("distinct_3", "budget", "diversity", DOWN, "O(T log T)", _distinct(3),
                description="distinct trigrams / trigrams on the token budget"),
-    MetricSpec("unigram_entropy", "diversity", DOWN, "O(T log T)", _entropy,
+    MetricSpec("unigram_entropy", "budget", "diversity", DOWN, "O(T log T)", _entropy,
                description="Shannon entropy of the unigram distribution (bits)"),
-    MetricSpec("mattr", "diversity", DOWN, "O(T log T)", _mattr,
+    MetricSpec("mattr", "budget", "diversity", DOWN, "O(T log T)", _mattr,
                description="moving-average type-token ratio, window 100"),
-    MetricSpec("compression_ratio", "diversity", UP, "O(T)", _compression,
+    MetricSpec("compression_ratio", "budget", "diversity", UP, "O(T)", _compression,
                description="text bytes / gzip bytes (one pass); rises as text repeats"),
-    MetricSpec("tail_recall", "tail_coverage", DOWN, "O(T log V)", _tail_recall,
+    MetricSpec("tail_recall", "budget", "tail_coverage", DOWN, "O(T log V)", _tail_recall,
                description="share of the reference tail-band types that appear"),
-    MetricSpec("tail_mass", "tail_coverage", DOWN, "O(T log V)", _tail_mass,
+    MetricSpec("tail_mass", "budget", "tail_coverage", DOWN, "O(T log V)", _tail_mass,
                description="share of window tokens that are tail-band types"),
-    MetricSpec("missing_mass", "tail_coverage", DOWN, "O(T log T)", _missing_mass,
+    MetricSpec("missing_mass", "budget", "tail_coverage", DOWN, "O(T log T)", _missing_mass,
                description="Good-Turing missing mass N1/N"),
-    MetricSpec("chao1", "tail_coverage", DOWN, "O(T log T)", _chao1,
+    MetricSpec("chao1", "budget", "tail_coverage", DOWN, "O(T log T)", _chao1,
                description="bias-corrected Chao1 richness estimate"),
-    MetricSpec("rare_bigram_recall", "tail_coverage", DOWN, "O(T log V)", _rare_bigram_recall,
+    MetricSpec("rare_bigram_recall", "budget", "tail_coverage", DOWN, "O(T log V)", _rare_bigram_recall,
                description="share of reference hapax bigrams that appear"),
-    MetricSpec("exact_duplicate_rate", "sameness", UP, "O(T + D log D)", _exact_dup,
+    MetricSpec("exact_duplicate_rate", "docs", "sameness", UP, "O(T + D log D)", _exact_dup,
                complement_ratio=True, description="share of documents repeating an earlier one"),
-    MetricSpec("near_duplicate_rate", "sameness", UP, "O(T·128)", _near_dup, complement_ratio=True,
+    MetricSpec("near_duplicate_rate", "docs", "sameness", UP, "O(T·128)", _near_dup, complement_ratio=True,
                description="share of documents with a Jaccard >= 0.8 partner (MinHash LSH)"),
     # reported, not aggregated: zero-inflated on human text (in most small windows no two
     # documents share a 4-gram, a few share many), so its ratio to the band mean swings
     # between ~0 and ~3 on human windows alone and would dominate a geometric mean
-    MetricSpec("self_repetition", "sameness", UP, "O(T log T)", _self_repetition, weight=0.0,
+    MetricSpec("self_repetition", "docs", "sameness", UP, "O(T log T)", _self_repetition, weight=0.0,
                description="Salkar et al. 2022 self-repetition of 4-grams"),
-    MetricSpec("self_bleu", "sameness", UP, "O(T log T)", _self_bleu,
+    MetricSpec("self_bleu", "docs", "sameness", UP, "O(T log T)", _self_bleu,
                description="mean BLEU-4 of each document against all others"),
-    MetricSpec("top_ngram_share", "sameness", UP, "O(T log T)", _top_share,
+    MetricSpec("top_ngram_share", "budget", "sameness", UP, "O(T log T)", _top_share,
                description="share of trigram occurrences in the 100 most common trigrams"),
-    MetricSpec("nll_median", "typicality", DOWN, "O(T log V)", _nll_median,
+    MetricSpec("nll_median", "docs", "typicality", DOWN, "O(T log V)", _nll_median,
                description="median per-document NLL (nats/token) under the reference LM"),
-    MetricSpec("nll_spread", "typicality", DOWN, "O(T log V)", _nll_spread,
+    MetricSpec("nll_spread", "docs", "typicality", DOWN, "O(T log V)", _nll_spread,
                description="interquartile range of per-document NLL"),
-    MetricSpec("nll_ks", "typicality", UP, "O(T log V + D log D)", _nll_ks,
+    MetricSpec("nll_ks", "docs", "typicality", UP, "O(T log V + D log D)", _nll_ks,
                description="KS distance to the human per-document NLL distribution"),
-    MetricSpec("unigram_jsd", "typicality", UP, "O(T log V + V)", _unigram_jsd,
+    MetricSpec("unigram_jsd", "budget", "typicality", UP, "O(T log V + V)", _unigram_jsd,
                description="Jensen-Shannon distance to the reference unigram distribution"),
 )
 
@@ -287,11 +300,19 @@ METRIC_NAMES = tuple(spec.name for spec in REGISTRY)
 BY_NAME = {spec.name: spec for spec in REGISTRY}
 
 
-def compute_all(sample: Sample, ctx: Context) -> np.ndarray:
-    """Values of every registry metric, in registry order (NaN where undefined)."""
+DOC_COLUMNS = np.array([i for i, s in enumerate(REGISTRY) if s.view == "docs"], dtype=np.intp)
+BUDGET_COLUMNS = np.array([i for i, s in enumerate(REGISTRY) if s.view == "budget"],
+                          dtype=np.intp)
+
+
+def compute_all(sample: Sample, ctx: Context, columns: np.ndarray | None = None) -> np.ndarray:
+    """Values of every registry metric, in registry order (NaN where undefined).
+
+    ``columns``: compute only these registry positions (the others stay NaN).
+    """
     out = np.full(len(REGISTRY), np.nan)
-    for i, spec in enumerate(REGISTRY):
-        value = spec.fn(sample, ctx)
+    for i in range(len(REGISTRY)) if columns is None else columns:
+        value = REGISTRY[i].fn(sample, ctx)
         if value is not None and np.isfinite(value):
             out[i] = value
     return out

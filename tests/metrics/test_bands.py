@@ -1,0 +1,157 @@
+"""Bands: the "docs"/"budget" split of the registry, reuse across budgets, one computation
+per band however many threads ask."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import metrics
+import metrics.profile as profile_module
+from metrics.bands import band_matrix
+from metrics.registry import BUDGET_COLUMNS, DOC_COLUMNS, REGISTRY, compute_all
+from metrics.sample import Sample
+
+REPLICATES = 12
+
+
+@pytest.fixture(scope="module")
+def pool_reference(fortune_split) -> metrics.Profile:
+    cfg = metrics.ReferenceConfig(replicates=REPLICATES)
+    return metrics.build_reference(fortune_split[0][:1500], "bands", config=cfg)
+
+
+def _sample(ref: metrics.Profile, docs: np.ndarray, source: np.ndarray, budget: int) -> Sample:
+    return Sample(docs=ref.pool.take(docs), budget_tokens=budget,
+                  doc_keys=ref.pool_doc_keys[docs], budget_source=ref.pool.take(source))
+
+
+def test_every_metric_declares_which_view_it_reads():
+    assert {spec.view for spec in REGISTRY} == {"docs", "budget"}
+    assert len(DOC_COLUMNS) + len(BUDGET_COLUMNS) == len(REGISTRY)
+
+
+def test_docs_metrics_ignore_the_budget_view_and_budget_metrics_ignore_the_documents(
+    pool_reference,
+):
+    """The declared view is what each metric reads: change the other view and the value
+    stays (this is what lets a band reuse its "docs" columns at every budget)."""
+    ref, ctx = pool_reference, pool_reference.context()
+    rng = np.random.default_rng(3)
+    n = ref.pool.n_docs
+    docs_a, docs_b = rng.permutation(n)[:150], rng.permutation(n)[:150]
+    source_a, source_b = rng.permutation(n), rng.permutation(n)
+    base = compute_all(_sample(ref, docs_a, source_a, 3000), ctx)
+    other_budget = compute_all(_sample(ref, docs_a, source_b, 1800), ctx)
+    other_docs = compute_all(_sample(ref, docs_b, source_a, 3000), ctx)
+    np.testing.assert_array_equal(base[DOC_COLUMNS], other_budget[DOC_COLUMNS])
+    np.testing.assert_array_equal(base[BUDGET_COLUMNS], other_docs[BUDGET_COLUMNS])
+    # and the views do matter to the other kind (the test above can fail)
+    assert not np.array_equal(base[BUDGET_COLUMNS], other_budget[BUDGET_COLUMNS],
+                              equal_nan=True)
+    assert not np.array_equal(base[DOC_COLUMNS], other_docs[DOC_COLUMNS], equal_nan=True)
+
+
+def test_a_band_from_reused_doc_columns_equals_the_full_computation(pool_reference):
+    ref, ctx = pool_reference, pool_reference.context()
+    args = (ref.pool, ref.pool_doc_keys, ref.pool_doc_nll, 120)
+    first = band_matrix(*args, 2000, ctx, REPLICATES, seed=5)
+    full = band_matrix(*args, 2600, ctx, REPLICATES, seed=5)
+    reused = band_matrix(*args, 2600, ctx, REPLICATES, seed=5, doc_part=first[:, DOC_COLUMNS])
+    np.testing.assert_array_equal(first[:, DOC_COLUMNS], full[:, DOC_COLUMNS])
+    np.testing.assert_array_equal(reused, full)
+    assert not np.array_equal(first[:, BUDGET_COLUMNS], full[:, BUDGET_COLUMNS], equal_nan=True)
+
+
+def test_band_rows_match_the_metrics_on_the_drawn_sample(pool_reference):
+    """Precomputed per-document inputs (MinHash rows, NLL) give the same values as
+    computing the suite on the replicate's sample from scratch."""
+    ref, ctx = pool_reference, pool_reference.context()
+    band = band_matrix(ref.pool, ref.pool_doc_keys, ref.pool_doc_nll, 90, 1500, ctx, 3, seed=1)
+    from metrics.bands import BAND_DRAW, _draw
+
+    for r in range(3):
+        rng = np.random.default_rng([1, 90, 0xBA5D, BAND_DRAW, r])
+        order = _draw(rng, ref.pool.lengths, 90, 1500)
+        direct = compute_all(_sample(ref, order[:90], order, 1500), ctx)
+        np.testing.assert_array_equal(band[r], direct)
+
+
+def test_a_doc_part_of_the_wrong_shape_is_refused(pool_reference):
+    ref, ctx = pool_reference, pool_reference.context()
+    with pytest.raises(ValueError, match="doc_part"):
+        band_matrix(ref.pool, ref.pool_doc_keys, ref.pool_doc_nll, 50, 800, ctx, REPLICATES,
+                    seed=0, doc_part=np.zeros((REPLICATES, 1)))
+
+
+def _counting(monkeypatch) -> list[tuple[int, int, bool]]:
+    calls: list[tuple[int, int, bool]] = []
+    real = profile_module.band_matrix
+
+    def counted(*args, **kwargs):
+        calls.append((args[3], args[4], kwargs.get("doc_part") is not None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(profile_module, "band_matrix", counted)
+    return calls
+
+
+def test_profile_computes_a_band_once_and_reuses_doc_columns(fortune_split, monkeypatch):
+    ref = metrics.build_reference(fortune_split[0][:1200], "memo",
+                                  config=metrics.ReferenceConfig(replicates=REPLICATES))
+    calls = _counting(monkeypatch)
+    a = ref.band(100, 1500)
+    assert ref.band(100, 1500) is a
+    b = ref.band(100, 1700)
+    np.testing.assert_array_equal(a[:, DOC_COLUMNS], b[:, DOC_COLUMNS])
+    assert calls == [(100, 1500, False), (100, 1700, True)]
+    assert ref.has_band(100, 1700) and not ref.has_band(100, 1900)
+
+
+def test_threads_asking_for_the_same_band_share_one_computation(fortune_split, monkeypatch):
+    ref = metrics.build_reference(fortune_split[0][:1200], "threads",
+                                  config=metrics.ReferenceConfig(replicates=REPLICATES))
+    calls = _counting(monkeypatch)
+    results: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda: results.append(ref.band(80, 1200)))
+               for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert all(r is results[0] for r in results)
+
+
+def test_a_failed_computation_lets_the_next_caller_try_again(fortune_split, monkeypatch):
+    ref = metrics.build_reference(fortune_split[0][:1200], "retry",
+                                  config=metrics.ReferenceConfig(replicates=REPLICATES))
+    real = profile_module.band_matrix
+    monkeypatch.setattr(profile_module, "band_matrix",
+                        lambda *a, **k: (_ for _ in ()).throw(MemoryError("boom")))
+    with pytest.raises(MemoryError):
+        ref.band(60, 900)
+    monkeypatch.setattr(profile_module, "band_matrix", real)
+    assert ref.band(60, 900).shape == (REPLICATES, len(REGISTRY))
+
+
+def test_stored_bands_of_an_older_draw_are_used_but_their_doc_columns_are_not_reused(
+    fortune_split, monkeypatch,
+):
+    cfg = metrics.ReferenceConfig(replicates=REPLICATES, band_sizes=(70,))
+    built = metrics.build_reference(fortune_split[0][:1200], "draws", config=cfg)
+    current = metrics.Profile.from_bytes(built.to_bytes())
+    assert current.band_draw == built.band_draw == metrics.bands.BAND_DRAW
+    ((n, budget),) = current.stored_bands
+    calls = _counting(monkeypatch)
+    current.band(n, budget + 300)
+    assert calls == [(n, budget + 300, True)]
+
+    older = metrics.Profile.from_bytes(built.to_bytes())
+    older.band_draw = 1  # as read from a file written before draws were budget-independent
+    assert metrics.Profile.from_bytes(older.to_bytes()).band_draw == 1
+    assert older.band(n, budget) is older.stored_bands[(n, budget)]
+    older.band(n, budget + 300)
+    assert calls[-1] == (n, budget + 300, False)
