@@ -39,10 +39,16 @@ class Settings(BaseSettings):
 
     # pipeline
     plan_interval_seconds: float = 2.0
+    # the API plans a window as soon as an ingest request fills it (beat still plans
+    # windows closed by age, and any window the API could not)
+    plan_on_ingest: bool = True
     reaper_timeout_seconds: float = 300.0
     evaluation_max_attempts: int = 5
     # threads of the Celery worker that `collapsewatch serve` starts
     embedded_worker_concurrency: int = 2
+    # how often a worker asks the embedded SQL broker for new messages (kombu polls it;
+    # Redis pushes, so this does not apply there)
+    embedded_broker_poll_seconds: float = 0.1
 
     # exporter
     metrics_cache_seconds: float = 5.0

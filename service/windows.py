@@ -109,6 +109,30 @@ def models_with_unwindowed_samples(session: Session) -> list[int]:
     return list(session.scalars(select(MonitoredModel.id).where(newer).order_by(MonitoredModel.id)))
 
 
+def full_window_waiting(session: Session, model_name: str) -> int | None:
+    """The id of the named model if it has at least a window's worth of unwindowed samples.
+
+    A read without locks (an index range of at most ``window_size`` entries), so ingest
+    can ask after every batch; :func:`plan_model` then decides under the lock.
+    """
+    model = session.execute(
+        select(MonitoredModel.id, MonitoredModel.window_size,
+               MonitoredModel.windowed_through_sample_id)
+        .where(MonitoredModel.name == model_name)
+    ).one_or_none()
+    if model is None:
+        return None
+    waiting = session.scalar(
+        select(func.count()).select_from(
+            select(Sample.id)
+            .where(Sample.model_id == model.id, Sample.id > model.windowed_through_sample_id)
+            .limit(model.window_size)
+            .subquery()
+        )
+    )
+    return model.id if waiting >= model.window_size else None
+
+
 def lock_model(session: Session, model_id: int) -> MonitoredModel | None:
     """Lock the model row for planning, or None when another transaction holds it."""
     if session.bind.dialect.name == "postgresql":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, BackgroundTasks
 
 from service.api.deps import IngestPrincipal, SessionDep, SettingsDep, check_model_access
 from service.ingest import ingest_samples
@@ -14,8 +14,16 @@ router = APIRouter(tags=["samples"])
 @router.post("/models/{name}/samples", status_code=202, response_model=IngestResult,
              summary="Ingest a batch of model outputs")
 def post_samples(name: str, batch: SampleBatch, principal: IngestPrincipal,
-                 session: SessionDep, settings: SettingsDep) -> IngestResult:
+                 session: SessionDep, settings: SettingsDep,
+                 background: BackgroundTasks) -> IngestResult:
     """Stores the batch; a sample whose `id` is already stored for this model (or repeated
-    in the batch) is counted in `duplicates` and not stored again, so retries are safe."""
+    in the batch) is counted in `duplicates` and not stored again, so retries are safe.
+    A batch that completes a window gets it planned and sent for scoring right after the
+    response."""
     check_model_access(principal, "ingest", name)
-    return ingest_samples(session, settings, name, batch.samples)
+    result = ingest_samples(session, settings, name, batch.samples)
+    if result.accepted and settings.plan_on_ingest:
+        from service.worker.tasks import plan_after_ingest
+
+        background.add_task(plan_after_ingest, name)
+    return result

@@ -58,24 +58,45 @@ def enqueue_scoring(evaluation_ids: Iterable[int]) -> list[int]:
     return sent
 
 
+def plan_and_enqueue(model_id: int, now: datetime | None = None) -> list[int]:
+    """Plan one model's due windows in their own transaction, then enqueue them."""
+    try:
+        with session_factory()() as session, session.begin():
+            ids = windows.plan_model(session, model_id, now)
+    except IntegrityError as exc:
+        # another planner closed the same window first (the unique constraint says so)
+        log.warning("window already planned elsewhere", extra={"model_id": model_id,
+                                                               "error": str(exc.orig)})
+        return []
+    enqueue_scoring(ids)
+    return ids
+
+
 def plan_due_windows(now: datetime | None = None) -> list[int]:
     """Plan every model's due windows (one transaction per model) and enqueue them."""
-    maker = session_factory()
-    with maker() as session:
+    with session_factory()() as session:
         model_ids = windows.models_with_unwindowed_samples(session)
     created: list[int] = []
     for model_id in model_ids:
-        try:
-            with maker() as session, session.begin():
-                ids = windows.plan_model(session, model_id, now)
-        except IntegrityError as exc:
-            # another planner closed the same window first (the unique constraint says so)
-            log.warning("window already planned elsewhere", extra={"model_id": model_id,
-                                                                   "error": str(exc.orig)})
-            continue
-        created.extend(ids)
-        enqueue_scoring(ids)
+        created.extend(plan_and_enqueue(model_id, now))
     return created
+
+
+def plan_after_ingest(model_name: str) -> None:
+    """Close a window as soon as ingest fills it, instead of at beat's next planning pass.
+
+    Runs after an ingest request has committed and answered. Only full windows are
+    planned here (windows closed by age are beat's); any failure is logged and left to
+    beat, which plans the same window a moment later.
+    """
+    try:
+        with session_factory()() as session:
+            model_id = windows.full_window_waiting(session, model_name)
+        if model_id is not None:
+            plan_and_enqueue(model_id)
+    except SQLAlchemyError as exc:
+        log.warning("planning after ingest failed; beat will plan the window",
+                    extra={"model": model_name, "error": str(exc)})
 
 
 def _stuck_rows(session, settings: Settings, now: datetime):
