@@ -22,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -36,6 +37,19 @@ MAGIC = b"COLLAPSEWATCH-PROFILE\n"
 FORMAT_VERSION = 1
 KINDS = ("reference", "baseline")
 _MEMO_LIMIT = 64  # on-demand bands kept in memory per profile
+
+
+class BandStore(Protocol):
+    """Somewhere outside the process to keep computed bands of one profile (the service
+    keeps them in its database). Methods return None when they have nothing; a store that
+    fails should say so in its own logs and return None: bands can always be computed."""
+
+    def load(self, n_docs: int, budget: int) -> np.ndarray | None: ...
+
+    def load_any(self, n_docs: int) -> np.ndarray | None:
+        """Any stored band at ``n_docs`` documents (its "docs" columns are reused)."""
+
+    def save(self, n_docs: int, budget: int, matrix: np.ndarray) -> None: ...
 
 
 @dataclass(eq=False)
@@ -63,6 +77,9 @@ class Profile:
     stored_bands: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     _memo: OrderedDict = field(default_factory=OrderedDict, repr=False)
     band_draw: int = BAND_DRAW  # how the stored bands' replicates were drawn
+    # bands computed on demand are looked up in and written to this store, if set; it
+    # must only hold bands drawn the current way (BAND_DRAW) for this very profile
+    band_store: BandStore | None = field(default=None, repr=False)
     _doc_parts: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _computing: dict[tuple[int, int], threading.Event] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -126,6 +143,9 @@ class Profile:
         with self._lock:
             return key in self.stored_bands or key in self._memo
 
+    def _fits(self, matrix: np.ndarray | None) -> bool:
+        return matrix is not None and matrix.shape == (self.config.replicates, len(METRIC_NAMES))
+
     def _doc_part(self, n_docs: int) -> np.ndarray | None:
         """The "docs" columns of any band at ``n_docs`` documents drawn the current way."""
         with self._lock:
@@ -134,19 +154,28 @@ class Profile:
             return part
         if self.band_draw == BAND_DRAW:
             for (n, _), matrix in self.stored_bands.items():
-                if n == n_docs and matrix.shape[0] == self.config.replicates:
+                if n == n_docs and self._fits(matrix):
                     return matrix[:, DOC_COLUMNS]
+        if self.band_store is not None:
+            matrix = self.band_store.load_any(n_docs)
+            if self._fits(matrix):
+                return matrix[:, DOC_COLUMNS]
         return None
 
     def _compute_band(self, key: tuple[int, int], reference: Profile | None) -> np.ndarray:
         ref = self if self.kind == "reference" else reference
         if ref is None:
             raise ProfileError("a baseline band needs the reference it was built against")
-        matrix = band_matrix(
-            self.pool, self.pool_doc_keys, self.pool_doc_nll, key[0], key[1],
-            ref.context(), self.config.replicates, self.config.seed,
-            doc_part=self._doc_part(key[0]),
-        )
+        store = self.band_store
+        matrix = store.load(*key) if store is not None else None
+        if not self._fits(matrix):
+            matrix = band_matrix(
+                self.pool, self.pool_doc_keys, self.pool_doc_nll, key[0], key[1],
+                ref.context(), self.config.replicates, self.config.seed,
+                doc_part=self._doc_part(key[0]),
+            )
+            if store is not None:
+                store.save(key[0], key[1], matrix)
         matrix.setflags(write=False)
         with self._lock:
             self._doc_parts.setdefault(key[0], matrix[:, DOC_COLUMNS])

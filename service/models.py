@@ -339,3 +339,21 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = _ts()
     sent_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
+
+
+class BandCache(Base):
+    """A computed band matrix (metrics.Profile.band), shared by every worker process and
+    kept across restarts. ``profile_key`` names the profile bytes, the code that computed
+    the band and, for a baseline, its reference row (see service.bandstore). A cache:
+    rows can be deleted at any time and are computed again when needed."""
+
+    __tablename__ = "band_cache"
+    __table_args__ = (UniqueConstraint("profile_key", "n_docs", "budget"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    profile_key: Mapped[str] = mapped_column(String(64))
+    n_docs: Mapped[int] = mapped_column(Integer)
+    budget: Mapped[int] = mapped_column(Integer)
+    # float64 .npy bytes of the (replicates, metrics) matrix
+    matrix: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _ts()

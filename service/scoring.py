@@ -45,14 +45,25 @@ class ProfileCache:
         self._lock = threading.Lock()
         self.loads = 0  # how many times a profile was deserialised (observability, tests)
 
-    def get(self, sha256: str, load_bytes: Callable[[], bytes]) -> Any:
+    def get(self, sha256: str, load_bytes: Callable[[], bytes],
+            band_context: str | None = None) -> Any:
+        """The profile cached under ``sha256``, loaded with ``load_bytes`` on a miss.
+
+        With ``band_context`` (what, besides its bytes, the profile's bands depend on),
+        the profile keeps its computed bands in the database (service.bandstore).
+        """
         with self._lock:
             if sha256 in self._items:
                 self._items.move_to_end(sha256)
                 return self._items[sha256]
         import metrics
 
-        profile = metrics.Profile.from_bytes(load_bytes())
+        data = load_bytes()
+        profile = metrics.Profile.from_bytes(data)
+        if band_context is not None:
+            from service.bandstore import DatabaseBandStore, profile_key
+
+            profile.band_store = DatabaseBandStore(profile_key(data, band_context))
         with self._lock:
             self.loads += 1
             self._items[sha256] = profile
@@ -76,18 +87,22 @@ def reference_profile(session: Session, reference_id: int) -> Any:
     return PROFILES.get(
         f"reference:{sha}",
         lambda: session.scalar(select(Reference.profile).where(Reference.id == reference_id)),
+        band_context="reference",
     )
 
 
 def baseline_profile(session: Session, baseline_id: int) -> Any:
-    sha = session.scalar(select(Baseline.sha256).where(Baseline.id == baseline_id))
-    if sha is None:
+    row = session.execute(select(Baseline.sha256, Baseline.reference_id)
+                          .where(Baseline.id == baseline_id)).one_or_none()
+    if row is None:
         raise LookupError(f"baseline {baseline_id} does not exist")
     # a baseline's profile depends on the reference it was built against as well as on
-    # its documents, so the key carries the row id too
+    # its documents, so the key carries the row id too; its bands are computed with that
+    # reference's language model and tail band
     return PROFILES.get(
-        f"baseline:{baseline_id}:{sha}",
+        f"baseline:{baseline_id}:{row.sha256}",
         lambda: session.scalar(select(Baseline.profile).where(Baseline.id == baseline_id)),
+        band_context=f"baseline of reference {row.reference_id}",
     )
 
 

@@ -1,0 +1,113 @@
+"""Computed bands kept in the database (service.bandstore), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import select, text
+
+import metrics
+import metrics.profile as profile_module
+from service.models import BandCache
+from tests.service.api_fixtures import store_reference
+from tests.service.pipeline_fixtures import WINDOW, add_model, ingest, plan_now, score_now
+
+REPLICATES = 10
+
+
+@pytest.fixture(scope="module")
+def small_profile(human_documents) -> metrics.Profile:
+    cfg = metrics.ReferenceConfig(replicates=REPLICATES)
+    return metrics.build_reference(human_documents[:400], "store", config=cfg)
+
+
+def _fresh(profile: metrics.Profile, context: str = "reference"):
+    """The profile as another process would load it, with a database store."""
+    from service.bandstore import DatabaseBandStore, profile_key
+
+    data = profile.to_bytes()
+    loaded = metrics.Profile.from_bytes(data)
+    loaded.band_store = DatabaseBandStore(profile_key(data, context))
+    return loaded
+
+
+def _counting(monkeypatch) -> list[tuple[int, int, bool]]:
+    calls: list[tuple[int, int, bool]] = []
+    real = profile_module.band_matrix
+
+    def counted(*args, **kwargs):
+        calls.append((args[3], args[4], kwargs.get("doc_part") is not None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(profile_module, "band_matrix", counted)
+    return calls
+
+
+def test_round_trip_and_repeated_saves(service_env):
+    from service.bandstore import DatabaseBandStore
+
+    store = DatabaseBandStore("k" * 64)
+    matrix = np.arange(40, dtype=float).reshape(10, 4)
+    matrix[3, 2] = np.nan
+    assert store.load(60, 900) is None and store.load_any(60) is None
+    store.save(60, 900, matrix)
+    store.save(60, 900, matrix + 1)  # a second process computed it too: the first row stays
+    np.testing.assert_array_equal(store.load(60, 900), matrix)
+    np.testing.assert_array_equal(store.load_any(60), matrix)
+    assert store.load(60, 901) is None and store.load_any(61) is None
+    assert DatabaseBandStore("j" * 64).load(60, 900) is None
+
+
+def test_another_process_reads_the_band_instead_of_computing_it(service_env, small_profile,
+                                                                monkeypatch):
+    calls = _counting(monkeypatch)
+    first = _fresh(small_profile).band(80, 1100)
+    assert calls == [(80, 1100, False)]
+    second = _fresh(small_profile)
+    np.testing.assert_array_equal(second.band(80, 1100), first)
+    assert len(calls) == 1
+    # a new budget in a fresh process reuses the stored band's document columns
+    second_new = _fresh(small_profile).band(80, 1300)
+    assert calls[-1] == (80, 1300, True)
+    np.testing.assert_array_equal(
+        second_new, metrics.Profile.from_bytes(small_profile.to_bytes()).band(80, 1300))
+
+
+def test_bands_of_other_profiles_or_contexts_are_not_shared(service_env, small_profile,
+                                                            human_documents, monkeypatch):
+    _fresh(small_profile).band(70, 1000)
+    calls = _counting(monkeypatch)
+    _fresh(small_profile, context="baseline of reference 7").band(70, 1000)
+    other = metrics.build_reference(human_documents[400:800], "other",
+                                    config=metrics.ReferenceConfig(replicates=REPLICATES))
+    _fresh(other).band(70, 1000)
+    assert calls == [(70, 1000, False), (70, 1000, False)]
+
+
+def test_a_broken_store_costs_a_computation_not_a_failure(service_env, small_profile, caplog):
+    from service.db import session_scope
+
+    with session_scope() as session:
+        session.execute(text("DROP TABLE band_cache"))
+    profile = _fresh(small_profile)
+    band = profile.band(60, 900)
+    assert band.shape == (REPLICATES, len(metrics.REGISTRY))
+    messages = [r.getMessage() for r in caplog.records]
+    assert "could not read a stored band; computing it" in messages
+    assert "could not store a computed band" in messages
+
+
+def test_scoring_a_window_stores_its_human_band(pipeline_env, reference_profile,
+                                                reference_documents, window_documents):
+    from service.db import session_scope
+    from service.scoring import PROFILES
+
+    PROFILES.clear()
+    ref = store_reference(reference_profile, reference_documents)
+    add_model("bot", ref, size=WINDOW)
+    ingest("bot", window_documents[:WINDOW])
+    (evaluation_id,) = plan_now()
+    assert score_now(evaluation_id).status == "done"
+    with session_scope() as session:
+        rows = session.execute(select(BandCache.n_docs, BandCache.budget)).all()
+    assert [n for n, _ in rows] == [WINDOW]
