@@ -125,8 +125,8 @@ def run_latency(windows: int, window_size: int, workdir: Path) -> dict[str, floa
                 time.sleep(0.05)
             latencies.append(time.perf_counter() - t0)
             print(f"  window {w}: {latencies[-1]:.2f} s", flush=True)
-    # bands are computed on first use per (window size, token budget) and kept by the
-    # worker; the second half shows the steady state once they are warm
+    # bands are computed on first use per (window size, token budget) and then kept (in
+    # memory and in the database); the second half shows the steady state once most are
     warm = latencies[len(latencies) // 2:]
     return {
         "windows": windows,

@@ -137,12 +137,6 @@ class Profile:
             pending.set()
         return matrix
 
-    def has_band(self, n_docs: int, budget: int) -> bool:
-        """True if the band is stored or already computed (asking for it costs nothing)."""
-        key = (int(n_docs), int(budget))
-        with self._lock:
-            return key in self.stored_bands or key in self._memo
-
     def _fits(self, matrix: np.ndarray | None) -> bool:
         return matrix is not None and matrix.shape == (self.config.replicates, len(METRIC_NAMES))
 

@@ -128,9 +128,13 @@ def client(service_env):
     from fastapi.testclient import TestClient
 
     from service.app import create_app
+    from service.worker.celery_app import reconfigure
 
+    # an ingest that fills a window enqueues it: on this test's broker, not an earlier one's
+    reconfigure()
     with TestClient(create_app()) as c:
         yield c
+    reconfigure()
 
 
 @pytest.fixture

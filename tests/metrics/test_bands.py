@@ -107,7 +107,6 @@ def test_profile_computes_a_band_once_and_reuses_doc_columns(fortune_split, monk
     b = ref.band(100, 1700)
     np.testing.assert_array_equal(a[:, DOC_COLUMNS], b[:, DOC_COLUMNS])
     assert calls == [(100, 1500, False), (100, 1700, True)]
-    assert ref.has_band(100, 1700) and not ref.has_band(100, 1900)
 
 
 def test_threads_asking_for_the_same_band_share_one_computation(fortune_split, monkeypatch):

@@ -196,6 +196,17 @@ def plan_now() -> list[int]:
     return created
 
 
+def planned() -> list[int]:
+    """Plan what is due (like plan_now), then every evaluation id, oldest first: windows
+    filled through the API are already planned by the ingest request itself."""
+    from service.db import session_scope
+    from service.models import Evaluation
+
+    plan_now()
+    with session_scope() as session:
+        return list(session.scalars(select(Evaluation.id).order_by(Evaluation.id)))
+
+
 def evaluation(evaluation_id: int):
     from service.db import session_scope
     from service.models import Evaluation

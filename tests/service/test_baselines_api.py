@@ -142,13 +142,13 @@ def test_old_evaluations_keep_their_baseline(client, model_name, admin_headers,
     from service.db import session_factory, session_scope
     from service.models import Evaluation
     from service.settings import get_settings
-    from tests.service.pipeline_fixtures import WINDOW, plan_now
+    from tests.service.pipeline_fixtures import WINDOW, planned
 
     client.patch("/api/v1/models/bot", headers=admin_headers, json={"window": {"size": WINDOW}})
     first_id = _upload_profile(client, admin_headers, baseline_profile).json()["baseline"]["id"]
     client.post("/api/v1/models/bot/samples", headers=ingest_headers, json={"samples": [
         {"id": str(i), "text": d} for i, d in enumerate(window_documents[:2 * WINDOW])]})
-    old, new = plan_now()
+    old, new = planned()
     maker = session_factory()
     with maker() as session, session.begin():
         attempt = scoring.claim(session, old, get_settings())

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from service.models import Evaluation
 from tests.service.api_fixtures import assert_problem
-from tests.service.pipeline_fixtures import WINDOW, plan_now
+from tests.service.pipeline_fixtures import WINDOW, planned
 
 
 def _store(evaluation_id: int, result: dict) -> None:
@@ -55,7 +55,7 @@ def test_evaluations_newest_first_with_window_times(client, model_name, admin_he
                                                     window_result):
     _small_windows(client, admin_headers)
     _ingest(client, ingest_headers, window_documents[:3 * WINDOW])
-    ids = plan_now()
+    ids = planned()
     assert len(ids) == 3
     for evaluation_id in ids[:2]:
         _store(evaluation_id, window_result)
@@ -91,7 +91,7 @@ def test_since_and_until_filter_on_window_end(client, model_name, admin_headers,
 
     _small_windows(client, admin_headers)
     _ingest(client, ingest_headers, window_documents[:2 * WINDOW])
-    first, second = plan_now()
+    first, second = planned()
     for evaluation_id in (first, second):
         _store(evaluation_id, window_result)
     t = datetime(2026, 3, 1, tzinfo=UTC)
@@ -132,3 +132,39 @@ def test_reads_need_a_key_when_configured(client, model_name, monkeypatch, make_
     headers = {"Authorization": f"Bearer {make_key('read')}"}
     assert client.get("/api/v1/models/bot/health", headers=headers).status_code == 200
     assert client.get("/api/v1/models/bot/evaluations", headers=headers).status_code == 200
+
+
+def _evaluations() -> list[Evaluation]:
+    from service.db import session_scope
+
+    with session_scope() as session:
+        rows = list(session.scalars(select(Evaluation).order_by(Evaluation.id)))
+        session.expunge_all()
+        return rows
+
+
+def test_an_ingest_that_fills_a_window_plans_and_enqueues_it(client, model_name, admin_headers,
+                                                             ingest_headers, window_documents):
+    """No wait for beat: the request that completes a window has it planned and sent."""
+    _small_windows(client, admin_headers)
+    _ingest(client, ingest_headers, window_documents[:WINDOW - 1])
+    assert _evaluations() == []
+    _ingest(client, ingest_headers, window_documents[WINDOW - 1:WINDOW + 5], prefix="t")
+    (row,) = _evaluations()
+    assert (row.status, row.sample_count, row.window_index) == ("pending", WINDOW, 0)
+    assert row.enqueued_at is not None  # sent to the broker after the commit
+    # the samples past the window wait for the next one
+    _ingest(client, ingest_headers, window_documents[WINDOW + 5:WINDOW + 8], prefix="u")
+    assert len(_evaluations()) == 1
+
+
+def test_plan_on_ingest_can_be_turned_off(client, model_name, admin_headers, ingest_headers,
+                                          window_documents, monkeypatch):
+    from service.settings import get_settings
+
+    monkeypatch.setenv("COLLAPSEWATCH_PLAN_ON_INGEST", "0")
+    get_settings.cache_clear()
+    _small_windows(client, admin_headers)
+    _ingest(client, ingest_headers, window_documents[:2 * WINDOW])
+    assert _evaluations() == []
+    assert len(planned()) == 2  # beat's planner still closes them
