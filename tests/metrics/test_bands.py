@@ -13,6 +13,7 @@ import metrics.profile as profile_module
 from metrics.bands import band_matrix
 from metrics.registry import BUDGET_COLUMNS, DOC_COLUMNS, REGISTRY, compute_all
 from metrics.sample import Sample
+from tests.support.bands import count_band_computations
 
 REPLICATES = 12
 
@@ -86,22 +87,10 @@ def test_a_doc_part_of_the_wrong_shape_is_refused(pool_reference):
                     seed=0, doc_part=np.zeros((REPLICATES, 1)))
 
 
-def _counting(monkeypatch) -> list[tuple[int, int, bool]]:
-    calls: list[tuple[int, int, bool]] = []
-    real = profile_module.band_matrix
-
-    def counted(*args, **kwargs):
-        calls.append((args[3], args[4], kwargs.get("doc_part") is not None))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(profile_module, "band_matrix", counted)
-    return calls
-
-
 def test_profile_computes_a_band_once_and_reuses_doc_columns(fortune_split, monkeypatch):
     ref = metrics.build_reference(fortune_split[0][:1200], "memo",
                                   config=metrics.ReferenceConfig(replicates=REPLICATES))
-    calls = _counting(monkeypatch)
+    calls = count_band_computations(monkeypatch)
     a = ref.band(100, 1500)
     assert ref.band(100, 1500) is a
     b = ref.band(100, 1700)
@@ -112,7 +101,7 @@ def test_profile_computes_a_band_once_and_reuses_doc_columns(fortune_split, monk
 def test_threads_asking_for_the_same_band_share_one_computation(fortune_split, monkeypatch):
     ref = metrics.build_reference(fortune_split[0][:1200], "threads",
                                   config=metrics.ReferenceConfig(replicates=REPLICATES))
-    calls = _counting(monkeypatch)
+    calls = count_band_computations(monkeypatch)
     results: list[np.ndarray] = []
     threads = [threading.Thread(target=lambda: results.append(ref.band(80, 1200)))
                for _ in range(6)]
@@ -144,7 +133,7 @@ def test_stored_bands_of_an_older_draw_are_used_but_their_doc_columns_are_not_re
     current = metrics.Profile.from_bytes(built.to_bytes())
     assert current.band_draw == built.band_draw == metrics.bands.BAND_DRAW
     ((n, budget),) = current.stored_bands
-    calls = _counting(monkeypatch)
+    calls = count_band_computations(monkeypatch)
     current.band(n, budget + 300)
     assert calls == [(n, budget + 300, True)]
 

@@ -7,10 +7,10 @@ import pytest
 from sqlalchemy import select, text
 
 import metrics
-import metrics.profile as profile_module
 from service.models import BandCache
 from tests.service.api_fixtures import store_reference
 from tests.service.pipeline_fixtures import WINDOW, add_model, ingest, plan_now, score_now
+from tests.support.bands import count_band_computations
 
 REPLICATES = 10
 
@@ -31,18 +31,6 @@ def _fresh(profile: metrics.Profile, context: str = "reference"):
     return loaded
 
 
-def _counting(monkeypatch) -> list[tuple[int, int, bool]]:
-    calls: list[tuple[int, int, bool]] = []
-    real = profile_module.band_matrix
-
-    def counted(*args, **kwargs):
-        calls.append((args[3], args[4], kwargs.get("doc_part") is not None))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(profile_module, "band_matrix", counted)
-    return calls
-
-
 def test_round_trip_and_repeated_saves(service_env):
     from service.bandstore import DatabaseBandStore
 
@@ -60,7 +48,7 @@ def test_round_trip_and_repeated_saves(service_env):
 
 def test_another_process_reads_the_band_instead_of_computing_it(service_env, small_profile,
                                                                 monkeypatch):
-    calls = _counting(monkeypatch)
+    calls = count_band_computations(monkeypatch)
     first = _fresh(small_profile).band(80, 1100)
     assert calls == [(80, 1100, False)]
     second = _fresh(small_profile)
@@ -76,7 +64,7 @@ def test_another_process_reads_the_band_instead_of_computing_it(service_env, sma
 def test_bands_of_other_profiles_or_contexts_are_not_shared(service_env, small_profile,
                                                             human_documents, monkeypatch):
     _fresh(small_profile).band(70, 1000)
-    calls = _counting(monkeypatch)
+    calls = count_band_computations(monkeypatch)
     _fresh(small_profile, context="baseline of reference 7").band(70, 1000)
     other = metrics.build_reference(human_documents[400:800], "other",
                                     config=metrics.ReferenceConfig(replicates=REPLICATES))
