@@ -60,10 +60,12 @@ def worker_argv(concurrency: int, pool: str, loglevel: str,
 def cmd_worker(args: argparse.Namespace) -> int:
     import os
 
+    from service.embedded import follow_parent
     from service.worker.celery_app import celery_app, reconfigure
 
     _configure_logging()
     reconfigure()
+    follow_parent()
     concurrency = args.concurrency or os.cpu_count() or 1
     if concurrency < 1:
         from service.cli import CliError
@@ -75,10 +77,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
+    from service.embedded import follow_parent
     from service.worker.celery_app import celery_app, reconfigure
 
     _configure_logging()
     reconfigure()
+    follow_parent()
     settings = get_settings()
     schedule = args.schedule or str(settings.data_dir / "celerybeat-schedule")
     Path(schedule).parent.mkdir(parents=True, exist_ok=True)

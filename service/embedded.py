@@ -4,7 +4,8 @@ It migrates the SQLite database, starts a real Celery worker (``threads`` pool) 
 beat as child processes on the embedded broker (kombu ``sqla+sqlite``, a file next to the
 database), then serves the API and web page in this process. Ctrl-C or SIGTERM stops the
 API, then the worker and beat (SIGTERM: Celery's warm shutdown), and waits for them.
-A child that dies on its own is restarted (a bounded number of times).
+A child that dies on its own is restarted (a bounded number of times), and the children
+stop by themselves when `serve` is gone, even after a SIGKILL (:func:`follow_parent`).
 """
 
 from __future__ import annotations
@@ -27,13 +28,37 @@ STOP_TIMEOUT_SECONDS = 20.0
 MAX_RESTARTS = 5
 
 
+# set in the children's environment: the pid of the `serve` process they belong to
+PARENT_PID_ENV = "COLLAPSEWATCH_SERVE_PID"
+PARENT_POLL_SECONDS = 1.0
+
+
 def child_env(settings: Settings) -> dict[str, str]:
     """The children use exactly this process's database, broker and data directory."""
     env = dict(os.environ)
     env["COLLAPSEWATCH_DATABASE_URL"] = settings.resolved_database_url
     env["COLLAPSEWATCH_BROKER_URL"] = settings.resolved_broker_url
     env["COLLAPSEWATCH_DATA_DIR"] = str(settings.data_dir.resolve())
+    env[PARENT_PID_ENV] = str(os.getpid())
     return env
+
+
+def follow_parent() -> None:
+    """In a worker or beat started by `serve`: stop (SIGTERM to itself, Celery's warm
+    shutdown) when `serve` is gone, even if it was killed with SIGKILL and could not stop
+    its children. A thread compares the parent pid every second; a no-op outside `serve`."""
+    expected = os.environ.get(PARENT_PID_ENV)
+    if not expected or not expected.isdigit():
+        return
+    parent = int(expected)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        log.warning("collapsewatch serve is gone; stopping", extra={"serve_pid": parent})
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="follow-serve", daemon=True).start()
 
 
 def child_commands(settings: Settings) -> dict[str, list[str]]:

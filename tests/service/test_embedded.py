@@ -96,3 +96,46 @@ def test_sigterm_to_serve_stops_worker_and_beat(tmp_path):
         wait_until(lambda: _group_gone(serve.popen.pid), 30, "worker and beat to exit",
                    on_timeout=serve.log)
     assert '"worker and beat stopped"' in log_path.read_text(errors="replace")
+
+
+def _children_of(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (from /proc; this machine is Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie still answers signals until it is reaped; it has stopped all the same
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_worker_and_beat_stop_when_serve_is_killed_with_sigkill(tmp_path):
+    env = _embedded_env(tmp_path)
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with process(["collapsewatch", "serve", "--port", str(port)], log_path, env=env) as serve:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=90, proc=serve.popen)
+        wait_until(lambda: _children_started(log_path), 60, "worker and beat to start",
+                   on_timeout=serve.log)
+        children = _children_of(serve.popen.pid)
+        assert len(children) == 2, children
+        serve.popen.kill()  # SIGKILL to `serve` only: it cannot stop its children itself
+        serve.popen.wait(10)
+        wait_until(lambda: all(_gone(pid) for pid in children), 30,
+                   "worker and beat to notice that serve is gone", on_timeout=serve.log)
+    assert "collapsewatch serve is gone; stopping" in log_path.read_text(errors="replace")
