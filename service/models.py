@@ -330,7 +330,7 @@ class Notification(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
-    event: Mapped[str] = mapped_column(String(16))  # trigger | resolve
+    event: Mapped[str] = mapped_column(String(16))  # trigger | acknowledge | resolve
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # pending | sending | sent | dead
     status: Mapped[str] = mapped_column(String(16), default="pending")

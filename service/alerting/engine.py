@@ -256,6 +256,8 @@ def alert_payload(alert: Alert, model_name: str, event: str, settings: Settings 
         "details": alert.details or {},
         "started_at": _iso(alert.started_at),
         "resolved_at": _iso(alert.resolved_at),
+        "acknowledged_at": _iso(alert.acknowledged_at),
+        "acknowledged_by": alert.acknowledged_by,
         "url": f"{s.public_url.rstrip('/')}/api/v1/alerts?model={model_name}",
     }
 
@@ -274,8 +276,9 @@ def matching_channels(session: Session, model_name: str, severity: str) -> list[
 
 
 def _write_outbox(session: Session, alert: Alert, model_name: str, event: str) -> list[int]:
-    """Outbox rows for one alert event; resolves go to the channels that got the trigger."""
-    if event == "resolve":
+    """Outbox rows for one alert event; an acknowledgement or a resolve goes to the channels
+    that got the trigger."""
+    if event in ("acknowledge", "resolve"):
         channel_ids = session.scalars(
             select(Notification.channel_id)
             .where(Notification.alert_id == alert.id, Notification.event == "trigger")).all()
@@ -511,17 +514,25 @@ class AlertActionError(ValueError):
     """An operator action that cannot apply (the API answers 409)."""
 
 
-def acknowledge(session: Session, alert: Alert, actor: str) -> Alert:
-    """Mark a firing alert as seen; acknowledging twice keeps the first acknowledgement."""
+def acknowledge(session: Session, alert: Alert, model_name: str, actor: str) -> list[int]:
+    """Mark a firing alert as seen; acknowledging twice keeps the first acknowledgement.
+
+    The first acknowledgement is also sent to the channels that got the trigger
+    (PagerDuty's ``acknowledge`` stops the incident's escalation); returns the outbox ids
+    to enqueue after the commit.
+    """
     if alert.state != "firing":
         raise AlertActionError(f"alert {alert.id} is {alert.state}; only firing alerts can be "
                                "acknowledged")
-    if alert.acknowledged_at is None:
-        alert.acknowledged_at = utcnow()
-        alert.acknowledged_by = actor
-        session.flush()
-        log.info("alert acknowledged", extra={"alert_id": alert.id, "actor": actor})
-    return alert
+    if alert.acknowledged_at is not None:
+        return []
+    alert.acknowledged_at = utcnow()
+    alert.acknowledged_by = actor
+    session.flush()
+    ids = _write_outbox(session, alert, model_name, "acknowledge")
+    log.info("alert acknowledged", extra={"alert_id": alert.id, "actor": actor,
+                                          "notifications": len(ids)})
+    return ids
 
 
 def update_rule(session: Session, model: MonitoredModel, rule: AlertRule,

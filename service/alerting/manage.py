@@ -81,13 +81,14 @@ def alert_detail(session: Session, alert_id: int) -> AlertPublic:
     return out
 
 
-def acknowledge(session: Session, alert_id: int, actor: str) -> AlertPublic:
+def acknowledge(session: Session, alert_id: int, actor: str) -> tuple[AlertPublic, list[int]]:
+    """The acknowledged alert, and the outbox ids to enqueue after the commit."""
     alert, model_name = get_alert(session, alert_id)
     try:
-        engine.acknowledge(session, alert, actor)
+        ids = engine.acknowledge(session, alert, model_name, actor)
     except engine.AlertActionError as exc:
         raise ProblemError(409, str(exc)) from None
-    return alert_public(alert, model_name)
+    return alert_public(alert, model_name), ids
 
 
 def rule_public(rule: AlertRule) -> AlertRulePublic:

@@ -59,9 +59,10 @@ def _due(now: datetime):
 
 
 def _wait_for_trigger(session: Session, row: Notification, now: datetime) -> float | None:
-    """A resolve must not overtake its trigger on the same channel (it would leave a PagerDuty
-    incident open forever). Returns seconds to wait, or None when the trigger is final."""
-    if row.event != "resolve":
+    """A resolve (or an acknowledgement) must not overtake its trigger on the same channel (a
+    resolve would leave a PagerDuty incident open forever, an acknowledgement would be lost).
+    Returns seconds to wait, or None when the trigger is final."""
+    if row.event == "trigger":
         return None
     trigger = session.scalar(select(Notification).where(
         Notification.alert_id == row.alert_id, Notification.channel_id == row.channel_id,

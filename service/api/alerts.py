@@ -68,7 +68,9 @@ def acknowledge_alert(alert_id: int, principal: Annotated[Principal, Depends(_an
     if principal.model_name is not None and principal.model_name != model_name:
         raise ProblemError(403, f"key is scoped to model '{principal.model_name}' and cannot "
                                 f"acknowledge alerts of model '{model_name}'")
-    return manage.acknowledge(session, alert_id, principal.label)
+    alert, notification_ids = manage.acknowledge(session, alert_id, principal.label)
+    _enqueue_after_commit(session, notification_ids)
+    return alert
 
 
 @router.get("/models/{name}/alert-rules", response_model=AlertRuleList)

@@ -75,6 +75,21 @@ def test_ack_needs_a_key_and_is_idempotent(client, database_url, make_key):
     assert again.json()["acknowledged_by"] == first["acknowledged_by"]
 
 
+def test_ack_is_queued_for_the_channels_that_were_paged(client, database_url, make_key):
+    make_channel("pd", "pagerduty", {"routing_key": "R" * 32})
+    fire(make_model("bot"))
+    alert_id = client.get("/api/v1/alerts", params={"model": "bot"}).json()["alerts"][0]["id"]
+    for _ in range(2):
+        r = client.post(f"/api/v1/alerts/{alert_id}/ack", headers=bearer(make_key("read")))
+        assert r.status_code == 200, r.text
+    with session_scope() as s:
+        rows = s.execute(select(Notification.event, Notification.payload)
+                         .where(Notification.alert_id == alert_id)
+                         .order_by(Notification.id)).all()
+    assert [event for event, _ in rows] == ["trigger", "acknowledge"]
+    assert rows[1].payload["acknowledged_by"] == r.json()["acknowledged_by"]
+
+
 def test_ack_with_a_key_for_another_model_is_forbidden(client, database_url, make_key):
     fire(make_model("bot"))
     make_model("other")

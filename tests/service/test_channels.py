@@ -20,7 +20,7 @@ from service.alerting.channels import (
 from service.alerting.channels.base import parse_retry_after
 from service.alerting.channels.webhook import SIGNATURE_HEADER, verify
 from service.db import session_scope
-from service.models import Notification
+from service.models import Alert, Notification
 from service.settings import get_settings
 from tests.service.alert_fixtures import add_evaluation, make_channel, make_model
 from tests.support import recording_server
@@ -71,10 +71,14 @@ def test_slack_incoming_webhook_message():
     with recording_server() as srv:
         ch = build_channel("slack", {"webhook_url": srv.url + "/services/T/B/X"})
         ch.send(message())
+        ack = message("acknowledge", nid=9)
+        ack.payload["acknowledged_by"] = "key:cw_abcd"
+        ch.send(ack)
         ch.send(message("resolve"))
-        trigger, resolve = srv.received("/services/T/B/X")
+        trigger, acknowledged, resolve = srv.received("/services/T/B/X")
     assert "FIRING [critical] bot: collapse" in trigger.json()["text"]
     assert trigger.json()["blocks"][0]["text"]["type"] == "mrkdwn"
+    assert "ACKNOWLEDGED by key:cw_abcd [critical] bot: collapse" in acknowledged.json()["text"]
     assert "RESOLVED" in resolve.json()["text"]
 
 
@@ -85,10 +89,14 @@ def test_pagerduty_trigger_then_resolve_with_the_same_dedup_key():
     with recording_server(accept) as srv:
         ch = build_channel("pagerduty", {"routing_key": "R" * 32, "url": srv.url + "/v2/enqueue"})
         ch.send(message("trigger"))
+        ch.send(message("acknowledge", nid=9))
         ch.send(message("resolve", nid=8))
-        trigger, resolve = (r.json() for r in srv.received("/v2/enqueue"))
-    assert trigger["event_action"] == "trigger" and resolve["event_action"] == "resolve"
-    assert trigger["dedup_key"] == resolve["dedup_key"] == "collapsewatch/bot/collapse"
+        trigger, ack, resolve = (r.json() for r in srv.received("/v2/enqueue"))
+    assert [e["event_action"] for e in (trigger, ack, resolve)] == [
+        "trigger", "acknowledge", "resolve"]
+    assert trigger["dedup_key"] == ack["dedup_key"] == resolve["dedup_key"] == \
+        "collapsewatch/bot/collapse"
+    assert set(ack) == {"routing_key", "event_action", "dedup_key"}
     assert trigger["routing_key"] == resolve["routing_key"] == "R" * 32
     p = trigger["payload"]
     assert p["severity"] == "critical" and p["source"] == "collapsewatch/bot"
@@ -297,6 +305,33 @@ def test_resolve_waits_for_its_trigger(database_url, service_env):
         assert outbox.deliver(trigger, now=later).status == "sent"
         assert outbox.deliver(resolve, now=later + timedelta(minutes=1)).status == "sent"
         assert [r.json()["event_action"] for r in srv.received()] == ["trigger", "resolve"]
+
+
+def test_an_acknowledgement_goes_where_the_trigger_went_and_waits_for_it(database_url,
+                                                                         service_env):
+    with recording_server() as srv:
+        make_channel("pd", "pagerduty", {"routing_key": "R" * 32, "url": srv.url},
+                     min_severity="critical")
+        make_channel("warnings-only", "webhook", {"url": srv.url + "/w"},
+                     min_severity="warning", models=["nobody"])
+        model_id = make_model()
+        (trigger,) = fire_collapse(model_id)
+        srv.fail_next(500)
+        now = datetime.now(UTC)
+        assert outbox.deliver(trigger, now=now).status == "retry"
+        with session_scope() as s:
+            alert = s.scalar(select(Alert).where(Alert.model_id == model_id,
+                                                 Alert.kind == "collapse"))
+            (ack,) = engine.acknowledge(s, alert, "bot", "key:cw_test")
+            assert engine.acknowledge(s, alert, "bot", "key:cw_other") == []  # only once
+        assert row(ack).event == "acknowledge" and row(ack).channel_id == row(trigger).channel_id
+        assert outbox.deliver(ack, now=now).status == "waiting"
+        later = now + timedelta(minutes=5)
+        assert outbox.deliver(trigger, now=later).status == "sent"
+        assert outbox.deliver(ack, now=later + timedelta(minutes=1)).status == "sent"
+        sent = [r.json() for r in srv.received()]
+    assert [e["event_action"] for e in sent] == ["trigger", "acknowledge"]
+    assert sent[0]["dedup_key"] == sent[1]["dedup_key"]
 
 
 def test_two_workers_with_the_same_id_send_once(database_url, service_env):

@@ -38,7 +38,7 @@ class Message:
     """What a channel sends: one alert event, as stored in the outbox row."""
 
     notification_id: int
-    event: str  # trigger | resolve
+    event: str  # trigger | acknowledge | resolve
     payload: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,6 +1,7 @@
 """PagerDuty Events API v2 (https://developer.pagerduty.com/docs/events-api-v2/overview).
 
-``trigger`` opens (or appends to) the incident with our ``dedup_key``; ``resolve`` with the
+``trigger`` opens (or appends to) the incident with our ``dedup_key``; ``acknowledge`` (an
+operator acknowledged the alert in collapsewatch) stops its escalation; ``resolve`` with the
 same key closes it. The dedup_key is deterministic per model and alert kind, so a retried
 trigger is folded into the same incident by PagerDuty itself. 202 means accepted; 400 is an
 invalid event (not retried); 429 and 5xx are retried with backoff.
@@ -49,8 +50,9 @@ class PagerDutyChannel(NotificationChannel):
     def event_body(self, message: Message) -> dict[str, Any]:
         p = message.payload
         dedup_key = str(p["dedup_key"])[:MAX_DEDUP_KEY]
-        if message.event == "resolve":
-            return {"routing_key": self.config["routing_key"], "event_action": "resolve",
+        if message.event in ("acknowledge", "resolve"):
+            # the incident is named by dedup_key alone; no payload for these two actions
+            return {"routing_key": self.config["routing_key"], "event_action": message.event,
                     "dedup_key": dedup_key}
         severity = p.get("severity") if p.get("severity") in SEVERITIES else "error"
         summary = p.get("title") or p.get("summary") or "collapsewatch alert"

@@ -24,6 +24,10 @@ def format_text(message: Message) -> str:
     p = message.payload
     if message.event == "resolve":
         head = f":white_check_mark: RESOLVED [{p.get('severity', '?')}] {p.get('title', '')}"
+    elif message.event == "acknowledge":
+        who = p.get("acknowledged_by") or "someone"
+        head = (f":eyes: ACKNOWLEDGED by {who} [{p.get('severity', '?')}] "
+                f"{p.get('title', '')}")
     else:
         emoji = _EMOJI.get((message.event, p.get("severity")), ":bell:")
         head = f"{emoji} FIRING [{p.get('severity', '?')}] {p.get('title', '')}"
