@@ -4,7 +4,8 @@ The API, a Celery worker and beat run as real `collapsewatch` subprocesses. Samp
 over REST and are windowed and scored by the real pipeline. A collapsing model then
 
 * fires the service's own alert, which reaches a loopback PagerDuty stand-in (through one
-  injected outage) as a trigger, and later a resolve with the same dedup_key;
+  injected outage) as a trigger, then the acknowledgement an operator makes over REST, and
+  later a resolve, all with the same dedup_key;
 * fires the Prometheus rules from dashboards/prometheus (``for:`` shortened), which
   Alertmanager, configured from dashboards/alertmanager, posts to loopback PagerDuty and
   Slack stand-ins, and resolves again once healthy windows arrive.
@@ -246,6 +247,14 @@ def test_collapse_fires_and_resolves_through_prometheus_alertmanager_and_pagerdu
         assert trigger[0]["payload"]["severity"] == "critical"
         alerts = ok(http.get("/api/v1/alerts", params={"model": MODEL, "state": "firing"}), 200)
         assert {a["kind"] for a in alerts["alerts"]} == {"collapse", "early_collapse"}
+        # an operator acknowledges it in collapsewatch: PagerDuty hears of it too
+        (collapse,) = [a for a in alerts["alerts"] if a["kind"] == "collapse"]
+        ok(http.post(f"/api/v1/alerts/{collapse['id']}/ack"), 200)
+        acked = wait_until("the service's PagerDuty acknowledge",
+                           lambda: (ev := events(service_pd, "/service/pagerduty"))
+                           and len(ev) >= 2 and ev, 60, procs)
+        assert [e["event_action"] for e in acked] == ["trigger", "acknowledge"]
+        assert acked[1]["dedup_key"] == SERVICE_DEDUP_KEY
 
         firing = wait_until("the Prometheus alert to fire", lambda: prom_alert("firing"), 60,
                             procs)
@@ -269,10 +278,11 @@ def test_collapse_fires_and_resolves_through_prometheus_alertmanager_and_pagerdu
         feed([next(healthy) for _ in range(2 * WINDOW)])
         service_events = wait_until(
             "the service's PagerDuty resolve",
-            lambda: (ev := events(service_pd, "/service/pagerduty")) and len(ev) >= 2 and ev,
+            lambda: (ev := events(service_pd, "/service/pagerduty")) and len(ev) >= 3 and ev,
             120, procs)
-        assert [e["event_action"] for e in service_events] == ["trigger", "resolve"]
-        assert service_events[1]["dedup_key"] == SERVICE_DEDUP_KEY
+        assert [e["event_action"] for e in service_events] == ["trigger", "acknowledge",
+                                                               "resolve"]
+        assert service_events[2]["dedup_key"] == SERVICE_DEDUP_KEY
         wait_until("the Prometheus alert to resolve",
                    lambda: not prom_alert("firing") and not prom_alert("pending"), 60, procs)
         am_resolve = wait_until("Alertmanager's PagerDuty resolve",
@@ -289,5 +299,6 @@ def test_collapse_fires_and_resolves_through_prometheus_alertmanager_and_pagerdu
 
             rows = session.execute(select(Notification.event, Notification.status,
                                           Notification.attempts)).all()
-        assert sorted((e, s) for e, s, _ in rows) == [("resolve", "sent"), ("trigger", "sent")]
+        assert sorted((e, s) for e, s, _ in rows) == [("acknowledge", "sent"),
+                                                       ("resolve", "sent"), ("trigger", "sent")]
         assert max(a for _, _, a in rows) == 3
