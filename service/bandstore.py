@@ -7,7 +7,8 @@ store lets the other processes, hosts and the next restart read them instead.
 Rows are keyed by ``profile_key``: a sha256 of the exact profile bytes, of the code that
 computes bands (the service version, the metric list and the replicate draw) and, for a
 baseline, of the reference row it is scored against. A key therefore never names a stale
-band; rows of old keys are simply never read again. The table is a cache: any row can be
+band; rows of old keys are simply never read again, and the reaper deletes rows unused for
+``band_cache_keep_days`` (:func:`purge_unused`). The table is a cache: any row can be
 deleted and is recomputed on demand. Store failures are logged and cost a recomputation,
 never a failed evaluation.
 """
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,6 +31,8 @@ from service.logging import get_logger
 from service.models import BandCache
 
 log = get_logger("collapsewatch.bands")
+
+TOUCH_AFTER = timedelta(days=1)
 
 
 def profile_key(profile_bytes: bytes, context: str = "") -> str:
@@ -54,6 +58,17 @@ def _decode(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
+def purge_unused(keep_days: float, now: datetime | None = None) -> int:
+    """Delete rows not read or written for ``keep_days`` days (bands of profiles no longer
+    in use: a re-pinned baseline, an old reference version). Returns how many."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
+    with session_factory()() as session, session.begin():
+        deleted = session.execute(delete(BandCache).where(BandCache.used_at < cutoff)).rowcount
+    if deleted:
+        log.info("unused bands dropped", extra={"rows": deleted, "keep_days": keep_days})
+    return deleted
+
+
 class DatabaseBandStore:
     """:class:`metrics.profile.BandStore` over the ``band_cache`` table."""
 
@@ -61,14 +76,21 @@ class DatabaseBandStore:
         self.key = key
 
     def _read(self, n_docs: int, budget: int | None) -> np.ndarray | None:
-        query = select(BandCache.matrix).where(BandCache.profile_key == self.key,
-                                               BandCache.n_docs == int(n_docs))
+        query = select(BandCache.id, BandCache.matrix, BandCache.used_at).where(
+            BandCache.profile_key == self.key, BandCache.n_docs == int(n_docs))
         if budget is not None:
             query = query.where(BandCache.budget == int(budget))
         try:
-            with session_factory()() as session:
-                data = session.scalar(query.limit(1))
-            return None if data is None else _decode(data)
+            with session_factory()() as session, session.begin():
+                row = session.execute(query.limit(1)).one_or_none()
+                if row is None:
+                    return None
+                now = datetime.now(UTC)
+                used = row.used_at if row.used_at.tzinfo else row.used_at.replace(tzinfo=UTC)
+                if now - used > TOUCH_AFTER:  # a write at most daily per row
+                    session.execute(update(BandCache).where(BandCache.id == row.id)
+                                    .values(used_at=now))
+            return _decode(row.matrix)
         except (SQLAlchemyError, ValueError, OSError) as exc:
             log.warning("could not read a stored band; computing it",
                         extra={"n_docs": n_docs, "budget": budget, "error": str(exc)})
@@ -81,8 +103,9 @@ class DatabaseBandStore:
         return self._read(n_docs, None)
 
     def save(self, n_docs: int, budget: int, matrix: np.ndarray) -> None:
+        now = datetime.now(UTC)
         row = {"profile_key": self.key, "n_docs": int(n_docs), "budget": int(budget),
-               "matrix": _encode(matrix)}
+               "matrix": _encode(matrix), "created_at": now, "used_at": now}
         try:
             with session_factory()() as session, session.begin():
                 insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert

@@ -345,7 +345,8 @@ class BandCache(Base):
     """A computed band matrix (metrics.Profile.band), shared by every worker process and
     kept across restarts. ``profile_key`` names the profile bytes, the code that computed
     the band and, for a baseline, its reference row (see service.bandstore). A cache:
-    rows can be deleted at any time and are computed again when needed."""
+    rows can be deleted at any time and are computed again when needed; the reaper drops
+    those unused for ``band_cache_keep_days``."""
 
     __tablename__ = "band_cache"
     __table_args__ = (UniqueConstraint("profile_key", "n_docs", "budget"),)
@@ -357,3 +358,6 @@ class BandCache(Base):
     # float64 .npy bytes of the (replicates, metrics) matrix
     matrix: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = _ts()
+    # last read or write (refreshed at most daily); the reaper drops rows unused for long
+    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                              index=True)

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # windows closed by age, and any window the API could not)
     plan_on_ingest: bool = True
     reaper_timeout_seconds: float = 300.0
+    # computed bands not used for this long are dropped from the database (a cache)
+    band_cache_keep_days: float = 30.0
     evaluation_max_attempts: int = 5
     # threads of the Celery worker that `collapsewatch serve` starts
     embedded_worker_concurrency: int = 2

@@ -30,12 +30,15 @@ def upgrade() -> None:
         sa.Column("budget", sa.Integer(), nullable=False),
         sa.Column("matrix", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_band_cache")),
         sa.UniqueConstraint(
             "profile_key", "n_docs", "budget", name=op.f("uq_band_cache_profile_key_n_docs_budget")
         ),
     )
+    op.create_index(op.f("ix_band_cache_used_at"), "band_cache", ["used_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_band_cache_used_at"), table_name="band_cache")
     op.drop_table("band_cache")

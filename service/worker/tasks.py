@@ -150,6 +150,12 @@ def reap(settings: Settings | None = None, now: datetime | None = None) -> dict[
                                                             "unsent": len(requeue) - len(sent)})
     if settings.embedded_broker:
         _purge_delivered_messages(settings.resolved_broker_url)
+    try:
+        from service.bandstore import purge_unused
+
+        purge_unused(settings.band_cache_keep_days, now)
+    except SQLAlchemyError as exc:  # housekeeping only: never fail the reaper for it
+        log.info("band cache housekeeping skipped", extra={"error": str(exc)})
     return {"requeued": sent, "failed": failed}
 
 

@@ -99,3 +99,37 @@ def test_scoring_a_window_stores_its_human_band(pipeline_env, reference_profile,
     with session_scope() as session:
         rows = session.execute(select(BandCache.n_docs, BandCache.budget)).all()
     assert [n for n, _ in rows] == [WINDOW]
+
+
+def _used_at(key: str) -> dict[tuple[int, int], object]:
+    from service.db import session_scope
+
+    with session_scope() as session:
+        return {(n, b): used for n, b, used in session.execute(
+            select(BandCache.n_docs, BandCache.budget, BandCache.used_at)
+            .where(BandCache.profile_key == key))}
+
+
+def test_rows_unused_for_the_keep_time_are_dropped_and_reads_keep_rows_alive(service_env):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from service.bandstore import DatabaseBandStore, purge_unused
+    from service.db import session_scope
+    from service.worker.tasks import reap
+
+    store = DatabaseBandStore("p" * 64)
+    matrix = np.ones((3, 2))
+    for budget in (100, 200, 300):
+        store.save(50, budget, matrix)
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    with session_scope() as session:
+        session.execute(update(BandCache).where(BandCache.budget.in_((200, 300)))
+                        .values(used_at=long_ago))
+    assert store.load(50, 300) is not None  # read now: no longer unused
+    assert purge_unused(keep_days=30) == 1
+    assert sorted(_used_at("p" * 64)) == [(50, 100), (50, 300)]
+    # the reaper does it on its rounds
+    reap(now=datetime.now(UTC) + timedelta(days=31))
+    assert _used_at("p" * 64) == {}
