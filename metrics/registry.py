@@ -271,17 +271,18 @@ REGISTRY: tuple[MetricSpec, ...] = (
                description="Good-Turing missing mass N1/N"),
     MetricSpec("chao1", "budget", "tail_coverage", DOWN, "O(T log T)", _chao1,
                description="bias-corrected Chao1 richness estimate"),
-    MetricSpec("rare_bigram_recall", "budget", "tail_coverage", DOWN, "O(T log V)", _rare_bigram_recall,
-               description="share of reference hapax bigrams that appear"),
+    MetricSpec("rare_bigram_recall", "budget", "tail_coverage", DOWN, "O(T log V)",
+               _rare_bigram_recall, description="share of reference hapax bigrams that appear"),
     MetricSpec("exact_duplicate_rate", "docs", "sameness", UP, "O(T + D log D)", _exact_dup,
                complement_ratio=True, description="share of documents repeating an earlier one"),
-    MetricSpec("near_duplicate_rate", "docs", "sameness", UP, "O(T·128)", _near_dup, complement_ratio=True,
+    MetricSpec("near_duplicate_rate", "docs", "sameness", UP, "O(T·128)", _near_dup,
+               complement_ratio=True,
                description="share of documents with a Jaccard >= 0.8 partner (MinHash LSH)"),
     # reported, not aggregated: zero-inflated on human text (in most small windows no two
     # documents share a 4-gram, a few share many), so its ratio to the band mean swings
     # between ~0 and ~3 on human windows alone and would dominate a geometric mean
-    MetricSpec("self_repetition", "docs", "sameness", UP, "O(T log T)", _self_repetition, weight=0.0,
-               description="Salkar et al. 2022 self-repetition of 4-grams"),
+    MetricSpec("self_repetition", "docs", "sameness", UP, "O(T log T)", _self_repetition,
+               weight=0.0, description="Salkar et al. 2022 self-repetition of 4-grams"),
     MetricSpec("self_bleu", "docs", "sameness", UP, "O(T log T)", _self_bleu,
                description="mean BLEU-4 of each document against all others"),
     MetricSpec("top_ngram_share", "budget", "sameness", UP, "O(T log T)", _top_share,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,21 @@ def _pg_database(base_url: str):
     return url, drop
 
 
+@contextmanager
+def fresh_pg_database(migrate: bool = True) -> Iterator[str]:
+    """A new database on the test PostgreSQL server (migrated unless ``migrate`` is false),
+    dropped at exit. Without the server: a failure in CI, a skip elsewhere."""
+    url, drop = _pg_database(need("PostgreSQL", POSTGRES_URL))
+    try:
+        if migrate:
+            from service.migrate import upgrade
+
+            upgrade(url)
+        yield url
+    finally:
+        drop()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     """A migrated, empty database, once on SQLite and once on PostgreSQL."""
@@ -82,12 +99,15 @@ def database_url(request, tmp_path):
         upgrade(url)
         yield url
         return
-    url, drop = _pg_database(need("PostgreSQL", POSTGRES_URL))
-    upgrade(url)
-    try:
+    with fresh_pg_database() as url:
         yield url
-    finally:
-        drop()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A migrated, empty PostgreSQL database (for tests that only make sense there)."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -23,16 +23,13 @@ def _cli(*args: str, env: dict[str, str]) -> str:
 @pytest.fixture
 def empty_database(request, tmp_path):
     """A database with no tables yet (so `collapsewatch migrate` has work to do)."""
-    from tests.conftest import POSTGRES_URL, _pg_database, need
+    from tests.conftest import fresh_pg_database
 
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'api.db'}"
         return
-    url, drop = _pg_database(need("PostgreSQL", POSTGRES_URL))
-    try:
+    with fresh_pg_database(migrate=False) as url:
         yield url
-    finally:
-        drop()
 
 
 @pytest.mark.parametrize("empty_database", ["postgresql", "sqlite"], indirect=True)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.service.pipeline_fixtures import WINDOW, cli, wait_until
-from tests.support import free_port, process, wait_http
+from tests.support import Proc, free_port, process, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -82,14 +84,22 @@ def test_serve_scores_posted_samples_and_stops_on_ctrl_c(tmp_path, human_documen
     assert "Traceback" not in log_path.read_text(errors="replace")
 
 
-def test_sigterm_to_serve_stops_worker_and_beat(tmp_path):
-    env = _embedded_env(tmp_path)
-    port = free_port()
+@contextmanager
+def _serve_with_children(tmp_path: Path) -> Iterator[Proc]:
+    """`collapsewatch serve` (embedded defaults), up and with its worker and beat started."""
     log_path = tmp_path / "serve.log"
-    with process(["collapsewatch", "serve", "--port", str(port)], log_path, env=env) as serve:
+    port = free_port()
+    with process(["collapsewatch", "serve", "--port", str(port)], log_path,
+                 env=_embedded_env(tmp_path)) as serve:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=90, proc=serve.popen)
         wait_until(lambda: _children_started(log_path), 60, "worker and beat to start",
                    on_timeout=serve.log)
+        yield serve
+
+
+def test_sigterm_to_serve_stops_worker_and_beat(tmp_path):
+    log_path = tmp_path / "serve.log"
+    with _serve_with_children(tmp_path) as serve:
         time.sleep(1)
         serve.popen.send_signal(signal.SIGTERM)  # only `serve` itself, as systemd would
         assert serve.popen.wait(60) == 0
@@ -98,40 +108,34 @@ def test_sigterm_to_serve_stops_worker_and_beat(tmp_path):
     assert '"worker and beat stopped"' in log_path.read_text(errors="replace")
 
 
+def _state_and_parent(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) from /proc/<pid>/stat (this machine is Linux), None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
 def _children_of(pid: int) -> list[int]:
-    """Pids whose parent is ``pid`` (from /proc; this machine is Linux)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            info = _state_and_parent(int(entry.name))
+            if info is not None and info[1] == pid:
                 found.append(int(entry.name))
     return found
 
 
 def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # a zombie still answers signals until it is reaped; it has stopped all the same
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    # a zombie still has its /proc entry until it is reaped; it has stopped all the same
+    info = _state_and_parent(pid)
+    return info is None or info[0] == "Z"
 
 
 def test_worker_and_beat_stop_when_serve_is_killed_with_sigkill(tmp_path):
-    env = _embedded_env(tmp_path)
-    port = free_port()
     log_path = tmp_path / "serve.log"
-    with process(["collapsewatch", "serve", "--port", str(port)], log_path, env=env) as serve:
-        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=90, proc=serve.popen)
-        wait_until(lambda: _children_started(log_path), 60, "worker and beat to start",
-                   on_timeout=serve.log)
+    with _serve_with_children(tmp_path) as serve:
         children = _children_of(serve.popen.pid)
         assert len(children) == 2, children
         serve.popen.kill()  # SIGKILL to `serve` only: it cannot stop its children itself

@@ -55,19 +55,6 @@ class Stack:
         return "\n".join(parts)
 
 
-@pytest.fixture
-def postgres_url(tmp_path) -> Iterator[str]:
-    from service.migrate import upgrade
-    from tests.conftest import POSTGRES_URL, _pg_database, need
-
-    url, drop = _pg_database(need("PostgreSQL", POSTGRES_URL))
-    upgrade(url)
-    try:
-        yield url
-    finally:
-        drop()
-
-
 def _stack(monkeypatch, tmp_path: Path, database_url: str, broker_url: str,
            **settings: object) -> Stack:
     from service.db import reset_engines
