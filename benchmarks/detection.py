@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import metrics
 from metrics.synthetic import NGramModel, recursive_generations
-from service.sample_data import human_documents
+from service.demo.sample_data import human_documents
 
 SEVERE = ("early_collapse", "collapse")
 

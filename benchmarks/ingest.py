@@ -119,7 +119,7 @@ def fresh_postgres(workdir: Path) -> Iterator[str]:
 @contextmanager
 def running_api(database_url: str, workdir: Path) -> Iterator[tuple[str, str, str]]:
     """Migrate, create a key, start one `collapsewatch api`, create a reference and a model."""
-    from service.sample_data import human_documents
+    from service.demo.sample_data import human_documents
 
     env = {
         "COLLAPSEWATCH_DATABASE_URL": database_url,
@@ -171,7 +171,7 @@ def api_on(database: str) -> Iterator[tuple[str, str, str]]:
 
 def make_batches(total: int, batch_size: int) -> tuple[list[bytes], float]:
     """Request bodies, encoded before the clock starts; and the mean text length."""
-    from service.sample_data import human_documents
+    from service.demo.sample_data import human_documents
 
     docs = human_documents()
     run = uuid.uuid4().hex[:8]

@@ -45,7 +45,7 @@ BASELINE_DOCS = 500
 
 
 def _docs() -> list[str]:
-    from service.sample_data import human_documents
+    from service.demo.sample_data import human_documents
 
     return human_documents()
 
@@ -181,19 +181,19 @@ def redis_url(workdir: Path) -> Iterator[str]:
 def _prepare(windows: int, window_size: int) -> int:
     """Reference, model with a pinned baseline, and ``windows`` windows of samples."""
     import metrics
-    from service import registry
-    from service.baselines import pin_profile
-    from service.db import session_factory, session_scope
-    from service.ingest import ingest_samples
-    from service.references import create_reference
-    from service.schemas import ModelCreate, SampleIn, WindowPolicyIn
+    from service.domain import catalog
+    from service.domain.baselines import pin_profile
+    from service.domain.db import session_factory, session_scope
+    from service.domain.ingest import ingest_samples
+    from service.domain.references import create_reference
+    from service.domain.schemas import ModelCreate, SampleIn, WindowPolicyIn
     from service.settings import get_settings
 
     docs = _docs()
     settings = get_settings()
     with session_factory()() as session:
         ref = create_reference(session, settings, "bench", docs[:REFERENCE_DOCS])
-        model = registry.create_model(
+        model = catalog.create_model(
             session,
             settings,
             ModelCreate(
@@ -228,8 +228,8 @@ def run_throughput(
 ) -> dict[str, float]:
     from sqlalchemy import func, select
 
-    from service.db import reset_engines, session_scope
-    from service.models import Evaluation
+    from service.domain.db import reset_engines, session_scope
+    from service.domain.tables import Evaluation
     from service.settings import get_settings
 
     with fresh_postgres(workdir) as database_url, redis_url(workdir) as broker_url:

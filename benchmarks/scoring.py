@@ -41,7 +41,7 @@ from benchmarks.peers import envs
 from benchmarks.peers.inputs import fortunes_window, tokenize
 from metrics import functional as F
 from metrics.config import ReferenceConfig
-from service.sample_data import human_documents
+from service.demo.sample_data import human_documents
 
 SUITE_GOAL_SECONDS = 1.0
 REFERENCE_GOAL_SECONDS = 60.0

@@ -37,7 +37,7 @@ from collectors import Client
 
 
 def _texts(n: int) -> list[str]:
-    from service.sample_data import human_documents
+    from service.demo.sample_data import human_documents
 
     docs = human_documents()
     return [docs[i % len(docs)] for i in range(n)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.db import make_engine
-from service.models import Base
+from service.domain.db import make_engine
+from service.domain.tables import Base
 from service.settings import get_settings
 
 config = context.config

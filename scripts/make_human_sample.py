@@ -5,7 +5,7 @@ links, strips backspace overstrike (``X\\bX`` bold, ``_\\bX`` underline), drops
 offensive (``off/``) fortunes and empty entries, and writes one JSON object per
 document (``{"text", "source"}``) to a gzipped JSONL file.
 
-    python scripts/make_human_sample.py /usr/share/games/fortunes service/data/human_sample.jsonl.gz
+    python scripts/make_human_sample.py /usr/share/games/fortunes service/demo/data/human_sample.jsonl.gz
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def need_program(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def human_documents() -> list[str]:
-    from service.sample_data import human_documents as load
+    from service.demo.sample_data import human_documents as load
 
     return load()
 
@@ -64,7 +64,7 @@ def _pg_database(base_url: str):
     url = base_url.rsplit("/", 1)[0] + "/" + name
 
     def drop() -> None:
-        from service.db import reset_engines
+        from service.domain.db import reset_engines
 
         reset_engines()
         with admin.connect() as conn:
@@ -81,7 +81,7 @@ def fresh_pg_database(migrate: bool = True) -> Iterator[str]:
     url, drop = _pg_database(need("PostgreSQL", POSTGRES_URL))
     try:
         if migrate:
-            from service.migrate import upgrade
+            from service.domain.migrate import upgrade
 
             upgrade(url)
         yield url
@@ -92,7 +92,7 @@ def fresh_pg_database(migrate: bool = True) -> Iterator[str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     """A migrated, empty database, once on SQLite and once on PostgreSQL."""
-    from service.migrate import upgrade
+    from service.domain.migrate import upgrade
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'collapsewatch.db'}"
@@ -125,7 +125,7 @@ def redis_url():
 @pytest.fixture
 def service_env(database_url, tmp_path, monkeypatch) -> dict[str, str]:
     """Point this process's settings (and child processes' env) at the test database."""
-    from service.db import reset_engines
+    from service.domain.db import reset_engines
     from service.settings import get_settings
 
     env = {
@@ -147,8 +147,8 @@ def service_env(database_url, tmp_path, monkeypatch) -> dict[str, str]:
 def client(service_env):
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
-    from service.worker.celery_app import reconfigure
+    from service.api.app import create_app
+    from service.broker import reconfigure
 
     # an ingest that fills a window enqueues it: on this test's broker, not an earlier one's
     reconfigure()
@@ -160,8 +160,8 @@ def client(service_env):
 @pytest.fixture
 def make_key(service_env):
     """make_key(scope, model=None) -> a real API key stored in the test database."""
-    from service.auth import create_key
-    from service.db import session_scope
+    from service.domain.db import session_scope
+    from service.domain.keys import create_key
 
     def _make(scope: str, model: str | None = None) -> str:
         with session_scope() as session:

@@ -1,6 +1,6 @@
 """Deterministic document sets shared by collapsewatch and the peers.
 
-Every set is derived from the shipped fortunes (``service.sample_data.human_documents()``)
+Every set is derived from the shipped fortunes (``service.demo.sample_data.human_documents()``)
 with fixed seeds, and pre-tokenised here so both sides count exactly the same tokens: the
 fixture stores token lists, the peers receive ``" ".join(tokens)`` and split on whitespace.
 """
@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from service.sample_data import human_documents
+from service.demo.sample_data import human_documents
 
 # Lowercased words, apostrophes kept inside a word ("don't"). Unicode-aware (\w), no whitespace
 # inside a token, which the peers' whitespace splitting requires.

@@ -22,7 +22,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.datastructures import UploadFile
 
-from service import baselines as service
 from service.api.deps import (
     AdminPrincipal,
     ReadPrincipal,
@@ -31,10 +30,11 @@ from service.api.deps import (
     check_model_access,
 )
 from service.api.errors import ProblemError
-from service.models import MonitoredModel
-from service.references import DocumentParseError, format_for, parse_documents
-from service.registry import get_model
-from service.schemas import Description, Text, UtcDatetime
+from service.domain import baselines as service
+from service.domain.catalog import get_model
+from service.domain.references import DocumentParseError, format_for, parse_documents
+from service.domain.schemas import Description, Text, UtcDatetime
+from service.domain.tables import MonitoredModel
 
 router = APIRouter(tags=["baselines"])
 

@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from service.api.errors import ProblemError
-from service.auth import Principal, verify_key
-from service.db import session_scope
+from service.domain.db import session_scope
+from service.domain.keys import Principal, verify_key
 from service.settings import Settings, get_settings
 
 

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.domain import errors as domain
 from service.logging import get_logger
 
 log = get_logger("collapsewatch.api")
@@ -92,7 +93,39 @@ def _describe(err: dict[str, Any]) -> dict[str, str]:
     return {"field": _field(loc), "message": message}
 
 
+# each domain error maps to one status, here and nowhere else
+DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
+    domain.NotFound: 404,
+    domain.Conflict: 409,
+    domain.Invalid: 422,
+    domain.TooLarge: 413,
+    domain.Unauthorized: 401,
+    domain.Forbidden: 403,
+    domain.RateLimited: 429,
+    domain.Unavailable: 503,
+}
+
+
+def status_of(exc: domain.DomainError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in DOMAIN_STATUS:
+            return DOMAIN_STATUS[cls]
+    return 400
+
+
+def as_problem(exc: domain.DomainError) -> ProblemError:
+    """The problem+json answer for a domain error."""
+    extra = dict(exc.extra)
+    if isinstance(exc, domain.RateLimited):
+        extra["headers"] = {"Retry-After": str(max(1, round(exc.retry_after)))}
+    return ProblemError(status_of(exc), exc.detail, **extra)
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(domain.DomainError)
+    async def _domain(request: Request, exc: domain.DomainError):
+        return await _problem(request, as_problem(exc))
+
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError):
         extra = dict(exc.extra)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -11,19 +11,14 @@ from sqlalchemy.orm import Session
 
 from service.api.deps import ReadPrincipal, SessionDep
 from service.api.errors import ProblemError
-from service.baselines import baseline_state
-from service.models import Evaluation, MonitoredModel, Reference
-from service.registry import get_model
+from service.domain.baselines import baseline_state
+from service.domain.catalog import get_model
+from service.domain.clock import as_utc_or_none
+from service.domain.tables import Evaluation, MonitoredModel, Reference
 
 router = APIRouter(tags=["evaluations"])
 
 STATUSES = ("done", "failed", "pending", "running")
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _reference_json(session: Session, reference_id: int) -> dict[str, Any] | None:
@@ -43,10 +38,10 @@ def evaluation_json(session: Session, evaluation: Evaluation) -> dict[str, Any]:
     body.update({
         "id": evaluation.id,
         "window_index": evaluation.window_index,
-        "window_start": _utc(evaluation.window_start),
-        "window_end": _utc(evaluation.window_end),
-        "created_at": _utc(evaluation.created_at),
-        "finished_at": _utc(evaluation.finished_at),
+        "window_start": as_utc_or_none(evaluation.window_start),
+        "window_end": as_utc_or_none(evaluation.window_end),
+        "created_at": as_utc_or_none(evaluation.created_at),
+        "finished_at": as_utc_or_none(evaluation.finished_at),
         "status": evaluation.status,
         "sample_count": evaluation.sample_count,
         "first_sample_id": evaluation.first_sample_id,
@@ -70,7 +65,7 @@ def list_evaluations(
                       Query(description="which windows: scored ones (done) by default")] = "done",
 ) -> dict[str, list[dict[str, Any]]]:
     model = get_model(session, name)
-    since, until = _utc(since), _utc(until)
+    since, until = as_utc_or_none(since), as_utc_or_none(until)
     if since and until and since > until:
         raise ProblemError(422, f"since ({since.isoformat()}) is after until "
                                 f"({until.isoformat()})")

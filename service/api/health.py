@@ -10,8 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.api.errors import ProblemError
-from service.db import get_engine
-from service.schemas import Liveness, Readiness
+from service.domain.db import get_engine
+from service.domain.schemas import Liveness, Readiness
 from service.settings import get_settings
 
 router = APIRouter(tags=["health"])
@@ -21,7 +21,7 @@ router = APIRouter(tags=["health"])
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    from service.migrate import alembic_config
+    from service.domain.migrate import alembic_config
 
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 

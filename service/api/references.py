@@ -11,10 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
-from service import references as service
 from service.api.deps import AdminPrincipal, ReadPrincipal, SessionDep, SettingsDep
 from service.api.errors import ProblemError, not_utf8_detail
-from service.schemas import (
+from service.domain import references as service
+from service.domain.schemas import (
     Description,
     ReferenceCreate,
     ReferenceList,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, BackgroundTasks
 
 from service.api.deps import IngestPrincipal, SessionDep, SettingsDep, check_model_access
-from service.ingest import ingest_samples
-from service.schemas import IngestResult, SampleBatch
+from service.domain.ingest import ingest_samples
+from service.domain.schemas import IngestResult, SampleBatch
 
 router = APIRouter(tags=["samples"])
 
@@ -23,7 +23,7 @@ def post_samples(name: str, batch: SampleBatch, principal: IngestPrincipal,
     check_model_access(principal, "ingest", name)
     result = ingest_samples(session, settings, name, batch.samples)
     if result.accepted and settings.plan_on_ingest:
-        from service.worker.tasks import plan_after_ingest
+        from service.dispatch import plan_after_ingest
 
         background.add_task(plan_after_ingest, name)
     return result

@@ -5,26 +5,25 @@ lost or repeated message costs a delay, never data or a second score set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 
-from service import scoring, windows
-from service.db import session_factory
-from service.logging import get_logger
-from service.models import Evaluation
-from service.settings import Settings, get_settings
-from service.worker.celery_app import (
-    BROKER_ERRORS,
-    EVALUATE_ALERTS,
+from service.broker import (
     PLAN_WINDOWS,
     REAP_STUCK,
     SCORE_WINDOW,
     celery_app,
 )
+from service.dispatch import enqueue_scoring, notify_alerting, plan_due_windows
+from service.domain import evaluation
+from service.domain.clock import utcnow
+from service.domain.db import session_factory
+from service.domain.tables import Evaluation
+from service.logging import get_logger
+from service.settings import Settings, get_settings
 
 log = get_logger("collapsewatch.worker")
 
@@ -32,71 +31,6 @@ log = get_logger("collapsewatch.worker")
 # this long; shorter than the reaper timeout, which is about messages that went out and
 # were lost or whose worker died
 UNSENT_GRACE_SECONDS = 30.0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def enqueue_scoring(evaluation_ids: Iterable[int]) -> list[int]:
-    """Send score_window for committed evaluations; record when. Stops at the first broker
-    error (the rest stay unsent and the reaper sends them later)."""
-    sent: list[int] = []
-    for evaluation_id in evaluation_ids:
-        try:
-            celery_app.send_task(SCORE_WINDOW, args=[evaluation_id])
-        except BROKER_ERRORS as exc:
-            log.warning("could not enqueue score_window; it will be sent again later",
-                        extra={"evaluation_id": evaluation_id, "error": str(exc)})
-            break
-        sent.append(evaluation_id)
-    if sent:
-        with session_factory()() as session, session.begin():
-            session.execute(update(Evaluation).where(Evaluation.id.in_(sent))
-                            .values(enqueued_at=_now())
-                            .execution_options(synchronize_session=False))
-    return sent
-
-
-def plan_and_enqueue(model_id: int, now: datetime | None = None) -> list[int]:
-    """Plan one model's due windows in their own transaction, then enqueue them."""
-    try:
-        with session_factory()() as session, session.begin():
-            ids = windows.plan_model(session, model_id, now)
-    except IntegrityError as exc:
-        # another planner closed the same window first (the unique constraint says so)
-        log.warning("window already planned elsewhere", extra={"model_id": model_id,
-                                                               "error": str(exc.orig)})
-        return []
-    enqueue_scoring(ids)
-    return ids
-
-
-def plan_due_windows(now: datetime | None = None) -> list[int]:
-    """Plan every model's due windows (one transaction per model) and enqueue them."""
-    with session_factory()() as session:
-        model_ids = windows.models_with_unwindowed_samples(session)
-    created: list[int] = []
-    for model_id in model_ids:
-        created.extend(plan_and_enqueue(model_id, now))
-    return created
-
-
-def plan_after_ingest(model_name: str) -> None:
-    """Close a window as soon as ingest fills it, instead of at beat's next planning pass.
-
-    Runs after an ingest request has committed and answered. Only full windows are
-    planned here (windows closed by age are beat's); any failure is logged and left to
-    beat, which plans the same window a moment later.
-    """
-    try:
-        with session_factory()() as session:
-            model_id = windows.full_window_waiting(session, model_name)
-        if model_id is not None:
-            plan_and_enqueue(model_id)
-    except SQLAlchemyError as exc:
-        log.warning("planning after ingest failed; beat will plan the window",
-                    extra={"model": model_name, "error": str(exc)})
 
 
 def _stuck_rows(session, settings: Settings, now: datetime):
@@ -128,7 +62,7 @@ def _stuck_rows(session, settings: Settings, now: datetime):
 def reap(settings: Settings | None = None, now: datetime | None = None) -> dict[str, list[int]]:
     """Re-enqueue evaluations stuck in pending/running; fail those out of attempts."""
     settings = settings or get_settings()
-    now = now or _now()
+    now = now or utcnow()
     requeue: list[int] = []
     failed: list[int] = []
     with session_factory()() as session, session.begin():
@@ -138,7 +72,7 @@ def reap(settings: Settings | None = None, now: datetime | None = None) -> dict[
                        + (f"last error: {row.error}" if row.error else
                           "the worker scoring it died or timed out each time; "
                           "see the worker logs"))
-                if scoring.fail(session, row.id, why):
+                if evaluation.fail(session, row.id, why):
                     failed.append(row.id)
             else:
                 requeue.append(row.id)
@@ -151,7 +85,7 @@ def reap(settings: Settings | None = None, now: datetime | None = None) -> dict[
     if settings.embedded_broker:
         _purge_delivered_messages(settings.resolved_broker_url)
     try:
-        from service.bandstore import purge_unused
+        from service.domain.band_cache import purge_unused
 
         purge_unused(settings.band_cache_keep_days, now)
     except SQLAlchemyError as exc:  # housekeeping only: never fail the reaper for it
@@ -164,7 +98,7 @@ def _purge_delivered_messages(broker_url: str, older_than_hours: float = 1.0) ->
     those older than an hour (their work is done or was re-sent by the reaper)."""
     from sqlalchemy import text
 
-    from service.db import get_engine
+    from service.domain.db import get_engine
 
     url = broker_url.removeprefix("sqla+")
     cutoff = datetime.now() - timedelta(hours=older_than_hours)  # kombu stores local time
@@ -174,15 +108,6 @@ def _purge_delivered_messages(broker_url: str, older_than_hours: float = 1.0) ->
                          {"t": cutoff})
     except SQLAlchemyError as exc:  # housekeeping only: never fail the reaper for it
         log.info("broker housekeeping skipped", extra={"error": str(exc)})
-
-
-def notify_alerting(model_id: int) -> None:
-    try:
-        celery_app.send_task(EVALUATE_ALERTS, args=[model_id])
-    except BROKER_ERRORS as exc:
-        # check_liveness and the next evaluation catch up; the scores are stored
-        log.warning("could not enqueue evaluate_alerts", extra={"model_id": model_id,
-                                                                "error": str(exc)})
 
 
 @celery_app.task(name=PLAN_WINDOWS, ignore_result=True)
@@ -195,8 +120,8 @@ def plan_windows() -> dict[str, Any]:
 def score_window(self, evaluation_id: int) -> dict[str, Any]:
     settings = get_settings()
     try:
-        outcome = scoring.score_window(int(evaluation_id), settings, session_factory())
-    except scoring.TransientError as exc:
+        outcome = evaluation.score_window(int(evaluation_id), settings, session_factory())
+    except evaluation.TransientError as exc:
         # the claim was released; retry soon (the attempts cap in the database bounds this)
         countdown = min(60.0, 2.0 ** exc.attempt)
         log.warning("scoring failed, retrying", extra={"evaluation_id": evaluation_id,

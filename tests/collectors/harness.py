@@ -16,9 +16,9 @@ COLLAPSEWATCH = str(VENV_BIN / "collapsewatch")
 
 def create_model(name: str) -> str:
     """A monitored model (with a placeholder reference) and an ingest key for it."""
-    from service.auth import create_key
-    from service.db import session_scope
-    from service.models import MonitoredModel, Reference
+    from service.domain.db import session_scope
+    from service.domain.keys import create_key
+    from service.domain.tables import MonitoredModel, Reference
 
     with session_scope() as session:
         ref = Reference(name=f"ref-{name}", version=1, sha256="0" * 64, document_count=0,

@@ -77,7 +77,7 @@ def exported_metric_names() -> set[str]:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from service.alerting.exporter import ModelSnapshot, Snapshot, families
+    from service.exporter.prometheus import ModelSnapshot, Snapshot, families
     from tests.service.alert_fixtures import score_json
 
     model = ModelSnapshot(name="bot", reference_name="ref", reference_sha256="a" * 64,

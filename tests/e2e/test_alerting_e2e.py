@@ -112,7 +112,7 @@ def test_collapse_fires_and_resolves_through_prometheus_alertmanager_and_pagerdu
     prometheus = need_program("prometheus")
     alertmanager = need_program("prometheus-alertmanager")
     database, drop_database = _pg_database(need("PostgreSQL", POSTGRES_URL))
-    from service.migrate import upgrade
+    from service.domain.migrate import upgrade
 
     upgrade(database)
     docs = list(human_documents)
@@ -155,8 +155,8 @@ def test_collapse_fires_and_resolves_through_prometheus_alertmanager_and_pagerdu
         start("beat", ["collapsewatch", "beat", "--schedule", str(tmp_path / "beat-schedule")])
         wait_http(f"{api_url}/readyz", timeout=60, proc=api.popen)
 
-        from service.auth import create_key
-        from service.db import session_scope
+        from service.domain.db import session_scope
+        from service.domain.keys import create_key
 
         with session_scope(database) as session:
             key = create_key(session, "admin", description="e2e")
@@ -295,7 +295,7 @@ def test_collapse_fires_and_resolves_through_prometheus_alertmanager_and_pagerdu
         with session_scope(database) as session:
             from sqlalchemy import select
 
-            from service.models import Notification
+            from service.domain.tables import Notification
 
             rows = session.execute(select(Notification.event, Notification.status,
                                           Notification.attempts)).all()

@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from service.db import session_scope
-from service.models import Channel, Evaluation, MonitoredModel, Reference, Sample
+from service.domain.db import session_scope
+from service.domain.tables import Channel, Evaluation, MonitoredModel, Reference, Sample
 
 SIGNAL_RATIOS = {
     "healthy": (1.0, 0.97, 1.01),
@@ -129,7 +129,7 @@ def set_status(evaluation_id: int, status: str, health: str | None = None) -> No
 
 def make_channel(name: str, kind: str, config: dict, *, min_severity: str = "warning",
                  models: list[str] | None = None, enabled: bool = True) -> int:
-    from service.alerting.channels import channel_class
+    from service.channels import channel_class
 
     with session_scope() as s:
         c = Channel(name=name, kind=kind, config=channel_class(kind).validate_config(config),

@@ -41,8 +41,8 @@ def baseline_profile(human_documents, reference_profile):
 def store_reference(profile, documents: list[str], name: str = "fortunes",
                     version: int = 1) -> int:
     """Insert a reference row for a prebuilt profile (what POST /references stores)."""
-    from service.db import session_scope
-    from service.models import Reference
+    from service.domain.db import session_scope
+    from service.domain.tables import Reference
 
     with session_scope() as session:
         row = Reference(
@@ -85,8 +85,8 @@ class Stored:
 
 
 def stored_state() -> Stored:
-    from service.db import session_scope
-    from service.models import ApiKey, MonitoredModel, Reference, Sample
+    from service.domain.db import session_scope
+    from service.domain.tables import ApiKey, MonitoredModel, Reference, Sample
 
     def norm(value):
         return value.replace(tzinfo=None) if isinstance(value, datetime) else value

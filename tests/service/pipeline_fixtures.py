@@ -1,6 +1,6 @@
 """Helpers shared by the pipeline, window and baseline tests.
 
-Rows are stored with the real service functions (``service.ingest.ingest_samples`` takes
+Rows are stored with the real service functions (``service.domain.ingest.ingest_samples`` takes
 the model lock the planner relies on); references hold real profiles where scoring needs
 them, and a placeholder profile where a test only plans windows.
 """
@@ -27,8 +27,8 @@ REFERENCE_SIZE = 300
 def add_reference(name: str = "fortunes", profile=None, documents: list[str] | None = None,
                   version: int = 1) -> int:
     """A reference row; ``profile`` None stores a placeholder (planning never reads it)."""
-    from service.db import session_scope
-    from service.models import Reference
+    from service.domain.db import session_scope
+    from service.domain.tables import Reference
 
     docs = documents or ["placeholder"]
     with session_scope() as session:
@@ -47,8 +47,8 @@ def add_reference(name: str = "fortunes", profile=None, documents: list[str] | N
 
 def add_model(name: str, reference_id: int, size: int = 10, max_age: int | None = None,
               min_size: int = 1, auto_baseline_windows: int = 0) -> int:
-    from service.db import session_scope
-    from service.models import MonitoredModel
+    from service.domain.db import session_scope
+    from service.domain.tables import MonitoredModel
 
     with session_scope() as session:
         row = MonitoredModel(
@@ -64,9 +64,9 @@ def add_model(name: str, reference_id: int, size: int = 10, max_age: int | None 
 
 def ingest(model: str, texts: list[str], prefix: str = "s", start: int = 0) -> int:
     """Store samples through the real ingest function (one batch); returns accepted."""
-    from service.db import session_factory
-    from service.ingest import ingest_samples
-    from service.schemas import SampleIn
+    from service.domain.db import session_factory
+    from service.domain.ingest import ingest_samples
+    from service.domain.schemas import SampleIn
     from service.settings import get_settings
 
     batch = [SampleIn(id=f"{prefix}{start + i}", text=t) for i, t in enumerate(texts)]
@@ -76,8 +76,8 @@ def ingest(model: str, texts: list[str], prefix: str = "s", start: int = 0) -> i
 
 def windows_of(model_id: int) -> list[tuple[int, int, int, int]]:
     """(window_index, first_sample_id, last_sample_id, sample_count) in index order."""
-    from service.db import session_scope
-    from service.models import Evaluation
+    from service.domain.db import session_scope
+    from service.domain.tables import Evaluation
 
     with session_scope() as session:
         return [tuple(r) for r in session.execute(
@@ -87,8 +87,8 @@ def windows_of(model_id: int) -> list[tuple[int, int, int, int]]:
 
 
 def sample_ids(model_id: int) -> list[int]:
-    from service.db import session_scope
-    from service.models import Sample
+    from service.domain.db import session_scope
+    from service.domain.tables import Sample
 
     with session_scope() as session:
         return list(session.scalars(select(Sample.id).where(Sample.model_id == model_id)
@@ -116,7 +116,7 @@ def assert_partition(model_id: int, allow_tail: bool = True) -> None:
 
 
 def count_rows(table, **where) -> int:
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     with session_scope() as session:
         stmt = select(func.count()).select_from(table)
@@ -148,7 +148,7 @@ def cli(*args: str, env: dict[str, str], timeout: float = 120) -> str:
 @pytest.fixture
 def pipeline_env(service_env):
     """service_env with the shared Celery app pointed at this test's broker."""
-    from service.worker.celery_app import reconfigure
+    from service.broker import reconfigure
 
     reconfigure()
     yield service_env
@@ -174,8 +174,8 @@ def window_result(reference_profile, window_documents) -> dict:
 
 def score_now(evaluation_id: int):
     """Run the scoring task's logic for one evaluation in this process."""
-    from service import scoring
-    from service.db import session_factory
+    from service.domain import evaluation as scoring
+    from service.domain.db import session_factory
     from service.settings import get_settings
 
     return scoring.score_window(evaluation_id, get_settings(), session_factory())
@@ -183,8 +183,8 @@ def score_now(evaluation_id: int):
 
 def plan_now() -> list[int]:
     """Plan due windows in this process without enqueueing (the tests drive scoring)."""
-    from service.db import session_factory
-    from service.windows import models_with_unwindowed_samples, plan_model
+    from service.domain.db import session_factory
+    from service.domain.windows import models_with_unwindowed_samples, plan_model
 
     maker = session_factory()
     with maker() as session:
@@ -199,8 +199,8 @@ def plan_now() -> list[int]:
 def planned() -> list[int]:
     """Plan what is due (like plan_now), then every evaluation id, oldest first: windows
     filled through the API are already planned by the ingest request itself."""
-    from service.db import session_scope
-    from service.models import Evaluation
+    from service.domain.db import session_scope
+    from service.domain.tables import Evaluation
 
     plan_now()
     with session_scope() as session:
@@ -208,8 +208,8 @@ def planned() -> list[int]:
 
 
 def evaluation(evaluation_id: int):
-    from service.db import session_scope
-    from service.models import Evaluation
+    from service.domain.db import session_scope
+    from service.domain.tables import Evaluation
 
     with session_scope() as session:
         row = session.get(Evaluation, evaluation_id)

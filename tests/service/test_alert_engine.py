@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from service.alerting import engine
-from service.alerting.engine import BAD, GOOD, Counters, classify, dedup_key, step
-from service.db import session_scope
-from service.models import Alert, AlertRule, AlertState, MonitoredModel, Notification
+from service.domain import alerts as engine
+from service.domain.alerts import BAD, GOOD, Counters, classify, dedup_key, step
+from service.domain.db import session_scope
+from service.domain.tables import Alert, AlertRule, AlertState, MonitoredModel, Notification
 from tests.service.alert_fixtures import (
     add_evaluation,
     add_samples,

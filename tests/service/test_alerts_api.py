@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from service.alerting import engine
-from service.db import session_scope
-from service.models import AlertRule, Channel, Notification
+from service.domain import alerts as engine
+from service.domain.db import session_scope
+from service.domain.tables import AlertRule, Channel, Notification
 from tests.service.alert_fixtures import add_evaluation, make_channel, make_model
 
 

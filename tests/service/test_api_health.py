@@ -27,8 +27,8 @@ def app_client_for(monkeypatch):
     """app_client_for(url): a TestClient for an app whose settings point at ``url``."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
-    from service.db import reset_engines
+    from service.api.app import create_app
+    from service.domain.db import reset_engines
     from service.settings import get_settings
 
     def _make(url: str) -> TestClient:

@@ -50,8 +50,8 @@ def test_list_models(client, admin_headers, stored_reference):
 
 
 def test_model_shows_its_baseline(client, admin_headers, stored_reference):
-    from service.db import session_scope
-    from service.models import Baseline, MonitoredModel
+    from service.domain.db import session_scope
+    from service.domain.tables import Baseline, MonitoredModel
 
     _create(client, admin_headers, name="bot", reference_id=stored_reference)
     ratios = {"diversity": 0.81, "tail_coverage": 0.93, "sameness": 1.4}
@@ -89,8 +89,8 @@ def test_patch_changes_only_the_fields_sent(client, admin_headers, stored_refere
 
 def test_patch_switches_the_reference_and_clears_the_baseline(
         client, admin_headers, stored_reference, reference_profile, reference_documents):
-    from service.db import session_scope
-    from service.models import MonitoredModel
+    from service.domain.db import session_scope
+    from service.domain.tables import MonitoredModel
 
     _create(client, admin_headers, name="bot", reference_id=stored_reference)
     with session_scope() as s:

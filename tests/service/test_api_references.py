@@ -15,8 +15,8 @@ REFS = "/api/v1/references"
 
 
 def _stored_reference_row(reference_id: int):
-    from service.db import session_scope
-    from service.models import Reference
+    from service.domain.db import session_scope
+    from service.domain.tables import Reference
 
     with session_scope() as s:
         row = s.get(Reference, reference_id)
@@ -105,7 +105,7 @@ def test_create_from_a_gzipped_upload(client, admin_headers, reference_documents
 
 
 def test_gzip_that_expands_too_far_is_422(client, admin_headers, monkeypatch):
-    from service.references import GZIP_EXPANSION_LIMIT
+    from service.domain.references import GZIP_EXPANSION_LIMIT
     from service.settings import get_settings
 
     monkeypatch.setenv("COLLAPSEWATCH_MAX_BODY_BYTES", "100000")

@@ -14,16 +14,16 @@ URL = "/api/v1/models/bot/samples"
 
 
 def _stored_samples():
-    from service.db import session_scope
-    from service.models import Sample
+    from service.domain.db import session_scope
+    from service.domain.tables import Sample
 
     with session_scope() as s:
         return s.execute(select(Sample).order_by(Sample.id)).scalars().all()
 
 
 def _model_row():
-    from service.db import session_scope
-    from service.models import MonitoredModel
+    from service.domain.db import session_scope
+    from service.domain.tables import MonitoredModel
 
     with session_scope() as s:
         return s.scalar(select(MonitoredModel).where(MonitoredModel.name == "bot"))
@@ -112,7 +112,7 @@ def test_attributes_hold_any_json(client, ingest_headers):
 
 
 def test_a_batch_is_one_insert_statement(client, ingest_headers):
-    from service.db import session_factory
+    from service.domain.db import session_factory
 
     statements: list[str] = []
 
@@ -144,7 +144,7 @@ def limited_client(service_env, monkeypatch, model_name):
     """A second app with small limits (body 4 KB, 100 characters, 5 samples per batch)."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from service.api.app import create_app
     from service.settings import get_settings
 
     monkeypatch.setenv("COLLAPSEWATCH_MAX_BODY_BYTES", "4096")

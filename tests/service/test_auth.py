@@ -12,16 +12,16 @@ from tests.service.api_fixtures import assert_problem, samples, stored_state
 
 
 def _key_rows():
-    from service.db import session_scope
-    from service.models import ApiKey
+    from service.domain.db import session_scope
+    from service.domain.tables import ApiKey
 
     with session_scope() as s:
         return s.scalars(select(ApiKey)).all()
 
 
 def test_only_the_hash_of_a_key_is_stored(service_env):
-    from service.auth import create_key
-    from service.db import session_scope
+    from service.domain.db import session_scope
+    from service.domain.keys import create_key
 
     with session_scope() as s:
         key = create_key(s, "ingest", "bot", "ci pipeline")
@@ -35,8 +35,8 @@ def test_only_the_hash_of_a_key_is_stored(service_env):
 
 
 def test_keys_are_unique_and_unknown_scopes_are_refused(service_env):
-    from service.auth import create_key
-    from service.db import session_scope
+    from service.domain.db import session_scope
+    from service.domain.keys import create_key
 
     with session_scope() as s:
         keys = {create_key(s, "read") for _ in range(20)}
@@ -57,14 +57,14 @@ def test_keys_are_unique_and_unknown_scopes_are_refused(service_env):
     ("read", None, "read", "m", True),
 ])
 def test_principal_allows(scope, key_model, action, model, allowed):
-    from service.auth import Principal
+    from service.domain.keys import Principal
 
     assert Principal(1, scope, key_model).allows(action, model) is allowed
 
 
 def test_revoked_key_is_401(client, make_key, stored_reference):
-    from service.db import session_scope
-    from service.models import ApiKey
+    from service.domain.db import session_scope
+    from service.domain.tables import ApiKey
 
     key = make_key("admin")
     with session_scope() as s:

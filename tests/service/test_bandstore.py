@@ -1,4 +1,4 @@
-"""Computed bands kept in the database (service.bandstore), on SQLite and PostgreSQL."""
+"""Computed bands kept in the database (service.domain.band_cache), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select, text
 
 import metrics
-from service.models import BandCache
+from service.domain.tables import BandCache
 from tests.service.api_fixtures import store_reference
 from tests.service.pipeline_fixtures import WINDOW, add_model, ingest, plan_now, score_now
 from tests.support.bands import count_band_computations
@@ -23,7 +23,7 @@ def small_profile(human_documents) -> metrics.Profile:
 
 def _fresh(profile: metrics.Profile, context: str = "reference"):
     """The profile as another process would load it, with a database store."""
-    from service.bandstore import DatabaseBandStore, profile_key
+    from service.domain.band_cache import DatabaseBandStore, profile_key
 
     data = profile.to_bytes()
     loaded = metrics.Profile.from_bytes(data)
@@ -32,7 +32,7 @@ def _fresh(profile: metrics.Profile, context: str = "reference"):
 
 
 def test_round_trip_and_repeated_saves(service_env):
-    from service.bandstore import DatabaseBandStore
+    from service.domain.band_cache import DatabaseBandStore
 
     store = DatabaseBandStore("k" * 64)
     matrix = np.arange(40, dtype=float).reshape(10, 4)
@@ -73,7 +73,7 @@ def test_bands_of_other_profiles_or_contexts_are_not_shared(service_env, small_p
 
 
 def test_a_broken_store_costs_a_computation_not_a_failure(service_env, small_profile, caplog):
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     with session_scope() as session:
         session.execute(text("DROP TABLE band_cache"))
@@ -87,8 +87,8 @@ def test_a_broken_store_costs_a_computation_not_a_failure(service_env, small_pro
 
 def test_scoring_a_window_stores_its_human_band(pipeline_env, reference_profile,
                                                 reference_documents, window_documents):
-    from service.db import session_scope
-    from service.scoring import PROFILES
+    from service.domain.db import session_scope
+    from service.domain.profiles import PROFILES
 
     PROFILES.clear()
     ref = store_reference(reference_profile, reference_documents)
@@ -102,7 +102,7 @@ def test_scoring_a_window_stores_its_human_band(pipeline_env, reference_profile,
 
 
 def _used_at(key: str) -> dict[tuple[int, int], object]:
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     with session_scope() as session:
         return {(n, b): used for n, b, used in session.execute(
@@ -115,8 +115,8 @@ def test_rows_unused_for_the_keep_time_are_dropped_and_reads_keep_rows_alive(ser
 
     from sqlalchemy import update
 
-    from service.bandstore import DatabaseBandStore, purge_unused
-    from service.db import session_scope
+    from service.domain.band_cache import DatabaseBandStore, purge_unused
+    from service.domain.db import session_scope
     from service.worker.tasks import reap
 
     store = DatabaseBandStore("p" * 64)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from service.models import Baseline, BaselinePin, MonitoredModel
+from service.domain.tables import Baseline, BaselinePin, MonitoredModel
 from tests.service.api_fixtures import REFERENCE_SIZE, assert_problem, store_reference
 from tests.service.pipeline_fixtures import count_rows
 
@@ -25,8 +25,8 @@ def second_baseline_profile(human_documents, reference_profile):
 
 
 def _admin_key_id(admin_headers) -> int:
-    from service.auth import verify_key
-    from service.db import session_scope
+    from service.domain.db import session_scope
+    from service.domain.keys import verify_key
 
     with session_scope() as session:
         return verify_key(session, admin_headers["Authorization"].split()[1]).key_id
@@ -34,7 +34,7 @@ def _admin_key_id(admin_headers) -> int:
 
 def _current() -> tuple[int | None, int, int]:
     """(model's baseline_id, baselines stored, pins recorded)."""
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     with session_scope() as session:
         current = session.scalar(select(MonitoredModel.baseline_id))
@@ -138,9 +138,9 @@ def test_old_evaluations_keep_their_baseline(client, model_name, admin_headers,
                                              ingest_headers, baseline_profile,
                                              second_baseline_profile, window_documents,
                                              window_result):
-    from service import scoring
-    from service.db import session_factory, session_scope
-    from service.models import Evaluation
+    from service.domain import evaluation as scoring
+    from service.domain.db import session_factory, session_scope
+    from service.domain.tables import Evaluation
     from service.settings import get_settings
     from tests.service.pipeline_fixtures import WINDOW, planned
 

@@ -6,7 +6,7 @@ import threading
 
 from sqlalchemy import select
 
-from service.models import Baseline, BaselinePin, Evaluation, MonitoredModel
+from service.domain.tables import Baseline, BaselinePin, Evaluation, MonitoredModel
 from tests.service.api_fixtures import store_reference
 from tests.service.pipeline_fixtures import (
     WINDOW,
@@ -20,15 +20,15 @@ from tests.service.pipeline_fixtures import (
 
 
 def _ensure(model_id: int):
-    from service.baselines import ensure_auto_baseline
-    from service.db import session_factory
+    from service.domain.baselines import ensure_auto_baseline
+    from service.domain.db import session_factory
     from service.settings import get_settings
 
     return ensure_auto_baseline(model_id, get_settings(), session_factory())
 
 
 def _model(model_id: int) -> MonitoredModel:
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     with session_scope() as session:
         row = session.get(MonitoredModel, model_id)
@@ -39,7 +39,7 @@ def _model(model_id: int) -> MonitoredModel:
 def test_first_windows_become_the_baseline(pipeline_env, client, reference_profile,
                                            reference_documents, window_documents):
     import metrics
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     ref = store_reference(reference_profile, reference_documents)
     model_id = add_model("bot", ref, size=WINDOW, auto_baseline_windows=3)

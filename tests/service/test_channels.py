@@ -9,18 +9,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from service.alerting import engine, outbox
-from service.alerting.channels import (
+from service.channels import (
     CHANNEL_KINDS,
     ChannelConfigError,
     DeliveryError,
     Message,
     build_channel,
 )
-from service.alerting.channels.base import parse_retry_after
-from service.alerting.channels.webhook import SIGNATURE_HEADER, verify
-from service.db import session_scope
-from service.models import Alert, Notification
+from service.channels.base import parse_retry_after
+from service.channels.webhook import SIGNATURE_HEADER, verify
+from service.delivery import outbox
+from service.domain import alerts as engine
+from service.domain.db import session_scope
+from service.domain.tables import Alert, Notification
 from service.settings import get_settings
 from tests.service.alert_fixtures import add_evaluation, make_channel, make_model
 from tests.support import recording_server
@@ -380,7 +381,7 @@ def test_disabled_or_deleted_channel_dead_letters(database_url, service_env):
     with recording_server() as srv:
         cid = make_channel("hook", "webhook", {"url": srv.url})
         nid = fire_collapse(make_model())[0]
-        from service.models import Channel
+        from service.domain.tables import Channel
 
         with session_scope() as s:
             s.get(Channel, cid).enabled = False

@@ -19,8 +19,8 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def test_keys_create_prints_a_key_and_stores_its_hash(service_env, client, model_name):
-    from service.db import session_scope
-    from service.models import ApiKey
+    from service.domain.db import session_scope
+    from service.domain.tables import ApiKey
 
     done = _cli("keys", "create", "--scope", "ingest", "--model", "bot", env=service_env)
     assert done.returncode == 0, done.stderr
@@ -48,8 +48,8 @@ def test_each_call_prints_a_new_key(service_env):
 
 
 def test_keys_create_with_an_unknown_scope_exits_2(service_env):
-    from service.db import session_scope
-    from service.models import ApiKey
+    from service.domain.db import session_scope
+    from service.domain.tables import ApiKey
 
     done = _cli("keys", "create", "--scope", "root", env=service_env)
     assert done.returncode == 2

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import func, select
 
-from service import demo
-from service.db import session_scope
-from service.models import ApiKey, Reference
+from service.demo import seed as demo
+from service.domain.db import session_scope
+from service.domain.tables import ApiKey, Reference
 from tests.service.demo_support import models_by_name as _models
 from tests.service.demo_support import wait_for as _wait
 from tests.support import VENV_BIN, free_port, process, wait_http

@@ -8,10 +8,10 @@ import pytest
 from prometheus_client import REGISTRY as GLOBAL_REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.alerting import engine
-from service.alerting.exporter import CACHE
-from service.db import session_scope
-from service.models import Baseline, MonitoredModel
+from service.domain import alerts as engine
+from service.domain.db import session_scope
+from service.domain.tables import Baseline, MonitoredModel
+from service.exporter.prometheus import CACHE
 from tests.service.alert_fixtures import add_evaluation, add_samples, make_model
 
 SIGNALS = ("diversity", "tail_coverage", "sameness")

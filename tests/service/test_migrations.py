@@ -2,8 +2,8 @@
 
 from sqlalchemy import create_engine, inspect
 
-from service.migrate import check
-from service.models import Base
+from service.domain.migrate import check
+from service.domain.tables import Base
 
 
 def test_migrations_match_models(database_url):

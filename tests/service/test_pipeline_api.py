@@ -6,15 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from service.models import Evaluation
+from service.domain.tables import Evaluation
 from tests.service.api_fixtures import assert_problem
 from tests.service.pipeline_fixtures import WINDOW, planned
 
 
 def _store(evaluation_id: int, result: dict) -> None:
     """Store a real Score JSON through the scoring path's own claim + store."""
-    from service import scoring
-    from service.db import session_factory
+    from service.domain import evaluation as scoring
+    from service.domain.db import session_factory
     from service.settings import get_settings
 
     maker = session_factory()
@@ -87,7 +87,7 @@ def test_evaluations_newest_first_with_window_times(client, model_name, admin_he
 
 def test_since_and_until_filter_on_window_end(client, model_name, admin_headers,
                                               ingest_headers, window_documents, window_result):
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     _small_windows(client, admin_headers)
     _ingest(client, ingest_headers, window_documents[:2 * WINDOW])
@@ -135,7 +135,7 @@ def test_reads_need_a_key_when_configured(client, model_name, monkeypatch, make_
 
 
 def _evaluations() -> list[Evaluation]:
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     with session_scope() as session:
         rows = list(session.scalars(select(Evaluation).order_by(Evaluation.id)))

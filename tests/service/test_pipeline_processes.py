@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from service.models import Evaluation, Score
+from service.domain.tables import Evaluation, Score
 from tests.service.api_fixtures import store_reference
 from tests.service.pipeline_fixtures import (
     WINDOW,
@@ -57,9 +57,9 @@ class Stack:
 
 def _stack(monkeypatch, tmp_path: Path, database_url: str, broker_url: str,
            **settings: object) -> Stack:
-    from service.db import reset_engines
+    from service.broker import reconfigure
+    from service.domain.db import reset_engines
     from service.settings import get_settings
-    from service.worker.celery_app import reconfigure
 
     env = {
         "COLLAPSEWATCH_DATABASE_URL": database_url,
@@ -81,9 +81,9 @@ def _stack(monkeypatch, tmp_path: Path, database_url: str, broker_url: str,
 def make_stack(monkeypatch, tmp_path):
     """make_stack(database_url, broker_url, **settings): env for this process and the
     worker/beat processes; everything is reset afterwards."""
-    from service.db import reset_engines
+    from service.broker import reconfigure
+    from service.domain.db import reset_engines
     from service.settings import get_settings
-    from service.worker.celery_app import reconfigure
 
     yield lambda database_url, broker_url, **settings: _stack(
         monkeypatch, tmp_path, database_url, broker_url, **settings)
@@ -103,7 +103,7 @@ def _model(name: str, reference_id: int, size: int = WINDOW) -> int:
 
 
 def _statuses(model_id: int | None = None) -> dict[str, int]:
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     with session_scope() as session:
         stmt = select(Evaluation.status, func.count()).group_by(Evaluation.status)
@@ -113,7 +113,7 @@ def _statuses(model_id: int | None = None) -> dict[str, int]:
 
 
 def _evaluations(model_id: int | None = None) -> list[Evaluation]:
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     with session_scope() as session:
         stmt = select(Evaluation).order_by(Evaluation.id)
@@ -126,7 +126,7 @@ def _evaluations(model_id: int | None = None) -> list[Evaluation]:
 
 def _assert_one_score_set_each(evaluations: list[Evaluation]) -> None:
     """Every evaluation is done and has exactly the rows of its own Score JSON."""
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     with session_scope() as session:
         counts = dict(session.execute(select(Score.evaluation_id, func.count())
@@ -232,7 +232,7 @@ def test_broker_outage_stores_samples_and_scores_the_backlog_when_it_returns(
 
 
 def test_the_same_task_delivered_twice_scores_once(stack, reference_id, window_documents):
-    from service.worker.celery_app import SCORE_WINDOW, celery_app
+    from service.broker import SCORE_WINDOW, celery_app
     from tests.service.pipeline_fixtures import plan_now
 
     model_id = _model("bot", reference_id())

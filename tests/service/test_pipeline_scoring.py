@@ -6,12 +6,12 @@ process tests (test_pipeline_processes.py) run the same code in real Celery work
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, text, update
 
-from service.models import Evaluation, Score
+from service.domain.tables import Evaluation, Score
 from tests.service.api_fixtures import store_reference
 from tests.service.pipeline_fixtures import (
     WINDOW,
@@ -25,7 +25,7 @@ from tests.service.pipeline_fixtures import (
 
 
 def _score_keys(evaluation_id: int) -> list[tuple[str, str]]:
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     with session_scope() as session:
         return sorted(session.execute(select(Score.kind, Score.name)
@@ -69,7 +69,7 @@ def test_score_window_stores_the_score_json_and_flat_scores_once(one_window):
 
 
 def test_flat_scores_match_the_score_json(one_window):
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     score_now(one_window)
     result = evaluation(one_window).result
@@ -90,8 +90,8 @@ def test_flat_scores_match_the_score_json(one_window):
 
 
 def test_a_live_lease_is_not_taken_and_an_expired_one_is(one_window, window_result):
-    from service import scoring
-    from service.db import session_factory
+    from service.domain import evaluation as scoring
+    from service.domain.db import session_factory
     from service.settings import get_settings
 
     settings = get_settings()
@@ -100,7 +100,7 @@ def test_a_live_lease_is_not_taken_and_an_expired_one_is(one_window, window_resu
         first = scoring.claim(session, one_window, settings)
     with maker() as session, session.begin():
         assert scoring.claim(session, one_window, settings) is None  # a worker holds it
-    later = scoring.utcnow() + timedelta(seconds=settings.reaper_timeout_seconds + 1)
+    later = datetime.now(UTC) + timedelta(seconds=settings.reaper_timeout_seconds + 1)
     with maker() as session, session.begin():
         second = scoring.claim(session, one_window, settings, now=later)
     assert (first, second) == (1, 2)
@@ -115,8 +115,8 @@ def test_a_live_lease_is_not_taken_and_an_expired_one_is(one_window, window_resu
 
 
 def test_transient_error_releases_the_claim(one_window):
-    from service import scoring
-    from service.db import session_factory
+    from service.domain import evaluation as scoring
+    from service.domain.db import session_factory
     from service.settings import get_settings
 
     maker = session_factory()
@@ -147,7 +147,7 @@ def test_a_corrupt_profile_fails_the_evaluation_with_a_reason(pipeline_env,
 
 def test_profiles_are_loaded_once_per_sha256(pipeline_env, reference_profile,
                                              reference_documents, window_documents):
-    from service.scoring import PROFILES
+    from service.domain.profiles import PROFILES
 
     ref = store_reference(reference_profile, reference_documents)
     add_model("bot", ref, size=WINDOW)
@@ -164,7 +164,7 @@ def test_profiles_are_loaded_once_per_sha256(pipeline_env, reference_profile,
 
 
 def _set(evaluation_id: int, **values) -> None:
-    from service.db import session_scope
+    from service.domain.db import session_scope
 
     with session_scope() as session:
         session.execute(update(Evaluation).where(Evaluation.id == evaluation_id).values(**values))
@@ -182,7 +182,7 @@ def _broker_messages(broker_url: str) -> list[str]:
 
 
 def test_reaper_resends_stuck_work_and_gives_up_after_the_attempt_cap(pipeline_env):
-    from service.scoring import utcnow
+    from service.domain.evaluation import utcnow
     from service.settings import get_settings
     from service.worker.tasks import reap
     from tests.service.pipeline_fixtures import add_reference

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from service.windows import PendingSample, WindowPolicy, WindowSpan, close_windows
+from service.domain.windows import PendingSample, WindowPolicy, WindowSpan, close_windows
 from tests.service.pipeline_fixtures import (
     add_model,
     add_reference,
@@ -79,8 +79,8 @@ def test_bad_policy_is_refused():
 
 
 def _plan(model_id: int, now: datetime | None = None) -> list[int]:
-    from service.db import session_factory
-    from service.windows import plan_model
+    from service.domain.db import session_factory
+    from service.domain.windows import plan_model
 
     with session_factory()() as session, session.begin():
         return plan_model(session, model_id, now)
@@ -99,8 +99,8 @@ def test_planning_closes_each_window_once(service_env):
 
 
 def test_window_times_and_model_counters(service_env):
-    from service.db import session_scope
-    from service.models import Evaluation, MonitoredModel
+    from service.domain.db import session_scope
+    from service.domain.tables import Evaluation, MonitoredModel
 
     model_id = add_model("bot", add_reference(), size=4)
     ingest("bot", [f"t{i}" for i in range(9)])
@@ -130,8 +130,8 @@ def test_max_age_closes_a_partial_window(service_env):
 
 
 def test_reference_switch_applies_to_new_windows_only(service_env):
-    from service.db import session_scope
-    from service.models import Evaluation, MonitoredModel
+    from service.domain.db import session_scope
+    from service.domain.tables import Evaluation, MonitoredModel
 
     old_ref, new_ref = add_reference("a"), add_reference("b")
     model_id = add_model("bot", old_ref, size=5)
@@ -148,7 +148,7 @@ def test_reference_switch_applies_to_new_windows_only(service_env):
 
 
 def test_models_are_planned_independently(pipeline_env):
-    from service.worker.tasks import plan_due_windows
+    from service.dispatch import plan_due_windows
 
     ref = add_reference()
     a, b = add_model("a", ref, size=3), add_model("b", ref, size=4)
@@ -166,7 +166,7 @@ def test_models_are_planned_independently(pipeline_env):
 def test_concurrent_ingest_and_planning_put_every_sample_in_exactly_one_window(pipeline_env):
     """Several ingest threads and two planners race; in the end the windows partition the
     samples exactly (the model row lock orders ingest and planning)."""
-    from service.worker.tasks import plan_due_windows
+    from service.dispatch import plan_due_windows
 
     model_id = add_model("bot", add_reference(), size=7)
     errors: list[BaseException] = []
@@ -209,9 +209,9 @@ def test_an_uncommitted_batch_is_not_skipped(service_env, database_url):
     yet must end up in a window, even though larger ids committed first."""
     from sqlalchemy import text
 
-    from service.db import session_factory
-    from service.ingest import ingest_samples
-    from service.schemas import SampleIn
+    from service.domain.db import session_factory
+    from service.domain.ingest import ingest_samples
+    from service.domain.schemas import SampleIn
     from service.settings import get_settings
 
     model_id = add_model("bot", add_reference(), size=4)
@@ -235,8 +235,8 @@ def test_an_uncommitted_batch_is_not_skipped(service_env, database_url):
     _plan(model_id)
     assert [w[3] for w in windows_of(model_id)] == [4, 4]  # 9 samples: one still waits
     assert_partition(model_id)
-    from service.db import session_scope
-    from service.models import Evaluation, Sample
+    from service.domain.db import session_scope
+    from service.domain.tables import Evaluation, Sample
 
     with session_scope() as session:
         slow_id = session.scalar(select(Sample.id).where(Sample.client_id == "slow"))

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from service.models import Alert, Evaluation, MonitoredModel, Reference
+from service.domain.tables import Alert, Evaluation, MonitoredModel, Reference
 
 # metric name -> (signal, typical human mean, relative band half-width)
 METRICS: dict[str, tuple[str, float, float]] = {

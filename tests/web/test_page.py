@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from service.db import session_scope
-from service.models import Alert, Evaluation, MonitoredModel, Reference
+from service.domain.db import session_scope
+from service.domain.tables import Alert, Evaluation, MonitoredModel, Reference
 from tests.web import seeding
 
 WINDOWS = 40

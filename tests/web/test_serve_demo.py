@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service import demo
+from service.demo import seed as demo
 from tests.service.demo_support import models_by_name as _models
 from tests.service.demo_support import wait_for as _wait
 from tests.support import VENV_BIN, free_port, process, wait_http

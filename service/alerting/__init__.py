@@ -1,1 +1,0 @@
-"""Alert engine, notification outbox and channels."""

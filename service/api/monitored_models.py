@@ -1,0 +1,41 @@
+"""Routes: monitored models (create, list, get, change)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api.deps import (
+    AdminPrincipal,
+    ReadPrincipal,
+    SessionDep,
+    SettingsDep,
+    check_model_access,
+)
+from service.domain import catalog
+from service.domain.schemas import ModelCreate, ModelList, ModelPublic, ModelUpdate
+
+router = APIRouter(tags=["models"])
+
+
+@router.post("/models", status_code=201, response_model=ModelPublic)
+def create_model(body: ModelCreate, principal: AdminPrincipal, session: SessionDep,
+                 settings: SettingsDep) -> ModelPublic:
+    check_model_access(principal, "admin", body.name)
+    return catalog.create_model(session, settings, body)
+
+
+@router.get("/models", response_model=ModelList)
+def list_models(_: ReadPrincipal, session: SessionDep) -> ModelList:
+    return ModelList(models=catalog.list_models(session))
+
+
+@router.get("/models/{name}", response_model=ModelPublic)
+def get_model(name: str, _: ReadPrincipal, session: SessionDep) -> ModelPublic:
+    return catalog.model_public(session, catalog.get_model(session, name))
+
+
+@router.patch("/models/{name}", response_model=ModelPublic)
+def update_model(name: str, body: ModelUpdate, principal: AdminPrincipal,
+                 session: SessionDep) -> ModelPublic:
+    check_model_access(principal, "admin", name)
+    return catalog.update_model(session, name, body)

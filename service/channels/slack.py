@@ -1,0 +1,57 @@
+"""Slack incoming webhook: a short text message with the model, state and signals.
+
+Slack answers 200 ``ok``; 4xx bodies such as ``invalid_payload`` or ``no_service`` will not
+get better by retrying, 429 and 5xx may (https://api.slack.com/messaging/webhooks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.channels.base import (
+    ChannelConfigError,
+    Message,
+    NotificationChannel,
+    OutgoingRequest,
+    json_body,
+    require_http_url,
+)
+
+_EMOJI = {("trigger", "critical"): ":red_circle:", ("trigger", "warning"): ":warning:"}
+
+
+def format_text(message: Message) -> str:
+    p = message.payload
+    if message.event == "resolve":
+        head = f":white_check_mark: RESOLVED [{p.get('severity', '?')}] {p.get('title', '')}"
+    elif message.event == "acknowledge":
+        who = p.get("acknowledged_by") or "someone"
+        head = (f":eyes: ACKNOWLEDGED by {who} [{p.get('severity', '?')}] "
+                f"{p.get('title', '')}")
+    else:
+        emoji = _EMOJI.get((message.event, p.get("severity")), ":bell:")
+        head = f"{emoji} FIRING [{p.get('severity', '?')}] {p.get('title', '')}"
+    lines = [head, p.get("summary", "")]
+    if p.get("url"):
+        lines.append(f"<{p['url']}|open in collapsewatch>")
+    return "\n".join(line for line in lines if line)
+
+
+class SlackChannel(NotificationChannel):
+    kind = "slack"
+    # the webhook URL itself is the credential
+    secret_fields = ("webhook_url",)
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(config) - {"webhook_url"}
+        if unknown:
+            raise ChannelConfigError(f"unknown slack config field(s): {', '.join(sorted(unknown))}"
+                                     "; allowed: webhook_url")
+        return {"webhook_url": require_http_url(config, "webhook_url")}
+
+    def build_request(self, message: Message) -> OutgoingRequest:
+        text = format_text(message)
+        block = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+        body = json_body({"text": text, "blocks": [block]})
+        return OutgoingRequest(self.config["webhook_url"], body, {})

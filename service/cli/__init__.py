@@ -1,0 +1,49 @@
+"""The ``collapsewatch`` command. Subcommands live in small modules that register here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+from service.domain.errors import DomainError
+
+# each module exposes register(subparsers); a parser sets func(args) -> int exit code
+COMMAND_MODULES = (
+    "service.cli.server",   # serve, api, worker, beat, migrate, keys
+    "service.cli.offline",  # reference build, score, baseline build
+    "service.cli.collect",  # collect openai, collect tail
+)
+
+
+class CliError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collapsewatch",
+        description="Watch deployed generative models for model collapse.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except (CliError, DomainError) as exc:
+        print(f"collapsewatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Outbox delivery: claim a notification row, send it once, record the result.
+
+A row moves ``pending → sending → sent``; a retryable failure puts it back to ``pending``
+with ``next_attempt_at`` pushed out by exponential backoff, a permanent failure or the last
+allowed attempt makes it ``dead`` (with ``last_error``). Claiming is one conditional UPDATE,
+so of two workers handed the same id only one sends. A worker that dies mid-send leaves the
+row ``sending`` with an expired lease; the sweeper hands it out again (at-least-once; the
+idempotency key and PagerDuty's dedup_key make that repeat harmless).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.orm import Session
+
+from service.channels import ChannelConfigError, DeliveryError, Message, build_channel
+from service.domain.clock import as_utc_or_none, utcnow
+from service.domain.db import session_scope
+from service.domain.tables import Channel, Notification
+from service.logging import get_logger
+from service.settings import Settings, get_settings
+
+log = get_logger("collapsewatch.alerting.outbox")
+
+FINAL = ("sent", "dead")
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Delay before attempt ``attempt + 1``: base, 2*base, 4*base, ... capped."""
+    return min(cap, base * (2 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one delivery call did: sent | retry | dead | waiting | skipped."""
+
+    status: str
+    notification_id: int
+    delay: float | None = None
+    error: str | None = None
+
+
+def _due(now: datetime):
+    """Rows that may be claimed now: pending and due, or sending with an expired lease."""
+    return and_(Notification.status.in_(("pending", "sending")),
+                Notification.next_attempt_at <= now)
+
+
+def _wait_for_trigger(session: Session, row: Notification, now: datetime) -> float | None:
+    """A resolve (or an acknowledgement) must not overtake its trigger on the same channel (a
+    resolve would leave a PagerDuty incident open forever, an acknowledgement would be lost).
+    Returns seconds to wait, or None when the trigger is final."""
+    if row.event == "trigger":
+        return None
+    trigger = session.scalar(select(Notification).where(
+        Notification.alert_id == row.alert_id, Notification.channel_id == row.channel_id,
+        Notification.event == "trigger"))
+    if trigger is None or trigger.status in FINAL:
+        return None
+    due = as_utc_or_none(trigger.next_attempt_at) or now
+    return max(1.0, (due - now).total_seconds() + 1.0)
+
+
+def _claim(notification_id: int, settings: Settings, now: datetime
+           ) -> tuple[Delivery | None, Message | None, Channel | None, int]:
+    with session_scope() as session:
+        row = session.get(Notification, notification_id)
+        if row is None:
+            return Delivery("skipped", notification_id, error="no such notification"), None, None, 0
+        wait = _wait_for_trigger(session, row, now)
+        if wait is not None:
+            session.execute(update(Notification)
+                            .where(Notification.id == notification_id,
+                                   Notification.status == "pending")
+                            .values(next_attempt_at=now + timedelta(seconds=wait))
+                            .execution_options(synchronize_session=False))
+            return Delivery("waiting", notification_id, delay=wait), None, None, 0
+        claimed = session.execute(
+            update(Notification)
+            .where(Notification.id == notification_id, _due(now))
+            .values(status="sending", attempts=Notification.attempts + 1,
+                    next_attempt_at=now + timedelta(seconds=settings.notify_lease_seconds))
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if claimed != 1:
+            return Delivery("skipped", notification_id), None, None, 0
+        session.refresh(row)
+        channel = session.get(Channel, row.channel_id)
+        message = Message(notification_id=row.id, event=row.event, payload=dict(row.payload))
+        return None, message, channel, row.attempts
+
+
+def _finish(notification_id: int, attempt: int, values: dict) -> bool:
+    """Record the result only if this attempt still owns the row."""
+    with session_scope() as session:
+        done = session.execute(
+            update(Notification)
+            .where(Notification.id == notification_id, Notification.status == "sending",
+                   Notification.attempts == attempt)
+            .values(**values)).rowcount
+    return done == 1
+
+
+def deliver(notification_id: int, settings: Settings | None = None,
+            now: datetime | None = None) -> Delivery:
+    """Claim, send and record one notification. Safe to call any number of times."""
+    s = settings or get_settings()
+    now = now or utcnow()
+    early, message, channel, attempt = _claim(notification_id, s, now)
+    if early is not None:
+        return early
+    assert message is not None
+    context = {"notification_id": notification_id, "attempt": attempt, "event": message.event}
+    try:
+        if channel is None:
+            raise DeliveryError("channel was deleted", retryable=False)
+        if not channel.enabled:
+            raise DeliveryError(f"channel '{channel.name}' is disabled", retryable=False)
+        context["channel"] = channel.name
+        try:
+            sender = build_channel(channel.kind, channel.config, timeout=s.notify_timeout_seconds)
+        except ChannelConfigError as exc:
+            raise DeliveryError(f"channel '{channel.name}' is misconfigured: {exc}",
+                                retryable=False) from exc
+        sender.send(message)
+    except DeliveryError as exc:
+        return _failed(notification_id, attempt, exc, s, now, context)
+    except Exception as exc:  # a bug in a channel must not leave the row stuck in 'sending'
+        log.exception("notification channel crashed", extra=context)
+        return _failed(notification_id, attempt,
+                       DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True), s, now,
+                       context)
+    _finish(notification_id, attempt, {"status": "sent", "sent_at": utcnow(), "last_error": None})
+    log.info("notification sent", extra=context)
+    return Delivery("sent", notification_id)
+
+
+def _failed(notification_id: int, attempt: int, exc: DeliveryError, s: Settings,
+            now: datetime, context: dict) -> Delivery:
+    error = str(exc)[:2000]
+    if not exc.retryable or attempt >= s.notify_max_attempts:
+        _finish(notification_id, attempt, {"status": "dead", "last_error": error})
+        log.error("notification dead-lettered", extra={**context, "error": error})
+        return Delivery("dead", notification_id, error=error)
+    delay = backoff_seconds(attempt, s.notify_backoff_base_seconds, s.notify_backoff_max_seconds)
+    if exc.retry_after is not None:
+        delay = min(max(delay, exc.retry_after), s.notify_backoff_max_seconds)
+    _finish(notification_id, attempt, {"status": "pending", "last_error": error,
+                                       "next_attempt_at": now + timedelta(seconds=delay)})
+    log.warning("notification failed; will retry",
+                extra={**context, "error": error, "retry_in_seconds": delay})
+    return Delivery("retry", notification_id, delay=delay, error=error)
+
+
+def due_ids(session: Session, now: datetime | None = None, limit: int = 500) -> list[int]:
+    """Rows the sweeper should hand out: due pending rows and expired 'sending' leases."""
+    now = now or utcnow()
+    return list(session.scalars(select(Notification.id).where(_due(now))
+                                .order_by(Notification.next_attempt_at, Notification.id)
+                                .limit(limit)).all())
+
+
+__all__ = ["Delivery", "backoff_seconds", "deliver", "due_ids"]

@@ -1,0 +1,330 @@
+"""Model baselines: a frozen profile of the model's own outputs from a known-good time.
+
+A baseline comes from uploaded documents, from an uploaded profile file built offline
+(``collapsewatch baseline build``), from the model's stored samples in a time range, or
+automatically from the model's first K windows (``auto_baseline_windows``, default 3; more
+windows are taken when K windows hold fewer documents than a profile needs). Every change
+of a model's baseline is a row in ``baseline_pins`` (who, when, old and new sha256).
+Evaluations store the baseline they were scored with, so re-pinning never rewrites history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from service.domain.clock import as_utc_or_none
+from service.domain.errors import Invalid
+from service.domain.profiles import reference_profile
+from service.domain.references import normalise_documents
+from service.domain.tables import (
+    Baseline,
+    BaselinePin,
+    Evaluation,
+    MonitoredModel,
+    Reference,
+    Sample,
+)
+from service.logging import get_logger
+from service.settings import Settings
+
+log = get_logger("collapsewatch.baselines")
+
+AUTO_ACTOR = "auto"
+
+
+# ---------------------------------------------------------------- building profiles
+
+
+def check_document_count(count: int, model_name: str, settings: Settings) -> None:
+    if count < settings.min_reference_documents:
+        raise Invalid(
+            f"a baseline for model {model_name!r} needs at least "
+            f"{settings.min_reference_documents} non-blank documents, got {count}; send more "
+            "documents or widen the time range",
+            needed=settings.min_reference_documents, got=count,
+        )
+    if count > settings.max_reference_documents:
+        raise Invalid(
+            f"a baseline for model {model_name!r} takes at most "
+            f"{settings.max_reference_documents} documents, got {count} "
+            "(COLLAPSEWATCH_MAX_REFERENCE_DOCUMENTS); send fewer or narrow the time range",
+        )
+
+
+def build_profile(session: Session, model: MonitoredModel, documents: Sequence[str],
+                  name: str, settings: Settings) -> Any:
+    """``metrics.build_baseline`` against the model's current reference; 422 on bad input."""
+    import metrics
+
+    docs = normalise_documents(documents)
+    check_document_count(len(docs), model.name, settings)
+    reference = reference_profile(session, model.reference_id)
+    try:
+        return metrics.build_baseline(docs, reference, name)
+    except metrics.ReferenceTooSmall as exc:
+        raise Invalid(f"baseline for model {model.name!r}: {exc}") from None
+    except metrics.MetricsError as exc:
+        raise Invalid(f"cannot build a baseline for model {model.name!r}: {exc}") from None
+
+
+def profile_from_upload(session: Session, model: MonitoredModel, data: bytes) -> Any:
+    """A baseline profile file built offline; it must match the model's reference."""
+    import metrics
+
+    try:
+        profile = metrics.Profile.from_bytes(data)
+    except metrics.MetricsError as exc:
+        raise Invalid(f"profile: not a readable collapsewatch profile ({exc}); "
+                                "build one with `collapsewatch baseline build`") from None
+    if profile.kind != "baseline":
+        raise Invalid(f"profile: {profile.name!r} is a {profile.kind} profile, not a "
+                                "baseline; build one with `collapsewatch baseline build`")
+    ref = session.get(Reference, model.reference_id)
+    if profile.reference_sha256 != ref.sha256:
+        raise Invalid(
+            f"profile: baseline {profile.name!r} was built against reference sha256 "
+            f"{profile.reference_sha256}, but model {model.name!r} uses reference "
+            f"{ref.name!r} v{ref.version} (sha256 {ref.sha256}); rebuild it with that "
+            "reference",
+            expected_reference_sha256=ref.sha256,
+            got_reference_sha256=profile.reference_sha256,
+        )
+    return profile
+
+
+@dataclass(frozen=True)
+class RangeDocuments:
+    texts: list[str]
+    first_id: int
+    last_id: int
+
+
+def sample_time():
+    """The time of a sample: its own timestamp, or when it was received."""
+    return func.coalesce(Sample.timestamp, Sample.received_at)
+
+
+def documents_in_range(session: Session, model: MonitoredModel, start: datetime,
+                       end: datetime, settings: Settings) -> RangeDocuments:
+    if start > end:
+        raise Invalid(f"from ({start.isoformat()}) is after to ({end.isoformat()})")
+    rows = session.execute(
+        select(Sample.id, Sample.text)
+        .where(Sample.model_id == model.id, sample_time() >= start, sample_time() <= end)
+        .order_by(Sample.id)
+        .limit(settings.max_reference_documents + 1)
+    ).all()
+    if not rows:
+        raise Invalid(
+            f"model {model.name!r} has no samples between {start.isoformat()} and "
+            f"{end.isoformat()}; pick a range that holds stored samples "
+            "(see GET /api/v1/models/{name}/evaluations for window times)",
+        )
+    check_document_count(len(rows), model.name, settings)
+    return RangeDocuments([r.text for r in rows], rows[0].id, rows[-1].id)
+
+
+# ---------------------------------------------------------------- pinning
+
+
+def lock_model_row(session: Session, model_id: int) -> MonitoredModel | None:
+    """Lock the model row until commit (PostgreSQL row lock; SQLite write lock)."""
+    if session.bind.dialect.name != "postgresql":
+        session.execute(text("UPDATE models SET baseline_id = baseline_id WHERE id = :id"),
+                        {"id": model_id})
+        return session.scalar(select(MonitoredModel).where(MonitoredModel.id == model_id)
+                              .execution_options(populate_existing=True))
+    return session.scalar(select(MonitoredModel).where(MonitoredModel.id == model_id)
+                          .with_for_update().execution_options(populate_existing=True))
+
+
+class AlreadyPinned(Exception):
+    """The model has a baseline and the caller did not ask to replace it."""
+
+
+def pin_profile(
+    session: Session, model_id: int, profile: Any, *, source: str, actor: str | None,
+    reason: str | None = None, replace: bool = False, range_from: datetime | None = None,
+    range_to: datetime | None = None, last_sample_id: int | None = None,
+    only_if_unset: bool = False,
+) -> Baseline | None:
+    """Store ``profile`` as a baseline and make it the model's current one, recording the
+    change. The caller commits. Raises AlreadyPinned when the model has a baseline and
+    ``replace`` is false; returns None when ``only_if_unset`` and one appeared meanwhile."""
+    model = lock_model_row(session, model_id)
+    if model is None:
+        raise LookupError(f"model {model_id} does not exist")
+    old = session.get(Baseline, model.baseline_id) if model.baseline_id else None
+    if old is not None and only_if_unset:
+        return None
+    if old is not None and not replace:
+        raise AlreadyPinned(old.sha256)
+    row = Baseline(
+        model_id=model.id, reference_id=model.reference_id, name=profile.name,
+        sha256=profile.sha256, source=source, range_from=range_from, range_to=range_to,
+        document_count=profile.document_count, token_count=profile.token_count,
+        profile=profile.to_bytes(), human_ratios=dict(profile.human_ratios or {}),
+        last_sample_id=last_sample_id, created_by=actor,
+    )
+    session.add(row)
+    session.flush()
+    session.add(BaselinePin(
+        model_id=model.id, old_baseline_id=old.id if old else None, new_baseline_id=row.id,
+        old_sha256=old.sha256 if old else None, new_sha256=row.sha256, actor=actor,
+        reason=reason,
+    ))
+    session.execute(update(MonitoredModel).where(MonitoredModel.id == model.id)
+                    .values(baseline_id=row.id).execution_options(synchronize_session=False))
+    log.info("baseline pinned", extra={
+        "model": model.name, "baseline_id": row.id, "sha256": row.sha256, "source": source,
+        "old_sha256": old.sha256 if old else None, "actor": actor,
+        "documents": row.document_count,
+    })
+    return row
+
+
+def default_name(session: Session, model: MonitoredModel) -> str:
+    count = session.scalar(select(func.count()).select_from(Baseline)
+                           .where(Baseline.model_id == model.id))
+    return f"{model.name}-baseline-{(count or 0) + 1}"
+
+
+# ---------------------------------------------------------------- automatic baseline
+
+
+def auto_baseline_windows(session: Session, model: MonitoredModel,
+                          settings: Settings) -> list[Evaluation] | None:
+    """The first windows that make the automatic baseline: the first K, extended until they
+    hold enough documents for a profile. None while not enough windows are closed."""
+    want = model.auto_baseline_windows
+    if want <= 0:
+        return None
+    rows = session.scalars(
+        select(Evaluation).where(Evaluation.model_id == model.id)
+        .order_by(Evaluation.window_index, Evaluation.id)
+    )
+    chosen: list[Evaluation] = []
+    seen: set[int] = set()
+    documents = 0
+    for evaluation in rows:
+        if evaluation.window_index in seen:
+            continue  # the same window scored against another reference
+        seen.add(evaluation.window_index)
+        chosen.append(evaluation)
+        documents += evaluation.sample_count
+        if len(chosen) >= want and documents >= settings.min_reference_documents:
+            return chosen
+    return None
+
+
+def baseline_collecting(model: MonitoredModel) -> bool:
+    return model.auto_baseline_windows > 0 and model.baseline_id is None
+
+
+def ensure_auto_baseline(model_id: int, settings: Settings, session_maker) -> Baseline | None:
+    """Build and pin the automatic baseline if it is due and its windows are closed.
+
+    Runs in a worker. The profile is built outside any lock (it takes a while); pinning
+    re-checks under the model lock, so two workers racing here pin one baseline.
+    """
+    import metrics
+
+    with session_maker() as session:
+        model = session.get(MonitoredModel, model_id)
+        if model is None or not baseline_collecting(model):
+            return None
+        windows = auto_baseline_windows(session, model, settings)
+        if windows is None:
+            return None
+        texts: list[str] = []
+        for w in windows:
+            texts.extend(session.scalars(
+                select(Sample.text).where(Sample.model_id == model.id,
+                                          Sample.id >= w.first_sample_id,
+                                          Sample.id <= w.last_sample_id)
+                .order_by(Sample.id)))
+        name = default_name(session, model)
+        reference_id = model.reference_id
+        try:
+            reference = reference_profile(session, reference_id)
+        except LookupError:
+            return None
+        first = min((w.window_start for w in windows if w.window_start), default=None)
+        last = max((w.window_end for w in windows if w.window_end), default=None)
+        last_sample_id = max(w.last_sample_id for w in windows)
+        model_name = model.name
+        session.rollback()
+    try:
+        profile = metrics.build_baseline(normalise_documents(texts), reference, name)
+    except metrics.MetricsError as exc:
+        # e.g. too many empty outputs: more windows will be taken once they close
+        log.warning("automatic baseline not built yet", extra={
+            "model": model_name, "windows": len(windows), "error": str(exc)})
+        return None
+    with session_maker() as session, session.begin():
+        current_reference = session.scalar(
+            select(MonitoredModel.reference_id).where(MonitoredModel.id == model_id))
+        if current_reference != reference_id:
+            return None  # the reference was switched meanwhile; the next window retries
+        return pin_profile(
+            session, model_id, profile, source="auto", actor=AUTO_ACTOR,
+            reason=f"first {len(windows)} windows", range_from=first, range_to=last,
+            last_sample_id=last_sample_id, only_if_unset=True,
+        )
+
+
+# ---------------------------------------------------------------- views
+
+
+def baseline_public(session: Session, row: Baseline) -> dict[str, Any]:
+    ref = session.get(Reference, row.reference_id)
+    return {
+        "id": row.id, "name": row.name, "sha256": row.sha256, "source": row.source,
+        "document_count": row.document_count, "token_count": row.token_count,
+        "human_ratios": row.human_ratios or {},
+        "reference": {"id": ref.id, "name": ref.name, "version": ref.version,
+                      "sha256": ref.sha256} if ref else None,
+        "range_from": as_utc_or_none(row.range_from), "range_to": as_utc_or_none(row.range_to),
+        "created_by": row.created_by, "created_at": as_utc_or_none(row.created_at),
+    }
+
+
+def pin_public(pin: BaselinePin) -> dict[str, Any]:
+    return {
+        "old_baseline_id": pin.old_baseline_id, "new_baseline_id": pin.new_baseline_id,
+        "old_sha256": pin.old_sha256, "new_sha256": pin.new_sha256, "actor": pin.actor,
+        "reason": pin.reason, "created_at": as_utc_or_none(pin.created_at),
+    }
+
+
+def baseline_state(session: Session, model: MonitoredModel) -> dict[str, Any]:
+    """What /health and GET .../baseline say about the model's baseline."""
+    current = session.get(Baseline, model.baseline_id) if model.baseline_id else None
+    if current is not None:
+        state = "set"
+    elif model.auto_baseline_windows > 0:
+        state = "collecting"
+    else:
+        state = "none"
+    windows = session.scalar(
+        select(func.count(func.distinct(Evaluation.window_index)))
+        .where(Evaluation.model_id == model.id)
+    ) or 0
+    return {
+        "status": state,
+        "baseline": baseline_public(session, current) if current else None,
+        "auto_baseline_windows": model.auto_baseline_windows,
+        "windows_closed": windows,
+    }
+
+
+def baseline_history(session: Session, model: MonitoredModel, limit: int = 50) -> list[dict]:
+    pins = session.scalars(select(BaselinePin).where(BaselinePin.model_id == model.id)
+                           .order_by(BaselinePin.id.desc()).limit(limit))
+    return [pin_public(p) for p in pins]

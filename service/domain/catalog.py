@@ -1,0 +1,175 @@
+"""Monitored models: create, list, read, change window policy or reference."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.domain.errors import Conflict, Invalid, NotFound
+from service.domain.schemas import (
+    BaselineSummary,
+    ModelCreate,
+    ModelPublic,
+    ModelUpdate,
+    ReferenceSummary,
+    WindowPolicy,
+    WindowPolicyIn,
+)
+from service.domain.tables import Baseline, MonitoredModel, Reference
+from service.logging import get_logger
+from service.settings import Settings
+
+log = get_logger("collapsewatch.registry")
+
+
+def _reference_or_422(session: Session, reference_id: int) -> None:
+    # the id comes from the request body, so a missing row is bad input (422), not a 404
+    found = session.scalar(select(Reference.id).where(Reference.id == reference_id))
+    if found is None:
+        raise Invalid(f"reference_id: reference {reference_id} does not exist; "
+                                "create one with POST /api/v1/references")
+
+
+def resolve_window(change: WindowPolicyIn | None, current: WindowPolicy) -> WindowPolicy:
+    """``current`` with the fields present in ``change`` replaced; min_size <= size."""
+    values = current.model_dump()
+    if change is not None:
+        values.update({k: getattr(change, k) for k in change.model_fields_set})
+        if values["size"] is None or values["min_size"] is None:
+            raise Invalid("window: size and min_size cannot be null")
+    if values["min_size"] > values["size"]:
+        raise Invalid(f"window.min_size ({values['min_size']}) must not exceed "
+                                f"window.size ({values['size']})")
+    return WindowPolicy(**values)
+
+
+def default_window(settings: Settings) -> WindowPolicy:
+    return WindowPolicy(size=settings.default_window_size,
+                        max_age_seconds=settings.default_window_max_age_seconds,
+                        min_size=settings.default_window_min_size)
+
+
+def _window_of(model: MonitoredModel) -> WindowPolicy:
+    return WindowPolicy(size=model.window_size, max_age_seconds=model.window_max_age_seconds,
+                        min_size=model.window_min_size)
+
+
+def get_model(session: Session, name: str) -> MonitoredModel:
+    model = session.scalar(select(MonitoredModel).where(MonitoredModel.name == name))
+    if model is None:
+        raise NotFound(f"model {name!r} does not exist; create it with "
+                                "POST /api/v1/models")
+    return model
+
+
+def _reference_summaries(session: Session, ids: set[int]) -> dict[int, ReferenceSummary]:
+    # only the summary columns: a reference row also carries its documents and profile
+    rows = session.execute(select(Reference.id, Reference.name, Reference.version,
+                                  Reference.sha256).where(Reference.id.in_(ids)))
+    return {r.id: ReferenceSummary(id=r.id, name=r.name, version=r.version, sha256=r.sha256)
+            for r in rows}
+
+
+def _baseline_summaries(session: Session, ids: set[int]) -> dict[int, BaselineSummary]:
+    if not ids:
+        return {}
+    rows = session.execute(select(Baseline.id, Baseline.name, Baseline.sha256, Baseline.source,
+                                  Baseline.document_count, Baseline.human_ratios,
+                                  Baseline.created_at).where(Baseline.id.in_(ids)))
+    return {r.id: BaselineSummary(id=r.id, name=r.name, sha256=r.sha256, source=r.source,
+                                  document_count=r.document_count,
+                                  human_ratios=r.human_ratios or {}, created_at=r.created_at)
+            for r in rows}
+
+
+def _public(model: MonitoredModel, references: dict[int, ReferenceSummary],
+            baselines: dict[int, BaselineSummary]) -> ModelPublic:
+    baseline = baselines.get(model.baseline_id) if model.baseline_id else None
+    if baseline is not None:
+        status = "set"
+    elif model.auto_baseline_windows > 0:
+        status = "collecting"
+    else:
+        status = "none"
+    return ModelPublic(
+        id=model.id, name=model.name, description=model.description,
+        reference=references[model.reference_id], window=_window_of(model),
+        auto_baseline_windows=model.auto_baseline_windows, baseline=baseline,
+        baseline_status=status, samples_ingested=model.samples_ingested,
+        last_sample_at=model.last_sample_at, created_at=model.created_at,
+        updated_at=model.updated_at,
+    )
+
+
+def public_models(session: Session, models: list[MonitoredModel]) -> list[ModelPublic]:
+    """Public views of ``models``: reference and baseline summaries, window policy, counters
+    (two queries for the summaries, whatever the number of models)."""
+    references = _reference_summaries(session, {m.reference_id for m in models})
+    baselines = _baseline_summaries(session, {m.baseline_id for m in models if m.baseline_id})
+    return [_public(m, references, baselines) for m in models]
+
+
+def model_public(session: Session, model: MonitoredModel) -> ModelPublic:
+    """The public view of one model."""
+    return public_models(session, [model])[0]
+
+
+def create_model(session: Session, settings: Settings, body: ModelCreate) -> ModelPublic:
+    _reference_or_422(session, body.reference_id)
+    window = resolve_window(body.window, default_window(settings))
+    auto = (settings.auto_baseline_windows if body.auto_baseline_windows is None
+            else body.auto_baseline_windows)
+    model = MonitoredModel(
+        name=body.name, description=body.description, reference_id=body.reference_id,
+        window_size=window.size, window_max_age_seconds=window.max_age_seconds,
+        window_min_size=window.min_size, auto_baseline_windows=auto,
+        samples_ingested=0, windowed_through_sample_id=0, next_window_index=0,
+    )
+    session.add(model)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"model {body.name!r} already exists; change it with "
+                                f"PATCH /api/v1/models/{body.name}") from None
+    log.info("model created", extra={"model": model.name, "reference_id": model.reference_id})
+    return model_public(session, model)
+
+
+def list_models(session: Session) -> list[ModelPublic]:
+    models = list(session.scalars(select(MonitoredModel).order_by(MonitoredModel.name)))
+    return public_models(session, models)
+
+
+def update_model(session: Session, name: str, body: ModelUpdate) -> ModelPublic:
+    """Apply the fields present in ``body``. Switching the reference clears the baseline
+    (it was profiled against the old reference); windows already planned keep theirs."""
+    model = get_model(session, name)
+    fields = body.model_fields_set
+    if "description" in fields:
+        model.description = body.description
+    if "window" in fields:
+        if body.window is None:
+            raise Invalid("window: send the fields to change, not null")
+        window = resolve_window(body.window, _window_of(model))
+        model.window_size = window.size
+        model.window_max_age_seconds = window.max_age_seconds
+        model.window_min_size = window.min_size
+    if "auto_baseline_windows" in fields:
+        if body.auto_baseline_windows is None:
+            raise Invalid("auto_baseline_windows: send a number (0 disables)")
+        model.auto_baseline_windows = body.auto_baseline_windows
+    if "reference_id" in fields:
+        if body.reference_id is None:
+            raise Invalid("reference_id: a model always has a reference")
+        if body.reference_id != model.reference_id:
+            _reference_or_422(session, body.reference_id)
+            log.info("model reference switched", extra={
+                "model": model.name, "old_reference_id": model.reference_id,
+                "new_reference_id": body.reference_id, "cleared_baseline_id": model.baseline_id,
+            })
+            model.reference_id = body.reference_id
+            model.baseline_id = None
+    session.commit()
+    return model_public(session, model)

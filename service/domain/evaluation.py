@@ -1,0 +1,261 @@
+"""Score one planned window: claim it, load its samples, call ``metrics.score``, store.
+
+Crash safety and idempotency come from the database, not from the broker:
+
+* **claim**: one conditional UPDATE moves an evaluation from ``pending`` (or from a
+  ``running`` whose lease has run out, i.e. a worker died) to ``running`` and bumps
+  ``attempts``. Two deliveries of the same message cannot both claim it.
+* **store**: the result is written only if the row is still ``running`` with *our*
+  attempt number, in the same transaction as the flattened ``scores`` rows, which are
+  inserted with ON CONFLICT DO NOTHING on ``(evaluation_id, kind, name)``. A worker whose
+  lease was taken over by another one writes nothing.
+
+Profiles are cached per process by sha256: references and baselines are immutable, so a
+cached profile can never be stale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from service.domain.baselines import ensure_auto_baseline
+from service.domain.clock import utcnow
+from service.domain.profiles import baseline_profile, reference_profile
+from service.domain.tables import Baseline, Evaluation, MonitoredModel, Sample, Score
+from service.logging import get_logger
+from service.settings import Settings
+
+log = get_logger("collapsewatch.scoring")
+
+
+def claim(session: Session, evaluation_id: int, settings: Settings,
+          now: datetime | None = None) -> int | None:
+    """Take the evaluation for scoring; return the attempt number, or None when it is done,
+    failed, out of attempts, or running under another worker's live lease."""
+    now = now or utcnow()
+    lease_expired = now - timedelta(seconds=settings.reaper_timeout_seconds)
+    result = session.execute(
+        update(Evaluation)
+        .where(
+            Evaluation.id == evaluation_id,
+            Evaluation.attempts < settings.evaluation_max_attempts,
+            or_(Evaluation.status == "pending",
+                (Evaluation.status == "running") & (Evaluation.started_at < lease_expired)),
+        )
+        .values(status="running", attempts=Evaluation.attempts + 1, started_at=now,
+                error=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    return session.scalar(select(Evaluation.attempts).where(Evaluation.id == evaluation_id))
+
+
+def choose_baseline(session: Session, evaluation: Evaluation) -> int | None:
+    """The baseline this window is scored against: the model's current one, if it was built
+    against the window's reference and the window is not part of the baseline's own data.
+    An evaluation that already has one (an earlier attempt) keeps it."""
+    if evaluation.baseline_id is not None:
+        return evaluation.baseline_id
+    current = session.scalar(
+        select(MonitoredModel.baseline_id).where(MonitoredModel.id == evaluation.model_id)
+    )
+    if current is None:
+        return None
+    baseline = session.get(Baseline, current)
+    if baseline is None or baseline.reference_id != evaluation.reference_id:
+        return None
+    if baseline.last_sample_id is not None and evaluation.last_sample_id <= baseline.last_sample_id:
+        return None
+    return baseline.id
+
+
+def window_texts(session: Session, evaluation: Evaluation) -> list[str]:
+    return list(session.scalars(
+        select(Sample.text)
+        .where(Sample.model_id == evaluation.model_id,
+               Sample.id >= evaluation.first_sample_id,
+               Sample.id <= evaluation.last_sample_id)
+        .order_by(Sample.id)
+    ))
+
+
+_SCORE_FIELDS = ("value", "human_mean", "human_low", "human_high", "ratio", "percentile",
+                 "outside_band", "baseline_ratio", "outside_baseline_band")
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _flag(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def score_rows(evaluation_id: int, result: dict[str, Any],
+               metric_signals: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The Score JSON flattened into ``scores`` rows (kind ``signal`` and ``metric``). Pure."""
+    metric_signals = metric_signals or {}
+    rows: list[dict[str, Any]] = []
+    for name, sig in sorted((result.get("signals") or {}).items()):
+        sig = sig or {}
+        value = sig.get("value", sig.get("ratio"))
+        rows.append({
+            "evaluation_id": evaluation_id, "kind": "signal", "name": name, "signal": name,
+            "value": _number(value), "human_mean": None, "human_low": None, "human_high": None,
+            "ratio": _number(sig.get("ratio")), "percentile": _number(sig.get("percentile")),
+            "outside_band": _flag(sig.get("outside_band")),
+            "baseline_ratio": _number(sig.get("baseline_ratio")),
+            "outside_baseline_band": _flag(sig.get("outside_baseline_band")),
+        })
+    for name, met in sorted((result.get("metrics") or {}).items()):
+        met = met or {}
+        row = {"evaluation_id": evaluation_id, "kind": "metric", "name": name,
+               "signal": met.get("signal") or metric_signals.get(name)}
+        for field in _SCORE_FIELDS:
+            raw = met.get(field)
+            row[field] = _flag(raw) if field.startswith("outside") else _number(raw)
+        rows.append(row)
+    return rows
+
+
+def _metric_signals() -> dict[str, str]:
+    import metrics
+
+    return {spec.name: spec.signal for spec in getattr(metrics, "REGISTRY", [])}
+
+
+def _insert_ignore(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(Score.__table__).on_conflict_do_nothing(
+            index_elements=["evaluation_id", "kind", "name"]),
+        list(rows),
+    )
+
+
+def store(session: Session, evaluation_id: int, attempt: int, baseline_id: int | None,
+          result: dict[str, Any], duration: float, now: datetime | None = None) -> bool:
+    """Write the result if this attempt still owns the evaluation; True when written."""
+    now = now or utcnow()
+    written = session.execute(
+        update(Evaluation)
+        .where(Evaluation.id == evaluation_id, Evaluation.status == "running",
+               Evaluation.attempts == attempt)
+        .values(status="done", result=result, health=result.get("health"),
+                documents=result.get("documents"), tokens=result.get("tokens"),
+                baseline_id=baseline_id, duration_seconds=duration, finished_at=now,
+                error=None)
+        .execution_options(synchronize_session=False)
+    )
+    if written.rowcount != 1:
+        return False
+    _insert_ignore(session, score_rows(evaluation_id, result, _metric_signals()))
+    return True
+
+
+def fail(session: Session, evaluation_id: int, error: str, attempt: int | None = None) -> bool:
+    """Mark failed (for good): a deterministic error, or out of attempts."""
+    stmt = update(Evaluation).where(Evaluation.id == evaluation_id,
+                                    Evaluation.status.in_(("pending", "running")))
+    if attempt is not None:
+        stmt = stmt.where(Evaluation.attempts == attempt)
+    done = session.execute(stmt.values(status="failed", error=error[:2000], finished_at=utcnow())
+                           .execution_options(synchronize_session=False))
+    return done.rowcount == 1
+
+
+def release(session: Session, evaluation_id: int, attempt: int, error: str) -> bool:
+    """Give a claimed evaluation back (a transient error): pending again, error noted."""
+    done = session.execute(
+        update(Evaluation)
+        .where(Evaluation.id == evaluation_id, Evaluation.status == "running",
+               Evaluation.attempts == attempt)
+        .values(status="pending", error=error[:2000])
+        .execution_options(synchronize_session=False)
+    )
+    return done.rowcount == 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``score_window`` did: ``done``, ``skipped`` (not ours to score), ``failed``,
+    or ``lost`` (scored, but another worker took the lease meanwhile)."""
+
+    status: str
+    evaluation_id: int
+    model_id: int | None = None
+    health: str | None = None
+    attempt: int | None = None
+
+
+class TransientError(Exception):
+    """Scoring failed for a reason that may pass (database, lost connection): retry."""
+
+    def __init__(self, evaluation_id: int, attempt: int, cause: BaseException) -> None:
+        super().__init__(f"evaluation {evaluation_id} attempt {attempt}: {cause!r}")
+        self.evaluation_id = evaluation_id
+        self.attempt = attempt
+
+
+def score_window(evaluation_id: int, settings: Settings, session_maker) -> Outcome:
+    """Claim, score and store one evaluation. Safe to call any number of times."""
+    import metrics
+
+    with session_maker() as session, session.begin():
+        attempt = claim(session, evaluation_id, settings)
+    if attempt is None:
+        return Outcome("skipped", evaluation_id)
+
+    try:
+        with session_maker() as session:
+            evaluation = session.get(Evaluation, evaluation_id)
+            model_id = evaluation.model_id
+        # the first windows of a model may be due to become its baseline before this one
+        # is scored against it
+        ensure_auto_baseline(model_id, settings, session_maker)
+        started = time.perf_counter()
+        with session_maker() as session:
+            evaluation = session.get(Evaluation, evaluation_id)
+            baseline_id = choose_baseline(session, evaluation)
+            reference = reference_profile(session, evaluation.reference_id)
+            baseline = baseline_profile(session, baseline_id) if baseline_id else None
+            texts = window_texts(session, evaluation)
+            session.rollback()  # release the read snapshot before the long computation
+        result = metrics.score(texts, reference, baseline)
+        duration = time.perf_counter() - started
+    except (metrics.MetricsError, LookupError) as exc:
+        # the same input would fail the same way again: fail for good, say why
+        with session_maker() as session, session.begin():
+            fail(session, evaluation_id, f"{type(exc).__name__}: {exc}", attempt)
+        log.error("evaluation failed", extra={"evaluation_id": evaluation_id,
+                                              "error": str(exc), "attempt": attempt})
+        return Outcome("failed", evaluation_id, attempt=attempt)
+    except Exception as exc:
+        with session_maker() as session, session.begin():
+            release(session, evaluation_id, attempt, f"{type(exc).__name__}: {exc}")
+        raise TransientError(evaluation_id, attempt, exc) from exc
+
+    with session_maker() as session, session.begin():
+        written = store(session, evaluation_id, attempt, baseline_id, result, duration)
+    if not written:
+        log.warning("result discarded: the evaluation was taken over",
+                    extra={"evaluation_id": evaluation_id, "attempt": attempt})
+        return Outcome("lost", evaluation_id, model_id, attempt=attempt)
+    log.info("window scored", extra={
+        "evaluation_id": evaluation_id, "model_id": model_id, "health": result.get("health"),
+        "documents": result.get("documents"), "duration_seconds": round(duration, 3),
+        "attempt": attempt, "baseline_id": baseline_id,
+    })
+    return Outcome("done", evaluation_id, model_id, result.get("health"), attempt)

@@ -1,0 +1,341 @@
+"""Prometheus exporter: a custom collector over the latest evaluation of every model.
+
+The numbers come from the database, never from process memory, so every API replica
+exports the same values, a restart loses nothing and no multiprocess mode is needed. One
+snapshot (a handful of grouped queries) is cached for ``metrics_cache_seconds`` so that
+several Prometheus servers scraping at once cost one round of queries.
+
+Every series a model will ever have exists from the moment the model exists: values not
+known yet are NaN (Prometheus comparisons with NaN are false, so no alert fires on them),
+counters start at 0 and ``collapsewatch_health_state`` says ``insufficient_data``. Labels
+are bounded: model, signal, metric (from the metric registry), state, severity, bound.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from service.domain.alerts import SEVERITIES, SIGNALS, evaluation_owed_since
+from service.domain.clock import as_utc_or_none
+from service.domain.tables import (
+    Alert,
+    Baseline,
+    Evaluation,
+    MonitoredModel,
+    Notification,
+    Reference,
+)
+from service.logging import get_logger
+
+log = get_logger("collapsewatch.exporter")
+
+HEALTH_STATES = ("healthy", "early_collapse", "collapse", "insufficient_data")
+NOTIFICATION_STATES = ("pending", "sending", "sent", "dead")
+BANDS = ("human", "baseline")
+BOUNDS = ("low", "mean", "high")
+# evaluation durations: a window of a few hundred documents scores in well under a second,
+# large windows with costly metrics take minutes
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+NAN = float("nan")
+
+
+def registry_metric_names() -> list[str]:
+    """Metric names of the scoring library's registry (empty if it cannot be imported)."""
+    try:
+        import metrics
+    except ImportError:
+        return []
+    return [spec.name for spec in getattr(metrics, "REGISTRY", ())]
+
+
+@dataclass
+class ModelSnapshot:
+    name: str
+    reference_name: str
+    reference_sha256: str
+    baseline_name: str | None = None
+    baseline_sha256: str | None = None
+    samples_ingested: int = 0
+    last_sample_at: datetime | None = None
+    result: dict[str, Any] | None = None
+    health: str | None = None
+    last_evaluation_at: datetime | None = None
+    evaluations: dict[str, int] = field(default_factory=dict)
+    # cumulative bucket counts, count, sum
+    durations: tuple[list[int], int, float] = field(
+        default_factory=lambda: ([0] * len(DURATION_BUCKETS), 0, 0.0))
+    firing: dict[str, int] = field(default_factory=dict)
+    owed_since: datetime | None = None
+
+
+@dataclass
+class Snapshot:
+    taken_at: datetime
+    models: list[ModelSnapshot]
+    metric_names: list[str]
+    notifications: dict[str, int]
+
+
+def _seconds(ts: datetime | None) -> float:
+    return as_utc_or_none(ts).timestamp() if ts is not None else NAN
+
+
+def take_snapshot(session: Session, now: datetime | None = None) -> Snapshot:
+    """Read everything the exporter needs in a few grouped queries."""
+    now = now or datetime.now(UTC)
+    rows = session.execute(
+        select(MonitoredModel, Reference.name, Reference.sha256, Baseline.name, Baseline.sha256)
+        .join(Reference, Reference.id == MonitoredModel.reference_id)
+        .outerjoin(Baseline, Baseline.id == MonitoredModel.baseline_id)
+        .order_by(MonitoredModel.name)).all()
+    latest_ids = (select(func.max(Evaluation.id).label("id"))
+                  .where(Evaluation.status == "done").group_by(Evaluation.model_id).subquery())
+    latest = {e.model_id: e for e in session.scalars(
+        select(Evaluation).where(Evaluation.id.in_(select(latest_ids.c.id)))).all()}
+    status_counts: dict[int, dict[str, int]] = {}
+    for model_id, status, n in session.execute(
+            select(Evaluation.model_id, Evaluation.status, func.count())
+            .group_by(Evaluation.model_id, Evaluation.status)).all():
+        status_counts.setdefault(model_id, {})[status] = n
+    duration = Evaluation.duration_seconds
+    bucket_cols = [func.sum(case((duration <= b, 1), else_=0)) for b in DURATION_BUCKETS]
+    durations = {r[0]: ([int(x or 0) for x in r[3:]], int(r[1] or 0), float(r[2] or 0.0))
+                 for r in session.execute(
+                     select(Evaluation.model_id, func.count(), func.sum(duration), *bucket_cols)
+                     .where(Evaluation.status == "done", duration.is_not(None))
+                     .group_by(Evaluation.model_id)).all()}
+    firing: dict[int, dict[str, int]] = {}
+    for model_id, severity, n in session.execute(
+            select(Alert.model_id, Alert.severity, func.count())
+            .where(Alert.state == "firing").group_by(Alert.model_id, Alert.severity)).all():
+        firing.setdefault(model_id, {})[severity] = n
+    notifications = dict(session.execute(
+        select(Notification.status, func.count()).group_by(Notification.status)).all())
+
+    models = []
+    for model, ref_name, ref_sha, base_name, base_sha in rows:
+        ev = latest.get(model.id)
+        models.append(ModelSnapshot(
+            name=model.name, reference_name=ref_name, reference_sha256=ref_sha,
+            baseline_name=base_name, baseline_sha256=base_sha,
+            samples_ingested=int(model.samples_ingested or 0),
+            last_sample_at=as_utc_or_none(model.last_sample_at),
+            result=ev.result if ev is not None else None,
+            health=ev.health if ev is not None else None,
+            last_evaluation_at=as_utc_or_none((ev.finished_at or ev.created_at) if ev is not None else None),
+            evaluations=status_counts.get(model.id, {}),
+            durations=durations.get(model.id, ([0] * len(DURATION_BUCKETS), 0, 0.0)),
+            firing=firing.get(model.id, {}),
+            owed_since=evaluation_owed_since(session, model),
+        ))
+    names = list(registry_metric_names())
+    for m in models:
+        for name in ((m.result or {}).get("metrics") or {}):
+            if name not in names:
+                names.append(name)
+    return Snapshot(taken_at=now, models=models, metric_names=names, notifications=notifications)
+
+
+def _num(value: Any) -> float:
+    if value is None or isinstance(value, bool):
+        return NAN if value is None else float(value)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return NAN
+    return out if math.isfinite(out) else NAN
+
+
+def _flag(value: Any) -> float:
+    return NAN if value is None else (1.0 if value else 0.0)
+
+
+def families(snap: Snapshot) -> Iterator[Metric]:
+    """The metric families for one snapshot (pure)."""
+    ratio = {s: GaugeMetricFamily(f"collapsewatch_{s}_ratio",
+                                  f"{s} signal of the latest window relative to human text of "
+                                  "the same size (1.0 = human-like)", labels=["model"])
+             for s in SIGNALS}
+    base_ratio = {s: GaugeMetricFamily(f"collapsewatch_{s}_baseline_ratio",
+                                       f"{s} signal of the latest window relative to the "
+                                       "model's baseline (NaN without a baseline)",
+                                       labels=["model"])
+                  for s in SIGNALS}
+    sig_band = {b: GaugeMetricFamily(f"collapsewatch_signal_{b}_band",
+                                     f"{b} band of the signal ratio for a window of this size "
+                                     "(what 1.0 +- noise looks like)",
+                                     labels=["model", "signal", "bound"])
+                for b in BANDS}
+    outside = GaugeMetricFamily("collapsewatch_signal_outside_band",
+                                "1 when the latest window's signal is outside the band",
+                                labels=["model", "signal", "band"])
+    value = GaugeMetricFamily("collapsewatch_metric_value",
+                              "metric value of the latest window", labels=["model", "metric"])
+    mratio = GaugeMetricFamily("collapsewatch_metric_ratio",
+                               "metric value / human mean for the latest window",
+                               labels=["model", "metric"])
+    mbase = GaugeMetricFamily("collapsewatch_metric_baseline_ratio",
+                              "metric value relative to the model's baseline",
+                              labels=["model", "metric"])
+    band = GaugeMetricFamily("collapsewatch_metric_human_band",
+                             "bootstrap band of the metric on human samples of the same size",
+                             labels=["model", "metric", "bound"])
+    health = GaugeMetricFamily("collapsewatch_health_state",
+                               "1 for the model's current health state, 0 for the others",
+                               labels=["model", "state"])
+    ref_info = GaugeMetricFamily("collapsewatch_reference_info",
+                                 "the frozen human reference a model is compared with",
+                                 labels=["model", "reference", "sha256"])
+    base_info = GaugeMetricFamily("collapsewatch_baseline_info",
+                                  "the model's current baseline",
+                                  labels=["model", "baseline", "sha256"])
+    ingested = CounterMetricFamily("collapsewatch_samples_ingested",
+                                   "samples accepted for the model", labels=["model"])
+    last_sample = GaugeMetricFamily("collapsewatch_last_sample_timestamp_seconds",
+                                    "when the model's newest sample arrived (NaN: never)",
+                                    labels=["model"])
+    firing = GaugeMetricFamily("collapsewatch_alerts_firing",
+                               "collapsewatch's own alerts currently firing",
+                               labels=["model", "severity"])
+    last_eval = GaugeMetricFamily("collapsewatch_last_evaluation_timestamp_seconds",
+                                  "when the latest finished window was scored (NaN: never)",
+                                  labels=["model"])
+    docs = GaugeMetricFamily("collapsewatch_evaluation_documents",
+                             "documents in the latest scored window", labels=["model"])
+    evals = CounterMetricFamily("collapsewatch_evaluations",
+                                "finished evaluations by outcome", labels=["model", "status"])
+    pending = GaugeMetricFamily("collapsewatch_evaluations_pending",
+                                "windows planned but not scored yet", labels=["model"])
+    lag = GaugeMetricFamily("collapsewatch_evaluation_lag_seconds",
+                            "how long a due window has waited for its evaluation (0: none)",
+                            labels=["model"])
+    duration = HistogramMetricFamily("collapsewatch_evaluation_duration_seconds",
+                                     "time to score one window", labels=["model"])
+    outbox = GaugeMetricFamily("collapsewatch_notifications",
+                               "notification outbox rows by status", labels=["status"])
+
+    now = snap.taken_at
+    for m in snap.models:
+        result = m.result or {}
+        signals = result.get("signals") or {}
+        for s in SIGNALS:
+            sig = signals.get(s) or {}
+            ratio[s].add_metric([m.name], _num(sig.get("ratio")))
+            base_ratio[s].add_metric([m.name], _num(sig.get("baseline_ratio")))
+            for b in BANDS:
+                for bound in ("low", "high"):
+                    sig_band[b].add_metric([m.name, s, bound], _num(sig.get(f"{b}_{bound}")))
+            outside.add_metric([m.name, s, "human"], _flag(sig.get("outside_band")))
+            outside.add_metric([m.name, s, "baseline"], _flag(sig.get("outside_baseline_band")))
+        metric_rows = result.get("metrics") or {}
+        for name in snap.metric_names:
+            row = metric_rows.get(name) or {}
+            value.add_metric([m.name, name], _num(row.get("value")))
+            mratio.add_metric([m.name, name], _num(row.get("ratio")))
+            mbase.add_metric([m.name, name], _num(row.get("baseline_ratio")))
+            for bound in BOUNDS:
+                band.add_metric([m.name, name, bound], _num(row.get(f"human_{bound}")))
+        state = m.health if m.health in HEALTH_STATES else "insufficient_data"
+        for st in HEALTH_STATES:
+            health.add_metric([m.name, st], 1.0 if st == state else 0.0)
+        ref_info.add_metric([m.name, m.reference_name, m.reference_sha256], 1.0)
+        if m.baseline_sha256:
+            base_info.add_metric([m.name, m.baseline_name or "", m.baseline_sha256], 1.0)
+        ingested.add_metric([m.name], float(m.samples_ingested))
+        last_sample.add_metric([m.name], _seconds(m.last_sample_at))
+        for sev in SEVERITIES:
+            firing.add_metric([m.name, sev], float(m.firing.get(sev, 0)))
+        last_eval.add_metric([m.name], _seconds(m.last_evaluation_at))
+        docs.add_metric([m.name], _num(result.get("documents")))
+        for status in ("done", "failed"):
+            evals.add_metric([m.name, status], float(m.evaluations.get(status, 0)))
+        pending.add_metric([m.name], float(m.evaluations.get("pending", 0)
+                                           + m.evaluations.get("running", 0)))
+        lag.add_metric([m.name], max(0.0, (now - m.owed_since).total_seconds())
+                       if m.owed_since else 0.0)
+        cumulative, count, total = m.durations
+        buckets = [(_le(b), float(n)) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
+        buckets.append(("+Inf", float(count)))
+        duration.add_metric([m.name], buckets, total)
+    for status in NOTIFICATION_STATES:
+        outbox.add_metric([status], float(snap.notifications.get(status, 0)))
+
+    yield from (*ratio.values(), *base_ratio.values(), *sig_band.values(), outside, value,
+                mratio, mbase, band, health, ref_info, base_info, ingested, last_sample, firing,
+                last_eval, docs, evals, pending, lag, duration, outbox)
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+class SnapshotCache:
+    """The latest families per database, reused for ``ttl`` seconds (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, list[Metric]]] = {}
+
+    def get(self, key: str, ttl: float, build) -> list[Metric]:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and time.monotonic() - hit[0] < ttl:
+                return hit[1]
+            # built under the lock: concurrent scrapes wait for one snapshot, not N
+            started = time.monotonic()
+            out = list(build())
+            self._entries[key] = (time.monotonic(), out)
+            log.debug("metrics snapshot built", extra={"seconds": time.monotonic() - started})
+            return out
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+CACHE = SnapshotCache()
+
+
+class DatabaseCollector:
+    """A prometheus_client custom collector over a cached database snapshot."""
+
+    def __init__(self, metrics_source) -> None:
+        self._source = metrics_source
+
+    def describe(self) -> Iterable[Metric]:
+        # nothing to describe up front: registering must not query the database
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        return self._source()
+
+
+def build_registry(session_factory, cache_key: str, ttl: float) -> CollectorRegistry:
+    """A fresh registry holding one collector (the global registry is never used)."""
+
+    def source() -> list[Metric]:
+        def build() -> list[Metric]:
+            with session_factory() as session:
+                return list(families(take_snapshot(session)))
+
+        return CACHE.get(cache_key, ttl, build)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(source))
+    return registry
