@@ -1,6 +1,6 @@
-"""CLI: ``collapsewatch collect openai`` (prober) and ``collapsewatch collect tail`` (log tailer).
+"""CLI: ``collapsewatch collect openai`` (prober), ``collect tail`` (log tailer), ``collect proxy``.
 
-Both push through the SDK (``collectors.Client``) with an on-disk spool, so samples survive
+All push through the SDK (``collectors.Client``) with an on-disk spool, so samples survive
 an unreachable collapsewatch and a restart of the collector. SIGTERM and SIGINT stop them
 cleanly: the current samples are sent or spooled before exit.
 """
@@ -180,8 +180,49 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- collect proxy ---------------------------------------------------------------------------
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from collectors.proxy import RecordingProxy, SdkRecorder, parse_listen, serve
+
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if not args.model and not args.model_from_response:
+        raise CliError("name the monitored model with --model NAME, or take it from each "
+                       "response with --model-from-response")
+    key = _check_sdk_arguments(args)
+    _configure_logging()
+    root = Path(args.spool_dir) if args.spool_dir else _state_dir() / "spool" / "proxy"
+
+    def client_for(model: str):
+        from collectors import Client, SpoolError
+
+        try:
+            return Client(args.collapsewatch_url, key, model, spool_dir=root / _slug(model),
+                          batch_size=args.batch_size, flush_at_exit=False)
+        except SpoolError as exc:
+            raise CliError(str(exc)) from None
+
+    recorder = SdkRecorder(client_for)
+    if args.model:
+        recorder.client(args.model)  # a spool error shows before the proxy listens
+    try:
+        proxy = RecordingProxy(args.upstream, recorder, model=args.model,
+                               model_from_response=args.model_from_response,
+                               sample_rate=args.sample_rate, timeout=args.timeout)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        serve(proxy, host, port)
+    finally:
+        recorder.close(timeout=args.flush_timeout)
+    return 0
+
+
 def register(sub) -> None:
-    p = sub.add_parser("collect", help="collectors: OpenAI-compatible prober, log tailer")
+    p = sub.add_parser("collect", help="collectors: OpenAI-compatible prober, log tailer, "
+                       "recording proxy")
     cs = p.add_subparsers(dest="collect_command", metavar="COLLECTOR")
     cs.required = True
 
@@ -240,3 +281,24 @@ def register(sub) -> None:
     t.add_argument("--flush-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
     _add_sdk_arguments(t)
     t.set_defaults(func=cmd_tail)
+
+    x = cs.add_parser("proxy", help="forward OpenAI-compatible calls and record completions",
+                      description="Forward OpenAI-compatible requests to --upstream unchanged "
+                      "(streaming included) and record the completions of successful "
+                      "/v1/chat/completions, /v1/completions and /v1/responses calls. Point "
+                      "clients at it with OPENAI_BASE_URL=http://HOST:PORT/v1. Authorization "
+                      "headers and API keys are forwarded, never logged or stored.")
+    x.add_argument("--listen", default="127.0.0.1:8088", metavar="HOST:PORT",
+                   help="where the proxy listens (default %(default)s)")
+    x.add_argument("--upstream", required=True, metavar="URL",
+                   help="the endpoint's base URL as OpenAI clients take it, e.g. "
+                        "https://api.openai.com/v1")
+    which = x.add_mutually_exclusive_group()
+    which.add_argument("--model", default=None, help="monitored model name in collapsewatch")
+    which.add_argument("--model-from-response", action="store_true",
+                       help="record under the model name each response reports")
+    x.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds to wait for the upstream (default 600)")
+    x.add_argument("--flush-timeout", type=float, default=30.0, help=argparse.SUPPRESS)
+    _add_sdk_arguments(x)
+    x.set_defaults(func=cmd_proxy)
