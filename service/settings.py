@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     notify_lease_seconds: float = 120.0
     # shown in notifications as a link back to the service
     public_url: str = "http://127.0.0.1:8000"
+    # comma-separated hosts a channel may call even though they resolve to loopback, private
+    # or link-local addresses (e.g. an internal webhook receiver); empty: public hosts only
+    channel_allowed_hosts: str = ""
+    # Fernet key (cryptography) that encrypts channel secrets at rest; the old key(s),
+    # comma-separated, still decrypt during `collapsewatch secrets rotate`
+    secret_key: SecretStr | None = None
+    secret_key_old: SecretStr | None = None
 
     # logging
     log_level: str = "INFO"

@@ -7,17 +7,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from service.channels.base import (
-    ChannelConfigError,
-    DeliveryError,
-    Message,
-    NotificationChannel,
-)
+from service.channels.base import Message, NotificationChannel
+from service.channels.errors import ChannelConfigError, DeliveryError
+from service.channels.netguard import DestinationRefused
 
 
 def _discover() -> dict[str, type[NotificationChannel]]:
     for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
+        if info.name not in ("base", "errors", "netguard"):
             importlib.import_module(f"{__name__}.{info.name}")
     found: dict[str, type[NotificationChannel]] = {}
     stack = list(NotificationChannel.__subclasses__())
@@ -41,9 +38,12 @@ def channel_class(kind: str) -> type[NotificationChannel]:
         ) from None
 
 
-def build_channel(kind: str, config: dict, *, timeout: float = 10.0) -> NotificationChannel:
-    return channel_class(kind)(config, timeout=timeout)
+def build_channel(kind: str, config: dict, *, timeout: float = 10.0,
+                  allowed_hosts: frozenset[str] | None = None) -> NotificationChannel:
+    """A ready-to-send channel; ``allowed_hosts`` defaults to
+    ``COLLAPSEWATCH_CHANNEL_ALLOWED_HOSTS``."""
+    return channel_class(kind)(config, timeout=timeout, allowed_hosts=allowed_hosts)
 
 
-__all__ = ["CHANNEL_KINDS", "ChannelConfigError", "DeliveryError", "Message",
-           "NotificationChannel", "build_channel", "channel_class"]
+__all__ = ["CHANNEL_KINDS", "ChannelConfigError", "DeliveryError", "DestinationRefused",
+           "Message", "NotificationChannel", "build_channel", "channel_class"]

@@ -16,21 +16,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from collectors.transport import parse_retry_after
+from service.channels import netguard
+from service.channels.errors import ChannelConfigError, DeliveryError
+from service.logging import get_logger
+from service.settings import get_settings
 
-
-class ChannelConfigError(ValueError):
-    """A channel's configuration is unusable; the message says which field and why."""
-
-
-class DeliveryError(Exception):
-    """Sending failed. ``retryable`` tells the outbox whether another attempt may succeed."""
-
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
-                 status: int | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.status = status
+log = get_logger("collapsewatch.channels")
 
 
 @dataclass(frozen=True)
@@ -82,12 +73,28 @@ class NotificationChannel(ABC):
     """Base class: subclasses set ``kind``, validate their config and build one request."""
 
     kind: ClassVar[str]
-    # config fields that are secrets: never returned by the API
+    # config fields that are secrets: never returned by the API, encrypted at rest
     secret_fields: ClassVar[tuple[str, ...]] = ()
+    # config fields holding the URL a send goes to (checked against internal addresses)
+    url_fields: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: dict[str, Any], *, timeout: float = 10.0) -> None:
+    def __init__(self, config: dict[str, Any], *, timeout: float = 10.0,
+                 allowed_hosts: frozenset[str] | None = None) -> None:
         self.config = self.validate_config(config)
+        # one total deadline per send: lookup + connect + request + reply
         self.timeout = timeout
+        self.allowed_hosts = (allowed_hosts if allowed_hosts is not None
+                              else default_allowed_hosts())
+
+    @classmethod
+    def check_destinations(cls, config: dict[str, Any],
+                           allowed_hosts: frozenset[str] | None = None) -> None:
+        """Raise :class:`~service.channels.netguard.DestinationRefused` when a URL of the
+        (validated) config resolves to an internal address (see ``netguard``)."""
+        allowed = allowed_hosts if allowed_hosts is not None else default_allowed_hosts()
+        for key in cls.url_fields:
+            if config.get(key):
+                netguard.check_url(config[key], allowed, field=key)
 
     @classmethod
     @abstractmethod
@@ -107,16 +114,21 @@ class NotificationChannel(ABC):
                 out[key] = "***"
         return out
 
-    def check_response(self, response: httpx.Response) -> None:
-        """Raise :class:`DeliveryError` unless the answer means 'delivered'."""
-        if 200 <= response.status_code < 300:
+    def check_response(self, reply: netguard.Reply) -> None:
+        """Raise :class:`DeliveryError` unless the answer means 'delivered'.
+
+        The reply body goes to the server log only: it may hold anything the far end chose
+        to say, and ``last_error`` is shown to API readers."""
+        if 200 <= reply.status_code < 300:
             return
-        text = response.text[:300].replace("\n", " ")
+        log.warning("channel answered an error", extra={
+            "channel_kind": self.kind, "status": reply.status_code,
+            "reply_body": reply.text[:2000], "reply_truncated": reply.truncated})
         raise DeliveryError(
-            f"{self.kind} answered HTTP {response.status_code}: {text}",
-            retryable=is_retryable_status(response.status_code),
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-            status=response.status_code,
+            f"{self.kind} answered HTTP {reply.status_code} (reply body in the server log)",
+            retryable=is_retryable_status(reply.status_code),
+            retry_after=parse_retry_after(reply.headers.get("retry-after")),
+            status=reply.status_code,
         )
 
     def send(self, message: Message) -> None:
@@ -124,11 +136,27 @@ class NotificationChannel(ABC):
         request = self.build_request(message)
         headers = {"content-type": "application/json", "user-agent": "collapsewatch",
                    **request.headers}
+        field = self.url_fields[0] if self.url_fields else "url"
         try:
-            response = httpx.post(request.url, content=request.body, headers=headers,
-                                  timeout=self.timeout, follow_redirects=False)
-        except httpx.HTTPError as exc:
-            # connection refused, DNS, timeouts: the far end may come back
-            raise DeliveryError(f"{self.kind}: {type(exc).__name__}: {exc}",
+            reply = netguard.guarded_post(request.url, request.body, headers,
+                                          timeout=self.timeout,
+                                          allowed_hosts=self.allowed_hosts, field=field)
+        except netguard.DestinationRefused as exc:
+            # DNS may point somewhere public again later, but an operator should look first
+            raise DeliveryError(f"{self.kind}: refused to send: {exc}",
+                                retryable=False) from exc
+        except netguard.DeadlineExceeded as exc:
+            raise DeliveryError(f"{self.kind}: {exc}", retryable=True) from exc
+        except (httpx.HTTPError, OSError) as exc:
+            # connection refused, DNS, protocol errors: the far end may come back. The
+            # exception type is enough for last_error; its text goes to the log.
+            log.warning("channel send failed", extra={"channel_kind": self.kind,
+                                                      "error": f"{type(exc).__name__}: {exc}"})
+            raise DeliveryError(f"{self.kind}: could not deliver ({type(exc).__name__})",
                                 retryable=True) from exc
-        self.check_response(response)
+        self.check_response(reply)
+
+
+def default_allowed_hosts() -> frozenset[str]:
+    """``COLLAPSEWATCH_CHANNEL_ALLOWED_HOSTS``: hosts exempt from the internal-address check."""
+    return netguard.parse_allowed_hosts(get_settings().channel_allowed_hosts)

@@ -30,6 +30,7 @@ SEVERITIES = ("critical", "error", "warning", "info")
 class PagerDutyChannel(NotificationChannel):
     kind = "pagerduty"
     secret_fields = ("routing_key",)
+    url_fields = ("url",)
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ class SlackChannel(NotificationChannel):
     kind = "slack"
     # the webhook URL itself is the credential
     secret_fields = ("webhook_url",)
+    url_fields = ("webhook_url",)
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:

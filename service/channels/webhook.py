@@ -52,6 +52,7 @@ def verify(secret: str, header: str, body: bytes, *, now: float | None = None,
 class WebhookChannel(NotificationChannel):
     kind = "webhook"
     secret_fields = ("secret",)
+    url_fields = ("url",)
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service.channels import ChannelConfigError, channel_class
+from service.channels import ChannelConfigError, DestinationRefused, channel_class
 from service.domain import alerts
 from service.domain.alert_schemas import (
     AlertPublic,
@@ -145,7 +145,11 @@ def channel_public(channel: Channel, counts: dict[str, int] | None = None) -> Ch
 
 def create_channel(session: Session, body: ChannelCreate) -> ChannelPublic:
     try:
-        config = channel_class(body.kind).validate_config(body.config)
+        cls = channel_class(body.kind)
+        config = cls.validate_config(body.config)
+        cls.check_destinations(config)
+    except DestinationRefused as exc:
+        raise Invalid(str(exc), address_class=exc.address_class) from None
     except ChannelConfigError as exc:
         field = "kind" if "channel kind" in str(exc) else "config"
         raise Invalid(f"{field}: {exc}") from None

@@ -131,6 +131,8 @@ def test_collapse_fires_and_resolves_through_prometheus_alertmanager_and_pagerdu
         "COLLAPSEWATCH_METRICS_CACHE_SECONDS": "0.5",
         "COLLAPSEWATCH_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
         "COLLAPSEWATCH_LOG_LEVEL": "INFO",
+        # the PagerDuty stand-in listens on loopback
+        "COLLAPSEWATCH_CHANNEL_ALLOWED_HOSTS": "127.0.0.1",
     }
     api_url = f"http://127.0.0.1:{api_port}"
     prom_url = f"http://127.0.0.1:{prom_port}"

@@ -127,6 +127,19 @@ def set_status(evaluation_id: int, status: str, health: str | None = None) -> No
             ev.finished_at = datetime.now(UTC)
 
 
+# the tests' channel receivers are real servers on loopback, which channels refuse to call
+# unless the host is allowed (COLLAPSEWATCH_CHANNEL_ALLOWED_HOSTS)
+LOOPBACK_HOSTS = "127.0.0.1,localhost,::1"
+
+
+def allow_loopback_channels(monkeypatch) -> None:
+    """Let channels call the loopback stand-ins (in this process and its children)."""
+    from service.settings import get_settings
+
+    monkeypatch.setenv("COLLAPSEWATCH_CHANNEL_ALLOWED_HOSTS", LOOPBACK_HOSTS)
+    get_settings.cache_clear()
+
+
 def make_channel(name: str, kind: str, config: dict, *, min_severity: str = "warning",
                  models: list[str] | None = None, enabled: bool = True) -> int:
     from service.channels import channel_class

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from service.channels import (
     CHANNEL_KINDS,
     ChannelConfigError,
     DeliveryError,
+    DestinationRefused,
     Message,
     build_channel,
 )
@@ -21,12 +24,23 @@ from service.channels.webhook import SIGNATURE_HEADER, verify
 from service.delivery import outbox
 from service.domain import alerts as engine
 from service.domain.db import session_scope
-from service.domain.tables import Alert, Notification
+from service.domain.tables import Alert, Channel, Notification
 from service.settings import get_settings
-from tests.service.alert_fixtures import add_evaluation, make_channel, make_model
+from tests.service.alert_fixtures import (
+    add_evaluation,
+    allow_loopback_channels,
+    make_channel,
+    make_model,
+)
 from tests.support import recording_server
 
 SECRET = "s3cret-s3cret-s3cret"
+
+
+@pytest.fixture(autouse=True)
+def _loopback_receivers(monkeypatch):
+    # the receivers below are loopback stand-ins; tests of the refusal pass their own list
+    allow_loopback_channels(monkeypatch)
 
 
 def message(event: str = "trigger", nid: int = 7) -> Message:
@@ -388,3 +402,200 @@ def test_disabled_or_deleted_channel_dead_letters(database_url, service_env):
         assert outbox.deliver(nid).status == "dead"
         assert "disabled" in row(nid).last_error
         assert srv.received() == []
+
+
+# ---------------------------------------------------------------------------- outbound safety
+
+NOBODY: frozenset[str] = frozenset()
+
+
+@pytest.mark.parametrize("host,address_class", [
+    ("127.0.0.1", "loopback"), ("[::1]", "loopback"), ("localhost", "loopback"),
+    ("[::ffff:127.0.0.1]", "loopback"),
+    ("169.254.169.254", "link-local"), ("[fe80::1]", "link-local"),
+    ("10.1.2.3", "private"), ("192.168.1.1", "private"), ("172.16.0.1", "private"),
+    ("[fd00::1]", "private"),
+    ("224.0.0.1", "multicast"), ("[ff02::1]", "multicast"),
+    ("0.0.0.0", "unspecified"), ("[::]", "unspecified"),
+    ("240.0.0.1", "reserved"), ("100.64.0.1", "non-public"),
+])
+def test_internal_addresses_are_refused_by_class(host, address_class):
+    for kind, config in (("webhook", {"url": f"http://{host}:8080/hook"}),
+                         ("slack", {"webhook_url": f"https://{host}/services/T/B/X"}),
+                         ("pagerduty", {"routing_key": "R" * 32,
+                                        "url": f"http://{host}/v2/enqueue"})):
+        cls = CHANNEL_KINDS[kind]
+        with pytest.raises(DestinationRefused) as info:
+            cls.check_destinations(cls.validate_config(config), NOBODY)
+        assert info.value.address_class == address_class
+        assert f"a {address_class} address" in str(info.value)
+
+
+def test_public_addresses_and_allowed_hosts_pass():
+    webhook = CHANNEL_KINDS["webhook"]
+    webhook.check_destinations({"url": "http://93.184.215.14/hook"}, NOBODY)
+    webhook.check_destinations({"url": "http://[2606:4700::1111]/hook"}, NOBODY)
+    webhook.check_destinations({"url": "http://127.0.0.1:9/hook"}, frozenset({"127.0.0.1"}))
+    # an allow-listed name does not allow the address it happens to resolve to
+    with pytest.raises(DestinationRefused):
+        webhook.check_destinations({"url": "http://127.0.0.1:9/hook"}, frozenset({"localhost"}))
+
+
+def test_send_to_a_loopback_receiver_needs_the_allow_list():
+    with recording_server() as srv:
+        for kind, config in (("webhook", {"url": srv.url + "/h"}),
+                             ("slack", {"webhook_url": srv.url + "/h"}),
+                             ("pagerduty", {"routing_key": "R" * 32, "url": srv.url + "/h"})):
+            with pytest.raises(DeliveryError) as info:
+                build_channel(kind, config, allowed_hosts=NOBODY).send(message())
+            assert not info.value.retryable and "loopback" in str(info.value)
+        assert srv.received() == []
+        build_channel("webhook", {"url": srv.url + "/h"},
+                      allowed_hosts=frozenset({"127.0.0.1"})).send(message())
+        assert len(srv.received("/h")) == 1
+
+
+def test_channel_creation_refuses_internal_urls_with_422(client, database_url, admin_headers,
+                                                         monkeypatch):
+    monkeypatch.setenv("COLLAPSEWATCH_CHANNEL_ALLOWED_HOSTS", "")
+    get_settings.cache_clear()
+    for url, address_class in (("http://169.254.169.254/latest/meta-data/", "link-local"),
+                               ("http://127.0.0.1:5432/", "loopback"),
+                               ("http://localhost:6379/", "loopback"),
+                               ("http://10.0.0.7/hook", "private")):
+        r = client.post("/api/v1/channels", headers=admin_headers, json={
+            "name": "hook", "kind": "webhook", "config": {"url": url}})
+        assert r.status_code == 422, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert address_class in r.json()["detail"] and r.json()["address_class"] == address_class
+    r = client.post("/api/v1/channels", headers=admin_headers, json={
+        "name": "pd", "kind": "pagerduty",
+        "config": {"routing_key": "R" * 32, "url": "http://[::1]:9/v2/enqueue"}})
+    assert r.status_code == 422 and "config.url" in r.json()["detail"]
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Channel)) == 0
+    monkeypatch.setenv("COLLAPSEWATCH_CHANNEL_ALLOWED_HOSTS", "127.0.0.1")
+    get_settings.cache_clear()
+    r = client.post("/api/v1/channels", headers=admin_headers, json={
+        "name": "hook", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/hook"}})
+    assert r.status_code == 201, r.text
+
+
+def test_a_host_that_turned_internal_is_refused_at_send_time(database_url, service_env,
+                                                             monkeypatch):
+    """Checked at creation is not enough: DNS answers change. Dropping the host from the
+    allow-list stands in for a name that now resolves to an internal address."""
+    with recording_server() as srv:
+        make_channel("hook", "webhook", {"url": f"http://localhost:{srv.port}/h"})
+        (nid,) = fire_collapse(make_model())[:1]
+        monkeypatch.setenv("COLLAPSEWATCH_CHANNEL_ALLOWED_HOSTS", "")
+        get_settings.cache_clear()
+        assert outbox.deliver(nid).status == "dead"
+        assert "loopback" in row(nid).last_error
+        assert srv.received() == []
+
+
+@contextmanager
+def raw_server(handle):
+    """A loopback TCP server whose connections are handled by ``handle(conn)`` (a thread
+    each); for receivers no well-behaved HTTP server would imitate."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=_handle_quietly, args=(handle, conn, stop),
+                             daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def _handle_quietly(handle, conn, stop):
+    with conn:
+        conn.settimeout(30)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            request += chunk
+        try:
+            handle(conn, stop)
+        except OSError:  # the client hung up: what the cap and the deadline are for
+            pass
+
+
+def test_a_slow_drip_reply_hits_the_one_total_deadline():
+    def drip(conn, stop):
+        # a byte every 0.2 s never trips a per-read timeout; gives up after 20 s
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+        for _ in range(100):
+            if stop.is_set():
+                return
+            conn.sendall(b"x")
+            time.sleep(0.2)
+
+    with raw_server(drip) as url:
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as info:
+            build_channel("webhook", {"url": url}, timeout=1.5).send(message())
+        elapsed = time.monotonic() - started
+    assert info.value.retryable and "within 1.5 s" in str(info.value)
+    assert elapsed < 5, f"the send took {elapsed:.1f} s with a 1.5 s deadline"
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_huge_reply_is_read_only_up_to_64_kib(status):
+    total = 32 * 1024 * 1024
+    written: list[int] = []
+
+    def flood(conn, stop):
+        conn.sendall(f"HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\n"
+                     f"content-length: {total}\r\n\r\n".encode())
+        block, sent = b"internal-detail " * 4096, 0
+        try:
+            while sent < total and not stop.is_set():
+                sent += conn.send(block)
+        finally:
+            written.append(sent)
+
+    with raw_server(flood) as url:
+        channel = build_channel("webhook", {"url": url}, timeout=20)
+        if status == 200:
+            channel.send(message())
+        else:
+            with pytest.raises(DeliveryError) as info:
+                channel.send(message())
+            assert info.value.status == 500 and "internal-detail" not in str(info.value)
+        deadline = time.monotonic() + 10
+        while not written and time.monotonic() < deadline:
+            time.sleep(0.05)
+    # what the server got into the socket before the client hung up: the 64 KiB read plus
+    # whatever the kernel buffers on both ends held, far below the 32 MiB on offer
+    assert written and written[0] < 8 * 1024 * 1024, written
+
+
+def test_last_error_keeps_the_status_and_not_the_reply_body(database_url, service_env,
+                                                            caplog):
+    def leak(_req):
+        return 500, {"content-type": "text/plain"}, b"db password is hunter2"
+
+    with recording_server(leak) as srv:
+        make_channel("hook", "webhook", {"url": srv.url + "/h"})
+        (nid,) = fire_collapse(make_model())[:1]
+        with caplog.at_level("WARNING", logger="collapsewatch.channels"):
+            assert outbox.deliver(nid).status == "retry"
+    assert row(nid).last_error == "webhook answered HTTP 500 (reply body in the server log)"
+    assert any("hunter2" in str(getattr(r, "reply_body", "")) for r in caplog.records)
