@@ -22,6 +22,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check metrics collectors service migrations tests benchmarks scripts
+	$(VENV)/bin/lint-imports
 
 # side-by-side speed runs (peers are installed in their own virtualenvs on first use)
 bench: $(STAMP)

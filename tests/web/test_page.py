@@ -207,6 +207,21 @@ def test_page_and_assets_are_served_offline_with_a_strict_policy(client):
     # nothing is fetched from another origin
     assert "http://" not in r.text and "https://" not in r.text
     assert re.search(r"https?://", client.get("/static/app.js").text) is None
+    # app.js is an ES module that imports the page's other modules, all from this server
+    imports = re.findall(r'from "\./(js/[\w-]+\.js)"', client.get("/static/app.js").text)
+    assert imports, "app.js imports its modules"
+    seen, todo = set(), list(imports)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        module = client.get(f"/static/{path}")
+        assert module.status_code == 200
+        assert module.headers["content-type"].startswith("text/javascript")
+        assert re.search(r"https?://", module.text) is None
+        todo += [f"js/{name}" for name in re.findall(r'from "\./([\w-]+\.js)"', module.text)]
+    assert len(seen) >= 5
 
 
 @pytest.mark.parametrize("path", ["../settings.py", "..%2Fsettings.py", "nope.js",

@@ -1,0 +1,107 @@
+"""Reading stored evaluations: a model's scored windows and its current health.
+
+The stored Score JSON is returned as it was stored, plus the window's identity, so the REST
+answer for a window is the same JSON ``collapsewatch score`` prints for it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.domain.baselines import baseline_state
+from service.domain.catalog import get_model
+from service.domain.clock import as_utc_or_none
+from service.domain.errors import Invalid
+from service.domain.tables import Evaluation, MonitoredModel, Reference
+
+
+def _reference_json(session: Session, reference_id: int) -> dict[str, Any] | None:
+    ref = session.get(Reference, reference_id)
+    return None if ref is None else {"name": ref.name, "sha256": ref.sha256}
+
+
+def evaluation_json(session: Session, evaluation: Evaluation) -> dict[str, Any]:
+    """The stored Score JSON plus the window's identity; a window that is not scored yet
+    (or failed) carries the same keys with ``health`` null and empty signals."""
+    if evaluation.result:
+        body = dict(evaluation.result)
+    else:
+        body = {"reference": _reference_json(session, evaluation.reference_id),
+                "baseline": None, "documents": evaluation.sample_count, "tokens": None,
+                "health": None, "signals": {}, "metrics": {}}
+    body.update({
+        "id": evaluation.id,
+        "window_index": evaluation.window_index,
+        "window_start": as_utc_or_none(evaluation.window_start),
+        "window_end": as_utc_or_none(evaluation.window_end),
+        "created_at": as_utc_or_none(evaluation.created_at),
+        "finished_at": as_utc_or_none(evaluation.finished_at),
+        "status": evaluation.status,
+        "sample_count": evaluation.sample_count,
+        "first_sample_id": evaluation.first_sample_id,
+        "last_sample_id": evaluation.last_sample_id,
+        "duration_seconds": evaluation.duration_seconds,
+        "error": evaluation.error,
+    })
+    return body
+
+
+def list_evaluations(session: Session, model_name: str, *, since: datetime | None = None,
+                     until: datetime | None = None, limit: int = 100,
+                     status: str = "done") -> dict[str, list[dict[str, Any]]]:
+    """Windows of a model, newest first; ``status`` "all" for every state."""
+    model = get_model(session, model_name)
+    since, until = as_utc_or_none(since), as_utc_or_none(until)
+    if since and until and since > until:
+        raise Invalid(f"since ({since.isoformat()}) is after until ({until.isoformat()})")
+    stmt = select(Evaluation).where(Evaluation.model_id == model.id)
+    if status != "all":
+        stmt = stmt.where(Evaluation.status == status)
+    if since is not None:
+        stmt = stmt.where(Evaluation.window_end >= since)
+    if until is not None:
+        stmt = stmt.where(Evaluation.window_end <= until)
+    rows = session.scalars(stmt.order_by(Evaluation.window_end.desc(), Evaluation.id.desc())
+                           .limit(limit))
+    return {"evaluations": [evaluation_json(session, e) for e in rows]}
+
+
+def _pending_count(session: Session, model: MonitoredModel) -> int:
+    return session.scalar(
+        select(func.count()).select_from(Evaluation)
+        .where(Evaluation.model_id == model.id,
+               Evaluation.status.in_(("pending", "running")))
+    ) or 0
+
+
+def model_health(session: Session, model_name: str) -> dict[str, Any]:
+    """The latest scored window of a model with its baseline and pipeline state."""
+    model = get_model(session, model_name)
+    latest = session.scalars(
+        select(Evaluation)
+        .where(Evaluation.model_id == model.id, Evaluation.status == "done")
+        .order_by(Evaluation.window_index.desc(), Evaluation.id.desc())
+        .limit(1)
+    ).first()
+    if latest is not None:
+        body = evaluation_json(session, latest)
+    else:
+        body = {"reference": _reference_json(session, model.reference_id), "baseline": None,
+                "documents": 0, "tokens": 0, "health": "insufficient_data", "signals": {},
+                "metrics": {}, "id": None, "window_start": None, "window_end": None,
+                "created_at": None}
+    state = baseline_state(session, model)
+    body["model"] = model.name
+    body["baseline_status"] = state["status"]
+    if state["status"] == "collecting":
+        body["baseline_collection"] = {
+            "auto_baseline_windows": state["auto_baseline_windows"],
+            "windows_closed": state["windows_closed"],
+        }
+    body["evaluations_pending"] = _pending_count(session, model)
+    body["samples_ingested"] = model.samples_ingested
+    return body
