@@ -179,6 +179,14 @@ def _setup_logging(**_: Any) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+@signals.worker_init.connect
+def _check_secret_key(**_: Any) -> None:
+    # once per worker: channel secrets stored in plaintext, or an unusable key
+    from service.domain.secrets import warn_if_unconfigured
+
+    warn_if_unconfigured("worker")
+
+
 @signals.worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
     # a forked pool process must not share the parent's database connections

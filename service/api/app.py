@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import errors
 from service.api.limits import BodySizeLimitMiddleware
+from service.domain.secrets import warn_if_unconfigured
 from service.settings import get_settings
 
 # Each module exposes ``router`` (an APIRouter). Routers under /api/v1 carry their own
@@ -38,6 +39,8 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json",
     )
     errors.install(app)
+    # once per process: channel secrets stored in plaintext, or an unusable key
+    warn_if_unconfigured("api", settings)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     for name in API_ROUTERS:
         app.include_router(import_module(name).router, prefix="/api/v1")

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from service.channels import ChannelConfigError, DeliveryError, Message, build_channel
 from service.domain.clock import as_utc_or_none, utcnow
 from service.domain.db import session_scope
+from service.domain.secrets import SecretKeyError, open_config
 from service.domain.tables import Channel, Notification
 from service.logging import get_logger
 from service.settings import Settings, get_settings
@@ -121,7 +122,13 @@ def deliver(notification_id: int, settings: Settings | None = None,
             raise DeliveryError(f"channel '{channel.name}' is disabled", retryable=False)
         context["channel"] = channel.name
         try:
-            sender = build_channel(channel.kind, channel.config, timeout=s.notify_timeout_seconds)
+            config = open_config(channel.kind, channel.config or {}, channel_name=channel.name)
+            sender = build_channel(channel.kind, config, timeout=s.notify_timeout_seconds)
+        except SecretKeyError as exc:
+            # a wrong or missing key: dead-letter with the reason (the operator fixes the key
+            # and retries the channel); never a worker crash loop
+            log.error("channel secrets unreadable", extra={**context, "error": str(exc)})
+            raise DeliveryError(str(exc), retryable=False) from exc
         except ChannelConfigError as exc:
             raise DeliveryError(f"channel '{channel.name}' is misconfigured: {exc}",
                                 retryable=False) from exc
@@ -131,8 +138,8 @@ def deliver(notification_id: int, settings: Settings | None = None,
     except Exception as exc:  # a bug in a channel must not leave the row stuck in 'sending'
         log.exception("notification channel crashed", extra=context)
         return _failed(notification_id, attempt,
-                       DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True), s, now,
-                       context)
+                       DeliveryError(f"channel crashed ({type(exc).__name__}); see the log",
+                                     retryable=True), s, now, context)
     _finish(notification_id, attempt, {"status": "sent", "sent_at": utcnow(), "last_error": None})
     log.info("notification sent", extra=context)
     return Delivery("sent", notification_id)

@@ -21,6 +21,7 @@ from service.domain.alert_schemas import (
 )
 from service.domain.clock import utcnow
 from service.domain.errors import Conflict, Invalid, NotFound
+from service.domain.secrets import seal_config
 from service.domain.tables import Alert, AlertRule, Channel, MonitoredModel, Notification
 
 ALERT_STATES = ("firing", "resolved")
@@ -156,7 +157,8 @@ def create_channel(session: Session, body: ChannelCreate) -> ChannelPublic:
     if session.scalar(select(Channel.id).where(Channel.name == body.name)) is not None:
         raise Conflict(f"a channel named {body.name!r} already exists; pick another "
                                 "name or delete it first")
-    channel = Channel(name=body.name, kind=body.kind, config=config,
+    # secret fields encrypted when COLLAPSEWATCH_SECRET_KEY is set (service.domain.secrets)
+    channel = Channel(name=body.name, kind=body.kind, config=seal_config(body.kind, config),
                       min_severity=body.min_severity, models=body.models, enabled=body.enabled)
     session.add(channel)
     session.flush()
