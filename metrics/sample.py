@@ -142,8 +142,3 @@ class Sample:
         if name not in self._cache:
             self._cache[name] = fn()
         return self._cache[name]
-
-
-def sample_of(corpus: Corpus, budget_tokens: int, doc_keys: np.ndarray | None = None) -> Sample:
-    keys = corpus.doc_keys() if doc_keys is None else doc_keys
-    return Sample(corpus, min(int(budget_tokens), int(corpus.offsets[-1])), keys)

@@ -19,20 +19,13 @@ from service.domain.alert_schemas import (
     ChannelPublic,
     NotificationPublic,
 )
+from service.domain.catalog import get_model
 from service.domain.clock import utcnow
 from service.domain.errors import Conflict, Invalid, NotFound
 from service.domain.secrets import seal_config
 from service.domain.tables import Alert, AlertRule, Channel, MonitoredModel, Notification
 
 ALERT_STATES = ("firing", "resolved")
-
-
-def model_by_name(session: Session, name: str) -> MonitoredModel:
-    model = session.scalar(select(MonitoredModel).where(MonitoredModel.name == name))
-    if model is None:
-        raise NotFound(f"model {name!r} does not exist; create it with "
-                                "POST /api/v1/models")
-    return model
 
 
 def alert_public(alert: Alert, model_name: str) -> AlertPublic:
@@ -54,7 +47,7 @@ def list_alerts(session: Session, state: str | None, model: str | None,
     if state is not None:
         stmt = stmt.where(Alert.state == state)
     if model is not None:
-        stmt = stmt.where(Alert.model_id == model_by_name(session, model).id)
+        stmt = stmt.where(Alert.model_id == get_model(session, model).id)
     rows = session.execute(stmt.order_by(Alert.id.desc()).limit(limit)).all()
     return [alert_public(alert, name) for alert, name in rows]
 
@@ -104,7 +97,7 @@ def rule_public(rule: AlertRule) -> AlertRulePublic:
 
 
 def list_rules(session: Session, model_name: str) -> list[AlertRulePublic]:
-    model = model_by_name(session, model_name)
+    model = get_model(session, model_name)
     rules = alerts.ensure_rules(session, model)
     return [rule_public(rules[k]) for k in alerts.RULE_KINDS if k in rules]
 
@@ -114,7 +107,7 @@ def update_rule(session: Session, model_name: str, kind: str,
     if kind not in alerts.RULE_KINDS:
         raise NotFound(f"no alert rule kind {kind!r}; kinds are "
                                 f"{', '.join(alerts.RULE_KINDS)}")
-    model = model_by_name(session, model_name)
+    model = get_model(session, model_name)
     try:
         changes = body.changes(kind)
     except ValueError as exc:

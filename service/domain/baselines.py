@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from service.domain.clock import as_utc_or_none
 from service.domain.errors import Invalid
 from service.domain.profiles import reference_profile
-from service.domain.references import normalise_documents
+from service.domain.references import documents_for_profile
 from service.domain.tables import (
     Baseline,
     BaselinePin,
@@ -62,7 +62,7 @@ def build_profile(session: Session, model: MonitoredModel, documents: Sequence[s
     """``metrics.build_baseline`` against the model's current reference; 422 on bad input."""
     import metrics
 
-    docs = normalise_documents(documents)
+    docs = documents_for_profile(documents)
     check_document_count(len(docs), model.name, settings)
     reference = reference_profile(session, model.reference_id)
     try:
@@ -261,7 +261,7 @@ def ensure_auto_baseline(model_id: int, settings: Settings, session_maker) -> Ba
         model_name = model.name
         session.rollback()
     try:
-        profile = metrics.build_baseline(normalise_documents(texts), reference, name)
+        profile = metrics.build_baseline(documents_for_profile(texts), reference, name)
     except metrics.MetricsError as exc:
         # e.g. too many empty outputs: more windows will be taken once they close
         log.warning("automatic baseline not built yet", extra={

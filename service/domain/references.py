@@ -131,7 +131,7 @@ def parse_documents(data: bytes, fmt: str, field: str = "text") -> list[str]:
     raise DocumentParseError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def normalise_documents(documents: Sequence[str]) -> list[str]:
+def documents_for_profile(documents: Sequence[str]) -> list[str]:
     """Documents as stored next to the profile: the library's normalisation (NFC, one kind
     of newline, surrounding whitespace stripped), blank documents dropped."""
     from metrics.text import normalize_document
@@ -171,7 +171,7 @@ def create_reference(
     description: str | None = None,
 ) -> Reference:
     """Build the profile and store it as the next version of ``name``. Immutable."""
-    docs = normalise_documents(documents)
+    docs = documents_for_profile(documents)
     profile = _build_profile(docs, name, settings)
     documents_gz = gzip.compress(json.dumps(docs, ensure_ascii=False).encode("utf-8"), 6)
     blob = profile.to_bytes()
@@ -212,7 +212,3 @@ def get_reference(session: Session, reference_id: int) -> Reference:
                                 "list them with GET /api/v1/references")
     return row
 
-
-def load_documents(reference: Reference) -> list[str]:
-    """The stored normalised documents of a reference."""
-    return json.loads(gzip.decompress(reference.documents_gz))

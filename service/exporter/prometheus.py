@@ -31,10 +31,10 @@ from prometheus_client.core import (
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from service.domain.alerts import SEVERITIES, SIGNALS, evaluation_owed_since
+from metrics import REGISTRY
+from service.domain.alerts import SEVERITIES, SIGNALS, evaluation_owed_since, firing_counts
 from service.domain.clock import as_utc_or_none
 from service.domain.tables import (
-    Alert,
     Baseline,
     Evaluation,
     MonitoredModel,
@@ -56,12 +56,8 @@ NAN = float("nan")
 
 
 def registry_metric_names() -> list[str]:
-    """Metric names of the scoring library's registry (empty if it cannot be imported)."""
-    try:
-        import metrics
-    except ImportError:
-        return []
-    return [spec.name for spec in getattr(metrics, "REGISTRY", ())]
+    """Metric names of the scoring library's registry."""
+    return [spec.name for spec in REGISTRY]
 
 
 @dataclass
@@ -121,9 +117,7 @@ def take_snapshot(session: Session, now: datetime | None = None) -> Snapshot:
                      .where(Evaluation.status == "done", duration.is_not(None))
                      .group_by(Evaluation.model_id)).all()}
     firing: dict[int, dict[str, int]] = {}
-    for model_id, severity, n in session.execute(
-            select(Alert.model_id, Alert.severity, func.count())
-            .where(Alert.state == "firing").group_by(Alert.model_id, Alert.severity)).all():
+    for (model_id, severity), n in firing_counts(session).items():
         firing.setdefault(model_id, {})[severity] = n
     notifications = dict(session.execute(
         select(Notification.status, func.count()).group_by(Notification.status)).all())
