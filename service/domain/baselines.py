@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
+from service.domain.catalog import baseline_status
 from service.domain.clock import as_utc_or_none
 from service.domain.errors import Invalid
 from service.domain.profiles import reference_profile
@@ -306,12 +307,7 @@ def pin_public(pin: BaselinePin) -> dict[str, Any]:
 def baseline_state(session: Session, model: MonitoredModel) -> dict[str, Any]:
     """What /health and GET .../baseline say about the model's baseline."""
     current = session.get(Baseline, model.baseline_id) if model.baseline_id else None
-    if current is not None:
-        state = "set"
-    elif model.auto_baseline_windows > 0:
-        state = "collecting"
-    else:
-        state = "none"
+    state = baseline_status(model, current is not None)
     windows = session.scalar(
         select(func.count(func.distinct(Evaluation.window_index)))
         .where(Evaluation.model_id == model.id)

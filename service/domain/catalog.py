@@ -83,15 +83,20 @@ def _baseline_summaries(session: Session, ids: set[int]) -> dict[int, BaselineSu
             for r in rows}
 
 
+def baseline_status(model: MonitoredModel, has_baseline: bool) -> str:
+    """"set", or "collecting" while the first windows may still become the baseline, or
+    "none" (the one place this is decided; /models, /health and .../baseline all say it)."""
+    if has_baseline:
+        return "set"
+    if model.auto_baseline_windows > 0:
+        return "collecting"
+    return "none"
+
+
 def _public(model: MonitoredModel, references: dict[int, ReferenceSummary],
             baselines: dict[int, BaselineSummary]) -> ModelPublic:
     baseline = baselines.get(model.baseline_id) if model.baseline_id else None
-    if baseline is not None:
-        status = "set"
-    elif model.auto_baseline_windows > 0:
-        status = "collecting"
-    else:
-        status = "none"
+    status = baseline_status(model, baseline is not None)
     return ModelPublic(
         id=model.id, name=model.name, description=model.description,
         reference=references[model.reference_id], window=_window_of(model),
