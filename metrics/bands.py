@@ -19,6 +19,7 @@ import numpy as np
 
 from metrics.registry import BUDGET_COLUMNS, DOC_COLUMNS, REGISTRY, Context, compute_all, minhash_of
 from metrics.sample import Corpus, Sample
+from metrics.semantic import band_vectors
 
 _THREADS = max(1, min(4, os.cpu_count() or 1))
 _GRID_STEPS = 8  # budgets snap to 2^(k/8): at most ~8% of a window's tokens go unused
@@ -51,6 +52,8 @@ def _draw(rng: np.random.Generator, lengths: np.ndarray, n_docs: int, budget: in
     return order[: max(n_docs, need_tokens)]
 
 
+_NO_VECTORS = np.zeros((0, 0), dtype=np.float32)
+
 # Version of the replicate draw. 2: a replicate's random stream does not depend on the
 # budget, so its document view is the same at every budget (and its budget view at a
 # larger budget extends the one at a smaller budget).
@@ -67,6 +70,7 @@ def band_matrix(
     replicates: int,
     seed: int,
     doc_part: np.ndarray | None = None,
+    pool_vectors: np.ndarray | None = None,
 ) -> np.ndarray:
     """(replicates, metrics) values of the registry on random pool samples. NaN = undefined.
 
@@ -77,6 +81,9 @@ def band_matrix(
     :attr:`MetricSpec.view`) of a band at ``n_docs`` documents are valid at any budget,
     and ``doc_part`` (the ``DOC_COLUMNS`` of an earlier band at ``n_docs``) saves
     computing them again; only the "budget" metrics are then computed.
+
+    ``pool_vectors``: the pool's stored document embeddings (semantic metrics read a
+    replicate's from them instead of embedding; see :func:`metrics.semantic.band_vectors`).
 
     Replicates run on a few threads: the work is numpy sorting and arithmetic, which
     releases the GIL.
@@ -107,6 +114,11 @@ def band_matrix(
             sample._cache["doc_nll"] = nll[~np.isnan(nll)]
             if signatures is not None:
                 sample._cache["minhash"] = signatures[docs_sel]
+            # a pool without stored embeddings leaves the semantic columns undefined
+            # rather than embedding every replicate
+            sample._cache["embeddings"] = (
+                _NO_VECTORS if pool_vectors is None else
+                band_vectors(pool_vectors, lengths, docs_sel, ctx.suite.semantic_sample))
         row = compute_all(sample, ctx, columns)
         if doc_part is not None:
             row[DOC_COLUMNS] = doc_part[r]

@@ -34,6 +34,10 @@ class SuiteConfig:
     near_duplicate_threshold: float = 0.8  # Jaccard
     minhash_seed: int = 1
     tail_mass: float = 0.10  # the tail band carries the last 10% of reference token mass
+    # semantic metrics embed this many documents of a window (and of each band replicate):
+    # ~2.5 s on one core for 256 long outputs, and size-matched bands make it fair
+    semantic_sample: int = 256
+    semantic_knn: int = 5  # k of the k-NN recall (Kynkäänniemi et al. 2019 use 3; issue 16: 5)
 
     def to_dict(self) -> dict:
         return asdict(self)

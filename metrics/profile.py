@@ -28,10 +28,12 @@ import numpy as np
 
 from metrics.bands import BAND_DRAW, band_matrix
 from metrics.config import ReferenceConfig
+from metrics.embedding import Embedder, shared_embedder
 from metrics.errors import ProfileError
 from metrics.lm import ReferenceModel
 from metrics.registry import DOC_COLUMNS, METRIC_NAMES, Context
 from metrics.sample import Corpus
+from metrics.semantic import SemanticContext, SemanticProfile
 
 MAGIC = b"COLLAPSEWATCH-PROFILE\n"
 FORMAT_VERSION = 1
@@ -84,6 +86,11 @@ class Profile:
     _computing: dict[tuple[int, int], threading.Event] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _context: Context | None = field(default=None, repr=False)
+    # document embeddings and topics (metrics.semantic); None when built without a model
+    semantic: SemanticProfile | None = None
+    # the model windows are embedded with (see use_embedder); None: the pinned default
+    embedder: Embedder | None = field(default=None, repr=False)
+    _embedder_reason: str | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ behaviour
 
@@ -99,8 +106,44 @@ class Profile:
                 human_nll=np.sort(human),
                 suite=self.config.suite,
                 ref_prob=self.model.uni_counts / total,
+                **self._semantic_context(),
             )
         return self._context
+
+    def use_embedder(self, embedder: Embedder | None, reason: str | None = None) -> None:
+        """Embed windows with this model (the one the service or CLI is configured with);
+        None with the reason when it could not be loaded. Bands do not need a model: they
+        read the stored embeddings."""
+        with self._lock:
+            self.embedder = embedder
+            self._embedder_reason = reason
+            self._context = None
+
+    def _semantic_context(self) -> dict:
+        """Context fields of the semantic metrics: their inputs, and why windows cannot be
+        embedded when they cannot."""
+        sem = self.semantic
+        if sem is None or sem.centroids is None:
+            return {"semantic_unavailable": "the reference profile has no embeddings (built "
+                    "without an embedding model); rebuild it with the embeddings extra"}
+        embedder, reason = self.embedder, self._embedder_reason
+        if embedder is None and reason is None:
+            embedder, reason = shared_embedder()
+        if embedder is not None and embedder.identity != sem.identity:
+            embedder, reason = None, (
+                f"the reference was embedded with {sem.identity}, the configured model is "
+                f"{embedder.identity}; rebuild the reference with the configured model")
+        suite = self.config.suite
+        return {"semantic": SemanticContext.of(sem, embedder, suite.semantic_sample,
+                                               suite.semantic_knn),
+                "semantic_unavailable": reason}
+
+    def pool_vectors(self, reference: Profile) -> np.ndarray | None:
+        """Stored embeddings of the band pool, if made with the reference's model."""
+        sem, ref = self.semantic, reference.semantic
+        if sem is None or ref is None or sem.identity != ref.identity:
+            return None
+        return sem.pool
 
     def band(self, n_docs: int, budget: int, reference: Profile | None = None) -> np.ndarray:
         """(replicates, metrics) band for ``n_docs`` documents and ``budget`` tokens.
@@ -166,7 +209,7 @@ class Profile:
             matrix = band_matrix(
                 self.pool, self.pool_doc_keys, self.pool_doc_nll, key[0], key[1],
                 ref.context(), self.config.replicates, self.config.seed,
-                doc_part=self._doc_part(key[0]),
+                doc_part=self._doc_part(key[0]), pool_vectors=self.pool_vectors(ref),
             )
             if store is not None:
                 store.save(key[0], key[1], matrix)
@@ -196,6 +239,7 @@ class Profile:
             "metrics": list(METRIC_NAMES),
             "band_draw": self.band_draw,
             "vocab_size": len(self.pool.vocab),
+            "semantic": None if self.semantic is None else self.semantic.to_arrays()[1],
         }
 
     def to_bytes(self) -> bytes:
@@ -217,6 +261,8 @@ class Profile:
         arrays["band_keys"] = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
         if keys:
             arrays["band_values"] = np.stack([self.stored_bands[k] for k in keys])
+        if self.semantic is not None:
+            arrays.update(self.semantic.to_arrays()[0])
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         payload = buf.getvalue()
@@ -288,6 +334,9 @@ class Profile:
             human_ratios=meta.get("human_ratios"),
             stored_bands=bands,
             band_draw=int(meta.get("band_draw", 1)),
+            # absent from profiles built before embeddings (or without a model)
+            semantic=(SemanticProfile.from_arrays(arrays, meta["semantic"])
+                      if meta.get("semantic") else None),
         )
 
 

@@ -9,10 +9,12 @@ import numpy as np
 
 from metrics.bands import band_matrix, snap_budget
 from metrics.config import ReferenceConfig, ScoreConfig
+from metrics.embedding import Embedder, shared_embedder
 from metrics.errors import ProfileError, ReferenceTooSmall
 from metrics.lm import ReferenceModel
 from metrics.profile import Profile
 from metrics.sample import Corpus
+from metrics.semantic import build_baseline_semantic, build_semantic
 from metrics.text import documents_sha256, normalize_documents, tokenize_documents
 
 # window size at which a baseline's ratios to human are measured (capped by its size)
@@ -47,14 +49,27 @@ def _store_bands(profile: Profile, sizes: Sequence[int], reference: Profile | No
             profile.stored_bands[(int(n), budget)] = profile.band(int(n), budget, reference)
 
 
+def _embedder_for_build(embedder: Embedder | None | str) -> Embedder | None:
+    if embedder == "default":
+        return shared_embedder()[0]  # not installed: the profile is built lexical-only
+    return embedder
+
+
 def build_reference(
-    documents: Sequence[str], name: str, *, config: ReferenceConfig | None = None
+    documents: Sequence[str],
+    name: str,
+    *,
+    config: ReferenceConfig | None = None,
+    embedder: Embedder | None | str = "default",
 ) -> Profile:
     """A frozen human reference from documents.
 
     The documents are split (seeded) into a *profile* part — vocabulary, tail band,
     rare bigrams, the n-gram LM — and a *calibration* part that human bands are drawn
     from. Bands for ``config.band_sizes`` are computed now and stored; others on first use.
+    With an ``embedder`` ("default": the pinned model when installed; None: none), the
+    calibration documents are embedded and the reference's topics found
+    (:func:`metrics.semantic.build_semantic`), so the semantic metrics can be scored.
     Raises ReferenceTooSmall below ``config.min_documents`` documents or without words.
     """
     cfg = config or ReferenceConfig()
@@ -86,6 +101,10 @@ def build_reference(
         pool_doc_nll=model.doc_nll(pool_ids, pool.offsets),
         model=model,
     )
+    emb = _embedder_for_build(embedder)
+    if emb is not None:
+        profile.semantic = build_semantic(pool, prof, emb, cfg.seed)
+        profile.use_embedder(emb)
     _store_bands(profile, cfg.band_sizes, None)
     return profile
 
@@ -96,6 +115,7 @@ def build_baseline(
     name: str,
     *,
     config: ReferenceConfig | None = None,
+    embedder: Embedder | None | str = "default",
 ) -> Profile:
     """A frozen baseline from a model's known-good outputs, measured against ``reference``.
 
@@ -138,6 +158,11 @@ def build_baseline(
         pool_doc_nll=model.doc_nll(pool.vocab_ids[pool.index], pool.offsets),
         reference_sha256=reference.sha256,
     )
+    emb = _embedder_for_build(embedder)
+    ref_sem = reference.semantic
+    # embedded only with the model the reference was embedded with (else nothing compares)
+    if emb is not None and ref_sem is not None and emb.identity == ref_sem.identity:
+        profile.semantic = build_baseline_semantic(pool, ref_sem, emb)
     _store_bands(profile, cfg.band_sizes, reference)
     profile.human_ratios = _human_ratios(profile, reference, min(HUMAN_RATIO_WINDOW, len(docs)))
     return profile
@@ -155,7 +180,9 @@ def _human_ratios(baseline: Profile, reference: Profile, n_docs: int) -> dict[st
     replicates = min(HUMAN_RATIO_REPLICATES, baseline.config.replicates)
     ctx = reference.context()
     own = band_matrix(baseline.pool, baseline.pool_doc_keys, baseline.pool_doc_nll, n_docs,
-                      budget, ctx, replicates, baseline.config.seed)
+                      budget, ctx, replicates, baseline.config.seed,
+                      pool_vectors=baseline.pool_vectors(reference))
     human = band_matrix(reference.pool, reference.pool_doc_keys, reference.pool_doc_nll, n_docs,
-                        budget, ctx, replicates, reference.config.seed)
+                        budget, ctx, replicates, reference.config.seed,
+                        pool_vectors=reference.pool_vectors(reference))
     return band_signal_ratios(own, human, n_docs)

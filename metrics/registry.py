@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metrics import kernels
+from metrics import kernels, semantic
 from metrics.config import SuiteConfig
 from metrics.lm import ReferenceModel
 from metrics.sample import Sample
+from metrics.semantic import SemanticContext
 
 SIGNALS = ("diversity", "tail_coverage", "sameness")
 DOWN, UP = "down", "up"
@@ -29,6 +30,9 @@ class Context:
     human_nll: np.ndarray  # sorted per-document NLL of the calibration documents
     suite: SuiteConfig
     ref_prob: np.ndarray  # reference unigram distribution, aligned with model.uni_ids
+    # semantic inputs (metrics.semantic.SemanticContext), or None with the reason why
+    semantic: SemanticContext | None = None
+    semantic_unavailable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -295,6 +299,30 @@ REGISTRY: tuple[MetricSpec, ...] = (
                description="KS distance to the human per-document NLL distribution"),
     MetricSpec("unigram_jsd", "budget", "typicality", UP, "O(T log V + V)", _unigram_jsd,
                description="Jensen-Shannon distance to the reference unigram distribution"),
+    # semantic (metrics.semantic): a fixed-size subsample of the window's documents,
+    # embedded locally; None when no embedding model or no profile embeddings. Weights
+    # come from benchmarks/semantic.py (effect sizes in band standard deviations).
+    MetricSpec("semantic_similarity", "docs", "sameness", UP, "O(S·d) + embedding",
+               semantic.semantic_similarity, weight=0.0,
+               description="mean pairwise cosine similarity of document embeddings"),
+    MetricSpec("semantic_vendi", "docs", "diversity", DOWN, "O(S·d·min(S, d)) + embedding",
+               semantic.semantic_vendi, weight=0.0,
+               description="Vendi score of the embeddings (Friedman & Dieng 2023)"),
+    MetricSpec("semantic_recall", "docs", "tail_coverage", DOWN, "O(S²·d + S·R·d) + embedding",
+               semantic.semantic_recall, weight=0.0,
+               description="k-NN recall of the reference embeddings (Kynkaanniemi et al. 2019)"),
+    MetricSpec("topic_recall", "docs", "tail_coverage", DOWN, "O(S·K·d) + embedding",
+               semantic.topic_recall, weight=0.0,
+               description="share of reference topics with at least one document"),
+    MetricSpec("rare_topic_recall", "docs", "tail_coverage", DOWN, "O(S·K·d) + embedding",
+               semantic.rare_topic_recall, weight=0.0,
+               description="share of rare reference topics (smallest, ~20% of documents) reached"),
+    MetricSpec("topic_entropy", "docs", "diversity", DOWN, "O(S·K·d) + embedding",
+               semantic.topic_entropy, weight=0.0,
+               description="Shannon entropy (bits) of the documents' reference topics"),
+    MetricSpec("semantic_mmd", "docs", "typicality", UP, "O(S²·d + S·R·d) + embedding",
+               semantic.semantic_mmd, weight=0.0,
+               description="unbiased MMD^2 (Gaussian kernel) to the reference embeddings"),
 )
 
 METRIC_NAMES = tuple(spec.name for spec in REGISTRY)
