@@ -113,6 +113,8 @@ def _stream_events(up: Upstream, path: str, body: dict, prompt: str):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, chunked streams
+    # headers and body are separate writes: with Nagle on, the body waits for a delayed ACK
+    disable_nagle_algorithm = True
     upstream: Upstream
 
     def log_message(self, *args) -> None:

@@ -52,7 +52,7 @@ def start_stack(service_env, tmp_path):
     """Starts API process + stand-in upstream + proxy process: ``start_stack(*flags, **up)``."""
     key = create_model("chat-v3")
     with ExitStack() as cleanup:
-        def start(*flags: str, **upstream_options) -> Stack:
+        def start(*flags: str, key: str = key, **upstream_options) -> Stack:
             api = ApiServer(service_env, tmp_path)
             api.start()
             cleanup.callback(api.stop)
@@ -171,7 +171,12 @@ def test_upstream_errors_pass_through_as_is_and_nothing_is_recorded(stack, datab
 
 
 def test_model_from_response_and_gzip_bodies(start_stack, database_url):
-    stack = start_stack("--model-from-response", gzip=True)
+    from service.domain.db import session_scope
+    from service.domain.keys import create_key
+
+    with session_scope() as session:
+        unlimited = create_key(session, "ingest")  # writes to whichever model answered
+    stack = start_stack("--model-from-response", key=unlimited, gzip=True)
     create_model("gpt-4o-0613")
     client = stack.openai()
     answer = client.chat.completions.create(model="gpt-4o", messages=[
