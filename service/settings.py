@@ -21,8 +21,22 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: sqlite:///<data_dir>/collapsewatch.db
     broker_url: str | None = None  # default: sqla+sqlite:///<data_dir>/broker.db
 
-    # auth
+    # auth: reads need a key when the API listens off loopback (LISTEN_HOST, set by
+    # `collapsewatch api/serve`; unknown counts as off loopback); REQUIRE_READ_KEY=1 makes
+    # every read need one, /metrics included (e.g. behind a reverse proxy on the same host);
+    # PUBLIC_READS=1 opens reads off loopback
     require_read_key: bool = False
+    public_reads: bool = False
+    listen_host: str | None = None
+    # when set, /metrics needs `Authorization: Bearer <token>` (or an API key)
+    metrics_token: str | None = None
+    # comma-separated origins allowed to call the API from a browser (none by default)
+    cors_origins: str = ""
+    # per API key, per API process: requests a second and the burst (0 = no limit)
+    rate_limit_per_key: float = 50.0
+    rate_limit_burst: float = 100.0
+    # how often a key's last_used_at is written (it is read on every request)
+    key_last_used_interval_seconds: float = 60.0
 
     # limits
     max_body_bytes: int = 10 * 1024 * 1024

@@ -133,6 +133,9 @@ def service_env(database_url, tmp_path, monkeypatch) -> dict[str, str]:
         "COLLAPSEWATCH_DATA_DIR": str(tmp_path / "data"),
         "COLLAPSEWATCH_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}",
         "COLLAPSEWATCH_LOG_JSON": "1",
+        # the in-process app serves the tests on loopback (reads open, as for `api --host
+        # 127.0.0.1`); processes started with --host set their own
+        "COLLAPSEWATCH_LISTEN_HOST": "127.0.0.1",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

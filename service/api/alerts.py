@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from service.api.deps import (
     AdminPrincipal,
+    OperatorPrincipal,
     ReadPrincipal,
     SessionDep,
     check_model_access,
-    optional_principal,
+    check_model_read,
 )
 from service.api.errors import ProblemError
 from service.domain import alert_config
@@ -31,12 +32,16 @@ from service.domain.keys import Principal
 router = APIRouter(tags=["alerts"])
 
 
-def _any_key(principal: Annotated[Principal | None, Depends(optional_principal)]) -> Principal:
-    if principal is None:
-        raise ProblemError(401, "acknowledging an alert needs an API key; send "
-                                "'Authorization: Bearer <key>' (any scope)",
-                           headers={"WWW-Authenticate": "Bearer"})
-    return principal
+def _channel_visible(principal: Principal, channel: ChannelPublic) -> bool:
+    """A key limited to one model sees only the channels that serve that model alone."""
+    return principal.unlimited or channel.models == [principal.model_name]
+
+
+def _own_channel(session, principal: Principal, channel_id: int) -> ChannelPublic:
+    channel = alert_config.get_channel(session, channel_id)
+    if not _channel_visible(principal, channel):
+        raise ProblemError(404, f"channel {channel_id} does not exist")
+    return channel
 
 
 def _enqueue_after_commit(session, notification_ids: list[int]) -> None:
@@ -49,25 +54,34 @@ def _enqueue_after_commit(session, notification_ids: list[int]) -> None:
 
 
 @router.get("/alerts", response_model=AlertList)
-def list_alerts(_: ReadPrincipal, session: SessionDep,
+def list_alerts(principal: ReadPrincipal, session: SessionDep,
                 state: Annotated[str | None, Query(description="firing | resolved")] = None,
                 model: Annotated[str | None, Query(description="model name")] = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> AlertList:
+    if principal is not None and not principal.unlimited:
+        # a key limited to one model lists that model's alerts only
+        if model is not None:
+            check_model_read(principal, model)
+        model = principal.model_name
     return AlertList(alerts=alert_config.list_alerts(session, state, model, limit))
 
 
 @router.get("/alerts/{alert_id}", response_model=AlertPublic)
-def get_alert(alert_id: int, _: ReadPrincipal, session: SessionDep) -> AlertPublic:
-    return alert_config.alert_detail(session, alert_id)
+def get_alert(alert_id: int, principal: ReadPrincipal, session: SessionDep) -> AlertPublic:
+    alert = alert_config.alert_detail(session, alert_id)
+    if principal is not None and not principal.allows("read", alert.model):
+        raise ProblemError(404, f"alert {alert_id} does not exist")
+    return alert
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertPublic)
-def acknowledge_alert(alert_id: int, principal: Annotated[Principal, Depends(_any_key)],
+def acknowledge_alert(alert_id: int, principal: OperatorPrincipal,
                       session: SessionDep) -> AlertPublic:
+    """Needs an operator or admin key; a key limited to one model acknowledges its alerts
+    only (another model's alert is 404, as if it did not exist)."""
     _, model_name = alert_config.get_alert(session, alert_id)
-    if principal.model_name is not None and principal.model_name != model_name:
-        raise ProblemError(403, f"key is scoped to model '{principal.model_name}' and cannot "
-                                f"acknowledge alerts of model '{model_name}'")
+    if not principal.allows("operator", model_name):
+        raise ProblemError(404, f"alert {alert_id} does not exist")
     alert, notification_ids = alert_config.acknowledge(session, alert_id, principal.label)
     _enqueue_after_commit(session, notification_ids)
     return alert
@@ -88,29 +102,44 @@ def update_alert_rule(name: str, kind: str, body: AlertRuleUpdate, principal: Ad
 
 
 @router.get("/channels", response_model=ChannelList)
-def list_channels(_: AdminPrincipal, session: SessionDep) -> ChannelList:
-    return ChannelList(channels=alert_config.list_channels(session))
+def list_channels(principal: AdminPrincipal, session: SessionDep) -> ChannelList:
+    return ChannelList(channels=[c for c in alert_config.list_channels(session)
+                                 if _channel_visible(principal, c)])
 
 
 @router.post("/channels", status_code=201, response_model=ChannelPublic)
-def create_channel(body: ChannelCreate, _: AdminPrincipal, session: SessionDep) -> ChannelPublic:
+def create_channel(body: ChannelCreate, principal: AdminPrincipal,
+                   session: SessionDep) -> ChannelPublic:
+    """A channel for every model (``models`` null) needs an admin key without --model; a key
+    limited to one model may create channels for that model only."""
+    if not principal.unlimited:
+        models = set(body.models or [])
+        if not models:
+            check_model_access(principal, "admin", None)
+        for name in sorted(models):
+            check_model_access(principal, "admin", name)
     return alert_config.create_channel(session, body)
 
 
 @router.get("/channels/{channel_id}", response_model=ChannelPublic)
-def get_channel(channel_id: int, _: AdminPrincipal, session: SessionDep) -> ChannelPublic:
-    return alert_config.get_channel(session, channel_id)
+def get_channel(channel_id: int, principal: AdminPrincipal,
+                session: SessionDep) -> ChannelPublic:
+    return _own_channel(session, principal, channel_id)
 
 
 @router.post("/channels/{channel_id}/retry", response_model=RetryResult,
              summary="Retry the channel's dead-lettered notifications")
-def retry_channel(channel_id: int, _: AdminPrincipal, session: SessionDep) -> RetryResult:
+def retry_channel(channel_id: int, principal: AdminPrincipal,
+                  session: SessionDep) -> RetryResult:
+    _own_channel(session, principal, channel_id)
     ids = alert_config.retry_dead(session, channel_id)
     _enqueue_after_commit(session, ids)
     return RetryResult(requeued=len(ids))
 
 
 @router.delete("/channels/{channel_id}", status_code=204, response_class=Response)
-def delete_channel(channel_id: int, _: AdminPrincipal, session: SessionDep) -> Response:
+def delete_channel(channel_id: int, principal: AdminPrincipal,
+                   session: SessionDep) -> Response:
+    _own_channel(session, principal, channel_id)
     alert_config.delete_channel(session, channel_id)
     return Response(status_code=204)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from importlib import import_module
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
 from service.api import errors
 from service.api.limits import BodySizeLimitMiddleware
+from service.api.page import CONTENT_SECURITY_POLICY, assets_app
+from service.api.security import SecurityHeadersMiddleware, TokenBuckets
 from service.domain.secrets import warn_if_unconfigured
 from service.settings import get_settings
 
@@ -21,6 +24,7 @@ API_ROUTERS = (
     "service.api.evaluations",
     "service.api.baselines",
     "service.api.alerts",
+    "service.api.keys",
 )
 ROOT_ROUTERS = (
     "service.api.health",
@@ -39,11 +43,24 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json",
     )
     errors.install(app)
+    # per-key rate limits, in this process's memory (N processes allow N times the rate)
+    app.state.rate_buckets = TokenBuckets(settings.rate_limit_per_key, settings.rate_limit_burst)
     # once per process: channel secrets stored in plaintext, or an unusable key
     warn_if_unconfigured("api", settings)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:  # no CORS headers at all unless origins are configured
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Retry-After"])
+    # added last, so outermost: covers every response, 413s and CORS preflights included
+    app.add_middleware(SecurityHeadersMiddleware,
+                       content_security_policy=CONTENT_SECURITY_POLICY)
     for name in API_ROUTERS:
         app.include_router(import_module(name).router, prefix="/api/v1")
     for name in ROOT_ROUTERS:
         app.include_router(import_module(name).router)
+    # the page's assets: StaticFiles on the shipped folder (see service.api.page)
+    app.mount("/static", assets_app(), name="static")
     return app

@@ -25,8 +25,12 @@ def create_model(body: ModelCreate, principal: AdminPrincipal, session: SessionD
 
 
 @router.get("/models", response_model=ModelList)
-def list_models(_: ReadPrincipal, session: SessionDep) -> ModelList:
-    return ModelList(models=catalog.list_models(session))
+def list_models(principal: ReadPrincipal, session: SessionDep) -> ModelList:
+    models = catalog.list_models(session)
+    if principal is not None and not principal.unlimited:
+        # a key limited to one model sees that model only
+        models = [m for m in models if m.name == principal.model_name]
+    return ModelList(models=models)
 
 
 @router.get("/models/{name}", response_model=ModelPublic)

@@ -6,13 +6,15 @@ exactly what ``/api/v1`` answers and needs no server-side rendering.
 
 from __future__ import annotations
 
-import mimetypes
 from functools import lru_cache
 from importlib import resources
-from pathlib import PurePosixPath
+from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from service import __version__
 from service.api.errors import ProblemError
@@ -27,60 +29,49 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
     "form-action 'self'"
 )
-_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-}
+HTML = "text/html; charset=utf-8"
 
 
-def _security_headers() -> dict[str, str]:
-    return {
-        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-    }
+def static_dir() -> Path:
+    """The shipped asset folder (inside the installed package, never a configurable path)."""
+    return Path(str(resources.files("service.web") / "static"))
 
 
-@lru_cache(maxsize=64)
-def _asset(relative: str) -> bytes | None:
-    """The bytes of one shipped asset, or None. Cached: the bundle is immutable per install."""
-    parts = PurePosixPath(relative).parts
-    if not parts or any(p in ("..", ".") or p.startswith(".") for p in parts):
-        return None
-    node = resources.files("service.web") / "static"
-    for part in parts:
-        node = node / part
-    if not node.is_file():
-        return None
-    return node.read_bytes()
+@lru_cache(maxsize=1)
+def _index_template() -> bytes | None:
+    path = static_dir() / "index.html"
+    return path.read_bytes() if path.is_file() else None
 
 
-def _media_type(relative: str) -> str:
-    suffix = PurePosixPath(relative).suffix.lower()
-    return _TYPES.get(suffix) or mimetypes.guess_type(relative)[0] or "application/octet-stream"
+class Assets(StaticFiles):
+    """The page's assets. Starlette's StaticFiles resolves every request path inside the folder
+    (``realpath`` + ``commonpath``: no ``..``, no absolute path, no symlink out of it);
+    nothing here joins a request path onto a folder by hand."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if path in ("index.html", "", "."):
+            # the page is served at / with its version filled in, never as a raw template
+            raise HTTPException(404)
+        response = await super().get_response(path, scope)
+        if response.status_code == 200:
+            # versioned URLs (?v=...) may be cached for long; bare ones are revalidated
+            versioned = any(part.startswith(b"v=")
+                            for part in scope.get("query_string", b"").split(b"&"))
+            response.headers["Cache-Control"] = ("public, max-age=86400" if versioned
+                                                 else "no-cache")
+        return response
+
+
+def assets_app() -> Assets:
+    return Assets(directory=static_dir(), follow_symlink=False)
 
 
 @router.get("/")
 def index() -> Response:
-    body = _asset("index.html")
+    body = _index_template()
     if body is None:  # a broken install, not a user error
         raise ProblemError(500, "the web page is missing from this installation; reinstall "
                                 "collapsewatch (service/web/static/index.html)")
     # The asset URLs carry the version so a browser never mixes old JS with a new page.
     body = body.replace(b"{{version}}", __version__.encode())
-    headers = _security_headers() | {"Cache-Control": "no-cache"}
-    return Response(body, media_type=_TYPES[".html"], headers=headers)
-
-
-@router.get("/static/{path:path}")
-def static_asset(path: str, request: Request) -> Response:
-    body = _asset(path)
-    if body is None or path == "index.html":
-        raise ProblemError(404, f"no static asset named '{path}'")
-    # Versioned URLs (?v=...) may be cached for long; bare ones are revalidated.
-    cache = "public, max-age=86400" if request.query_params.get("v") else "no-cache"
-    headers = _security_headers() | {"Cache-Control": cache}
-    return Response(body, media_type=_media_type(path), headers=headers)
+    return Response(body, media_type=HTML, headers={"Cache-Control": "no-cache"})

@@ -10,7 +10,8 @@ from service.domain.errors import DomainError
 
 # each module exposes register(subparsers); a parser sets func(args) -> int exit code
 COMMAND_MODULES = (
-    "service.cli.server",   # serve, api, worker, beat, migrate, keys
+    "service.cli.server",   # serve, api, worker, beat, migrate
+    "service.cli.keys",     # keys create, keys list, keys revoke
     "service.cli.secrets",  # secrets rotate
     "service.cli.offline",  # reference build, score, baseline build
     "service.cli.collect",  # collect openai, collect tail

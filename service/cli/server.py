@@ -1,4 +1,4 @@
-"""CLI: serve (embedded), api, worker, beat, migrate (production), keys."""
+"""CLI: serve (embedded), api, worker, beat, migrate (production)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _announce_listen_host(host: str) -> None:
+    """Tell the app (and uvicorn's worker processes) where it listens: reads are private
+    off loopback (see service.api.deps.reads_private)."""
+    import os
+
+    os.environ["COLLAPSEWATCH_LISTEN_HOST"] = host
+    get_settings.cache_clear()
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    _announce_listen_host(args.host)
     _configure_logging()
     uvicorn.run("service.api.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_config=None, access_log=False)
@@ -36,6 +46,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.demo.embedded import run_embedded
 
+    _announce_listen_host(args.host)
     _configure_logging()
     return run_embedded(host=args.host, port=args.port, demo=args.demo)
 
@@ -90,18 +101,6 @@ def cmd_beat(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    from service.domain.db import session_scope
-    from service.domain.keys import create_key
-    from service.domain.migrate import upgrade
-
-    upgrade()
-    with session_scope() as session:
-        key = create_key(session, args.scope, args.model, args.description)
-    print(key)
-    return 0
-
-
 def register(sub) -> None:
     p = sub.add_parser("serve", help="embedded mode: SQLite, worker, beat, API and web page")
     p.add_argument("--host", default="127.0.0.1")
@@ -132,12 +131,3 @@ def register(sub) -> None:
 
     p = sub.add_parser("migrate", help="bring the database schema up to date")
     p.set_defaults(func=cmd_migrate)
-
-    p = sub.add_parser("keys", help="API keys")
-    ks = p.add_subparsers(dest="keys_command", metavar="ACTION")
-    ks.required = True
-    c = ks.add_parser("create", help="create a key and print it once (only its hash is stored)")
-    c.add_argument("--scope", required=True, choices=["ingest", "read", "admin"])
-    c.add_argument("--model", default=None, help="restrict an ingest key to one model")
-    c.add_argument("--description", default=None)
-    c.set_defaults(func=cmd_keys_create)

@@ -234,6 +234,9 @@ class ApiKey(Base):
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = _ts()
     revoked_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
+    expires_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
+    # written at most once a minute per key (KEY_LAST_USED_INTERVAL_SECONDS)
+    last_used_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
 
 
 class AlertRule(Base):

@@ -65,7 +65,8 @@ def test_ack_needs_a_key_and_is_idempotent(client, database_url, make_key):
     alert_id = client.get("/api/v1/alerts", params={"model": "bot"}).json()["alerts"][0]["id"]
     problem(client.post(f"/api/v1/alerts/{alert_id}/ack"), 401)
     problem(client.post(f"/api/v1/alerts/{alert_id}/ack", headers=bearer("cw_wrong")), 401)
-    key = make_key("read")
+    problem(client.post(f"/api/v1/alerts/{alert_id}/ack", headers=bearer(make_key("read"))), 403)
+    key = make_key("operator")
     r = client.post(f"/api/v1/alerts/{alert_id}/ack", headers=bearer(key))
     assert r.status_code == 200, r.text
     first = r.json()
@@ -80,7 +81,8 @@ def test_ack_is_queued_for_the_channels_that_were_paged(client, database_url, ma
     fire(make_model("bot"))
     alert_id = client.get("/api/v1/alerts", params={"model": "bot"}).json()["alerts"][0]["id"]
     for _ in range(2):
-        r = client.post(f"/api/v1/alerts/{alert_id}/ack", headers=bearer(make_key("read")))
+        r = client.post(f"/api/v1/alerts/{alert_id}/ack",
+                        headers=bearer(make_key("operator")))
         assert r.status_code == 200, r.text
     with session_scope() as s:
         rows = s.execute(select(Notification.event, Notification.payload)
@@ -90,13 +92,14 @@ def test_ack_is_queued_for_the_channels_that_were_paged(client, database_url, ma
     assert rows[1].payload["acknowledged_by"] == r.json()["acknowledged_by"]
 
 
-def test_ack_with_a_key_for_another_model_is_forbidden(client, database_url, make_key):
+def test_ack_with_a_key_for_another_model_is_not_found(client, database_url, make_key):
     fire(make_model("bot"))
     make_model("other")
     alert_id = client.get("/api/v1/alerts").json()["alerts"][0]["id"]
     problem(client.post(f"/api/v1/alerts/{alert_id}/ack",
-                        headers=bearer(make_key("ingest", "other"))), 403)
-    r = client.post(f"/api/v1/alerts/{alert_id}/ack", headers=bearer(make_key("ingest", "bot")))
+                        headers=bearer(make_key("operator", "other"))), 404)
+    r = client.post(f"/api/v1/alerts/{alert_id}/ack",
+                    headers=bearer(make_key("operator", "bot")))
     assert r.status_code == 200
 
 
@@ -106,7 +109,8 @@ def test_resolved_alert_cannot_be_acknowledged(client, database_url, make_key):
     fire(model_id, "healthy")
     alert = client.get("/api/v1/alerts", params={"state": "resolved"}).json()["alerts"][0]
     assert "resolved" in problem(client.post(f"/api/v1/alerts/{alert['id']}/ack",
-                                             headers=bearer(make_key("read"))), 409)["detail"]
+                                             headers=bearer(make_key("operator"))),
+                                 409)["detail"]
 
 
 def test_rules_list_shows_defaults(client, database_url):

@@ -54,7 +54,7 @@ class ApiProcess:
 @pytest.fixture
 def api_process(service_env, tmp_path, request) -> Iterator[ApiProcess]:
     """``collapsewatch api`` on loopback; ``request.param`` (if any) adds environment."""
-    extra = getattr(request, "param", None) or {}
+    extra = dict(getattr(request, "param", None) or {})
     port = free_port()
     host = extra.pop("host", "127.0.0.1")
     args = [str(VENV_BIN / "collapsewatch"), "api", "--host", host, "--port", str(port)]
