@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from service.domain.clock import as_utc_or_none, utcnow
-from service.domain.db import is_postgres
+from service.domain.db import insert_missing, is_postgres
 from service.domain.tables import (
     Alert,
     AlertRule,
@@ -98,20 +97,12 @@ def default_rules(model: MonitoredModel, settings: Settings | None = None) -> li
     return out
 
 
-def _insert_ignore(session: Session, table, rows: list[dict[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING on either database."""
-    if not rows:
-        return
-    dialect = postgresql if is_postgres(session) else sqlite
-    session.execute(dialect.insert(table).values(rows).on_conflict_do_nothing())
-
-
 def ensure_rules(session: Session, model: MonitoredModel) -> dict[str, AlertRule]:
     """Create the default rules a model lacks (idempotent); return them by kind."""
-    _insert_ignore(session, AlertRule.__table__, [
+    insert_missing(session, AlertRule.__table__, [
         {"model_id": model.id, "created_at": utcnow(), "updated_at": utcnow(), **rule}
         for rule in default_rules(model)
-    ])
+    ], keys=("model_id", "kind"))
     rules = session.scalars(select(AlertRule).where(AlertRule.model_id == model.id)).all()
     return {r.kind: r for r in rules}
 
@@ -119,14 +110,18 @@ def ensure_rules(session: Session, model: MonitoredModel) -> dict[str, AlertRule
 def _lock_states(session: Session, model_id: int, kinds: Sequence[str]) -> dict[str, AlertState]:
     """Create and lock this model's counter rows for ``kinds``.
 
-    The INSERT comes first on purpose: on SQLite it takes the write lock before anything is
-    read, on PostgreSQL the rows then exist for SELECT ... FOR UPDATE. Either way two workers
-    evaluating the same model run one after the other, and each evaluation is counted once.
+    On SQLite a no-op UPDATE takes the write lock before anything is read; on PostgreSQL
+    the missing rows are inserted first so that they exist for SELECT ... FOR UPDATE. Either
+    way two workers evaluating the same model run one after the other, and each evaluation
+    is counted once. Rows that exist are not inserted again (no sequence value is drawn).
     """
-    _insert_ignore(session, AlertState.__table__, [
+    if not is_postgres(session):
+        session.execute(text("UPDATE alert_states SET kind = kind WHERE model_id = :id"),
+                        {"id": model_id})
+    insert_missing(session, AlertState.__table__, [
         {"model_id": model_id, "kind": k, "consecutive_bad": 0, "consecutive_good": 0,
          "updated_at": utcnow()} for k in kinds
-    ])
+    ], keys=("model_id", "kind"))
     stmt = (select(AlertState)
             .where(AlertState.model_id == model_id, AlertState.kind.in_(kinds))
             .order_by(AlertState.kind)
@@ -278,11 +273,11 @@ def _write_outbox(session: Session, alert: Alert, model_name: str, event: str) -
         return []
     payload = alert_payload(alert, model_name, event)
     now = utcnow()
-    _insert_ignore(session, Notification.__table__, [
+    insert_missing(session, Notification.__table__, [
         {"alert_id": alert.id, "channel_id": cid, "event": event, "payload": payload,
          "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
         for cid in channel_ids
-    ])
+    ], keys=("alert_id", "channel_id", "event"))
     return list(session.scalars(
         select(Notification.id).where(Notification.alert_id == alert.id,
                                       Notification.event == event,

@@ -21,12 +21,10 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import __version__
-from service.domain.db import session_factory
+from service.domain.db import insert_missing, session_factory
 from service.domain.tables import BandCache
 from service.logging import get_logger
 
@@ -108,9 +106,8 @@ class DatabaseBandStore:
                "matrix": _encode(matrix), "created_at": now, "used_at": now}
         try:
             with session_factory()() as session, session.begin():
-                insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-                session.execute(insert(BandCache.__table__).values(**row)
-                                .on_conflict_do_nothing())
+                insert_missing(session, BandCache.__table__, [row],
+                               keys=("profile_key", "n_docs", "budget"))
         except SQLAlchemyError as exc:
             log.warning("could not store a computed band", extra={
                 "n_docs": n_docs, "budget": budget, "error": str(exc)})

@@ -10,7 +10,7 @@ Evaluations store the baseline they were scored with, so re-pinning never rewrit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,9 +18,11 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
+from service.domain.baseline_schemas import BaselineRequest
 from service.domain.catalog import baseline_status
 from service.domain.clock import as_utc_or_none
-from service.domain.errors import Invalid
+from service.domain.db import is_postgres
+from service.domain.errors import Conflict, Invalid
 from service.domain.profiles import reference_profile
 from service.domain.references import documents_for_profile
 from service.domain.tables import (
@@ -111,24 +113,56 @@ def sample_time():
     return func.coalesce(Sample.timestamp, Sample.received_at)
 
 
+def iter_range_samples(session: Session, model_id: int, start: datetime, end: datetime,
+                       chunk_rows: int) -> Iterator[tuple[int, str]]:
+    """(id, text) of the model's samples in [start, end], in id order, read ``chunk_rows`` at
+    a time (keyset pages on the primary key): a range of a million samples never sits in
+    one result set."""
+    after = 0
+    while True:
+        rows = session.execute(
+            select(Sample.id, Sample.text)
+            .where(Sample.model_id == model_id, Sample.id > after,
+                   sample_time() >= start, sample_time() <= end)
+            .order_by(Sample.id)
+            .limit(chunk_rows)
+        ).all()
+        for row in rows:
+            yield row.id, row.text
+        if len(rows) < chunk_rows:
+            return
+        after = rows[-1].id
+
+
 def documents_in_range(session: Session, model: MonitoredModel, start: datetime,
                        end: datetime, settings: Settings) -> RangeDocuments:
+    """The samples of a time range as baseline documents, streamed from the database in
+    chunks and normalised as they arrive (only the normalised text is kept); more than
+    ``max_reference_documents`` stops the read at once."""
     if start > end:
         raise Invalid(f"from ({start.isoformat()}) is after to ({end.isoformat()})")
-    rows = session.execute(
-        select(Sample.id, Sample.text)
-        .where(Sample.model_id == model.id, sample_time() >= start, sample_time() <= end)
-        .order_by(Sample.id)
-        .limit(settings.max_reference_documents + 1)
-    ).all()
-    if not rows:
+    texts: list[str] = []
+    first_id = last_id = None
+    chunk: list[str] = []
+    rows = iter_range_samples(session, model.id, start, end, settings.baseline_range_chunk_rows)
+    for count, (sample_id, text_) in enumerate(rows, 1):
+        if count > settings.max_reference_documents:
+            check_document_count(count, model.name, settings)  # raises: too many
+        first_id = sample_id if first_id is None else first_id
+        last_id = sample_id
+        chunk.append(text_)
+        if len(chunk) >= settings.baseline_range_chunk_rows:
+            texts += documents_for_profile(chunk)
+            chunk = []
+    texts += documents_for_profile(chunk)
+    if first_id is None or last_id is None:
         raise Invalid(
             f"model {model.name!r} has no samples between {start.isoformat()} and "
             f"{end.isoformat()}; pick a range that holds stored samples "
             "(see GET /api/v1/models/{name}/evaluations for window times)",
         )
-    check_document_count(len(rows), model.name, settings)
-    return RangeDocuments([r.text for r in rows], rows[0].id, rows[-1].id)
+    check_document_count(len(texts), model.name, settings)
+    return RangeDocuments(texts, first_id, last_id)
 
 
 # ---------------------------------------------------------------- pinning
@@ -136,7 +170,7 @@ def documents_in_range(session: Session, model: MonitoredModel, start: datetime,
 
 def lock_model_row(session: Session, model_id: int) -> MonitoredModel | None:
     """Lock the model row until commit (PostgreSQL row lock; SQLite write lock)."""
-    if session.bind.dialect.name != "postgresql":
+    if not is_postgres(session):
         session.execute(text("UPDATE models SET baseline_id = baseline_id WHERE id = :id"),
                         {"id": model_id})
         return session.scalar(select(MonitoredModel).where(MonitoredModel.id == model_id)
@@ -324,3 +358,49 @@ def baseline_history(session: Session, model: MonitoredModel, limit: int = 50) -
     pins = session.scalars(select(BaselinePin).where(BaselinePin.model_id == model.id)
                            .order_by(BaselinePin.id.desc()).limit(limit))
     return [pin_public(p) for p in pins]
+
+
+def baseline_view(session: Session, model: MonitoredModel) -> dict[str, Any]:
+    """What GET .../baseline answers: status, current baseline and the pin history."""
+    return {"model": model.name, **baseline_state(session, model),
+            "history": baseline_history(session, model)}
+
+
+def refuse_if_pinned(session: Session, model: MonitoredModel, replace: bool) -> None:
+    """Re-pinning is explicit: a model with a baseline keeps it unless ``replace``."""
+    if model.baseline_id is not None and not replace:
+        current = session.get(Baseline, model.baseline_id)
+        raise _already_pinned(model.name, current.sha256 if current else "?")
+
+
+def _already_pinned(model_name: str, sha256: str) -> Conflict:
+    return Conflict(f"model {model_name!r} already has a baseline (sha256 {sha256}); "
+                    "send \"replace\": true to re-pin it (the change is recorded)")
+
+
+def create_baseline(session: Session, settings: Settings, model: MonitoredModel,
+                    req: BaselineRequest, actor: str) -> dict[str, Any]:
+    """Build (or read) the profile from ``req``, pin it and commit; the new baseline view."""
+    kwargs: dict[str, Any] = {}
+    if req.profile is not None:
+        profile = profile_from_upload(session, model, req.profile)
+        source = "upload"
+    else:
+        name = req.name or default_name(session, model)
+        if req.documents is not None:
+            documents, source = req.documents, "upload"
+        else:
+            found = documents_in_range(session, model, req.start, req.end, settings)
+            documents, source = found.texts, "range"
+            kwargs = {"range_from": req.start, "range_to": req.end,
+                      "last_sample_id": found.last_id}
+        profile = build_profile(session, model, documents, name, settings)
+    try:
+        pin_profile(session, model.id, profile, source=source, actor=actor,
+                    reason=req.reason, replace=req.replace, **kwargs)
+    except AlreadyPinned as exc:
+        session.rollback()
+        raise _already_pinned(model.name, str(exc)) from None
+    session.commit()
+    session.refresh(model)
+    return baseline_view(session, model)

@@ -17,24 +17,33 @@ cached profile can never be stale.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from service.domain.baselines import ensure_auto_baseline
 from service.domain.clock import utcnow
+from service.domain.db import insert_missing, is_postgres
 from service.domain.profiles import baseline_profile, reference_profile
-from service.domain.tables import Baseline, Evaluation, MonitoredModel, Sample, Score
+from service.domain.tables import (
+    Baseline,
+    Evaluation,
+    ModelStats,
+    MonitoredModel,
+    Sample,
+    Score,
+)
 from service.logging import get_logger
 from service.settings import Settings
 
 log = get_logger("collapsewatch.scoring")
+
+# scoring-duration histogram bounds (collapsewatch_evaluation_duration_seconds): a window of
+# a few hundred documents scores in well under a second, large windows take minutes
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
 def claim(session: Session, evaluation_id: int, settings: Settings,
@@ -134,15 +143,41 @@ def _metric_signals() -> dict[str, str]:
     return {spec.name: spec.signal for spec in getattr(metrics, "REGISTRY", [])}
 
 
-def _insert_ignore(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    session.execute(
-        insert(Score.__table__).on_conflict_do_nothing(
-            index_elements=["evaluation_id", "kind", "name"]),
-        list(rows),
-    )
+def _stats_row(session: Session, model_id: int) -> ModelStats:
+    """The model's stats row, created if missing and locked until commit."""
+    insert_missing(session, ModelStats.__table__, [{
+        "model_id": model_id, "latest_evaluation_id": None, "latest_window_index": None,
+        "evaluations_done": 0, "evaluations_failed": 0,
+        "duration_buckets": [0] * len(DURATION_BUCKETS), "duration_count": 0,
+        "duration_sum": 0.0}], keys=("model_id",))
+    stmt = (select(ModelStats).where(ModelStats.model_id == model_id)
+            .execution_options(populate_existing=True))
+    if is_postgres(session):
+        stmt = stmt.with_for_update()
+    return session.scalar(stmt)
+
+
+def record_done(session: Session, model_id: int, evaluation_id: int, window_index: int,
+                duration: float) -> None:
+    """Count a stored window in ``model_stats`` (the exporter's O(models) source)."""
+    stats = _stats_row(session, model_id)
+    if stats.latest_window_index is None or window_index >= stats.latest_window_index:
+        stats.latest_window_index = window_index
+        stats.latest_evaluation_id = evaluation_id
+    stats.evaluations_done = (stats.evaluations_done or 0) + 1
+    buckets = list(stats.duration_buckets or [0] * len(DURATION_BUCKETS))
+    buckets += [0] * (len(DURATION_BUCKETS) - len(buckets))
+    stats.duration_buckets = [n + (1 if duration <= bound else 0)
+                              for n, bound in zip(buckets, DURATION_BUCKETS, strict=False)]
+    stats.duration_count = (stats.duration_count or 0) + 1
+    stats.duration_sum = float(stats.duration_sum or 0.0) + float(duration)
+    session.flush()
+
+
+def record_failed(session: Session, model_id: int) -> None:
+    stats = _stats_row(session, model_id)
+    stats.evaluations_failed = (stats.evaluations_failed or 0) + 1
+    session.flush()
 
 
 def store(session: Session, evaluation_id: int, attempt: int, baseline_id: int | None,
@@ -161,7 +196,12 @@ def store(session: Session, evaluation_id: int, attempt: int, baseline_id: int |
     )
     if written.rowcount != 1:
         return False
-    _insert_ignore(session, score_rows(evaluation_id, result, _metric_signals()))
+    insert_missing(session, Score.__table__, score_rows(evaluation_id, result, _metric_signals()),
+                   keys=("evaluation_id", "kind", "name"))
+    model_id, window_index = session.execute(
+        select(Evaluation.model_id, Evaluation.window_index)
+        .where(Evaluation.id == evaluation_id)).one()
+    record_done(session, model_id, evaluation_id, window_index, duration)
     return True
 
 
@@ -173,7 +213,11 @@ def fail(session: Session, evaluation_id: int, error: str, attempt: int | None =
         stmt = stmt.where(Evaluation.attempts == attempt)
     done = session.execute(stmt.values(status="failed", error=error[:2000], finished_at=utcnow())
                            .execution_options(synchronize_session=False))
-    return done.rowcount == 1
+    if done.rowcount != 1:
+        return False
+    model_id = session.scalar(select(Evaluation.model_id).where(Evaluation.id == evaluation_id))
+    record_failed(session, model_id)
+    return True
 
 
 def release(session: Session, evaluation_id: int, attempt: int, error: str) -> bool:

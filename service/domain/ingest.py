@@ -11,17 +11,28 @@ skipping late commits.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from sqlalchemy import DateTime, select, text, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from service.domain.clock import as_utc
-from service.domain.errors import Invalid, NotFound
+from service.domain.db import is_postgres
+from service.domain.errors import Conflict, Invalid, NotFound
 from service.domain.schemas import IngestResult, SampleIn, storable_text
 from service.domain.tables import MonitoredModel
 from service.settings import Settings
+
+if TYPE_CHECKING:  # the otel extra is needed only when traces arrive
+    from collectors import otlp
 
 # SQLite: the batch travels as one JSON text unpacked by json_each, like on PostgreSQL (a
 # VALUES list needs SQLAlchemy to process seven parameters per sample in Python). Timestamps
@@ -72,8 +83,9 @@ SELECT (SELECT id FROM model) AS model_id, (SELECT n FROM counted) AS accepted
 
 def check_batch(samples: list[SampleIn], settings: Settings) -> None:
     """What the schema leaves to this one pass over the batch (422 naming the field): the
-    batch size and text length limits from settings, and characters that cannot be stored
-    as text (NUL, unpaired UTF-16 surrogates from JSON escapes such as "\\ud800")."""
+    batch size, text length and attributes size limits from settings, and characters that
+    cannot be stored as text (NUL, unpaired UTF-16 surrogates from JSON escapes such as
+    "\\ud800")."""
     if len(samples) > settings.max_batch_size:
         raise Invalid(
             f"samples: {len(samples)} samples in one batch; the limit is "
@@ -94,6 +106,18 @@ def check_batch(samples: list[SampleIn], settings: Settings) -> None:
                     storable_text(value)
                 except ValueError as exc:
                     _reject(i, field, str(exc))
+        if sample.attributes:
+            size = attributes_size(sample.attributes)
+            if size > settings.max_attributes_bytes:
+                _reject(i, "attributes", f"{size} bytes as JSON; the limit is "
+                        f"{settings.max_attributes_bytes} (COLLAPSEWATCH_MAX_ATTRIBUTES_BYTES); "
+                        "keep attributes to short labels")
+
+
+def attributes_size(attributes: dict[str, Any]) -> int:
+    """Bytes of ``attributes`` as stored (compact JSON, UTF-8)."""
+    return len(json.dumps(attributes, ensure_ascii=False, separators=(",", ":"))
+               .encode("utf-8", "surrogatepass"))
 
 
 def _reject(index: int, field: str, message: str) -> None:
@@ -168,9 +192,143 @@ def ingest_samples(
     check_batch(samples, settings)
     unique = _unique(samples)
     now = datetime.now(UTC)
-    if session.bind.dialect.name == "postgresql":
+    if is_postgres(session):
         accepted = _ingest_postgres(session, model_name, unique, now)
     else:
         accepted = _ingest_sqlite(session, model_name, unique, now)
     session.commit()
     return IngestResult(accepted=accepted, duplicates=len(samples) - accepted)
+
+
+# ---------------------------------------------------------------- OTLP traces
+
+@dataclass
+class TraceIngestResult:
+    """What became of the spans of one OTLP export request."""
+
+    accepted: int = 0                  # samples stored
+    duplicates: int = 0                # samples already stored (a re-sent batch)
+    skipped: int = 0                   # not LLM spans, or no completion text
+    rejected_spans: int = 0            # LLM spans that could not be stored (see reasons)
+    unknown_models: Counter = dataclass_field(default_factory=Counter)
+    reasons: Counter = dataclass_field(default_factory=Counter)
+    models: list[str] = dataclass_field(default_factory=list)  # models given new samples
+
+    def message(self) -> str:
+        """The partial-success error message: why spans were rejected, most common first."""
+        parts = []
+        if self.unknown_models:
+            names = ", ".join(f"{n!r} ({c})" for n, c in self.unknown_models.most_common(5))
+            parts.append(f"unknown model names: {names}; create the models, map the names "
+                         "with COLLAPSEWATCH_OTLP_MODEL_RULES, or set "
+                         "COLLAPSEWATCH_AUTO_CREATE_MODELS=1")
+        parts += [f"{reason} ({count})" for reason, count in self.reasons.most_common(5)]
+        return "; ".join(parts)
+
+
+@lru_cache(maxsize=8)
+def _model_rules(spec: str) -> otlp.ModelRules:
+    from collectors import otlp
+
+    return otlp.ModelRules.parse(spec)
+
+
+def _auto_create(session: Session, settings: Settings, name: str) -> bool:
+    """Create model ``name`` on the auto-create reference; False when that is not possible."""
+    from service.domain.catalog import create_model
+    from service.domain.schemas import ModelCreate
+    from service.domain.tables import Reference
+
+    if not settings.auto_create_reference:
+        return False
+    reference_id = session.scalar(
+        select(Reference.id).where(Reference.name == settings.auto_create_reference)
+        .order_by(Reference.version.desc()).limit(1))
+    if reference_id is None:
+        return False
+    try:
+        create_model(session, settings, ModelCreate(name=name, reference_id=reference_id))
+    except Conflict:  # created meanwhile by another request
+        pass
+    except (ValidationError, Invalid):
+        return False
+    return True
+
+
+def _sample_in(sample: otlp.SpanSample, settings: Settings) -> SampleIn | str:
+    """The sample to store, or why it cannot be stored."""
+    if len(sample.text) > settings.max_text_chars:
+        return f"completion over {settings.max_text_chars} characters"
+    prompt = sample.prompt
+    try:
+        storable_text(sample.text)
+        if prompt is not None:
+            prompt = storable_text(prompt[:settings.max_text_chars])
+    except ValueError as exc:
+        return f"text cannot be stored ({exc})"
+    stamp = None if sample.timestamp is None else datetime.fromtimestamp(sample.timestamp, UTC)
+    return SampleIn(id=sample.id, text=sample.text, prompt=prompt, timestamp=stamp,
+                    attributes=sample.attributes)
+
+
+def ingest_spans(session: Session, settings: Settings, request: Any,
+                 allowed: Callable[[str], bool] = lambda name: True) -> TraceIngestResult:
+    """Store the LLM spans of a decoded ``ExportTraceServiceRequest`` as samples.
+
+    Span model names are mapped to monitored models by ``settings.otlp_model_rules`` (see
+    ``collectors.otlp.ModelRules``); names no model has are counted in ``unknown_models``
+    and dropped, or become new models when ``auto_create_models`` is on. ``allowed`` says
+    whether the caller's key may write to a model. Commits once per model.
+    """
+    from collectors import otlp
+
+    try:
+        rules = _model_rules(settings.otlp_model_rules)
+    except ValueError as exc:
+        raise Invalid(f"COLLAPSEWATCH_OTLP_MODEL_RULES is wrong: {exc}") from None
+    extraction = otlp.extract(request, rules)
+    result = TraceIngestResult(skipped=extraction.skipped, reasons=Counter(extraction.reasons))
+    result.reasons.pop("no completion text", None)  # skipped, not rejected
+    result.rejected_spans = extraction.rejected
+    wanted = {name for s in extraction.samples for name in s.models}
+    known = set(session.scalars(select(MonitoredModel.name).where(
+        MonitoredModel.name.in_(sorted(wanted))))) if wanted else set()
+    by_model: dict[str, list[SampleIn]] = {}
+    rejected: set[str] = set()
+    for sample in extraction.samples:
+        span = sample.id[:49]  # trace id - span id: choices of one span count once
+        name = otlp.resolve_model(sample.models, known.__contains__)
+        if (name is None and settings.auto_create_models and allowed(sample.models[0])
+                and _auto_create(session, settings, sample.models[0])):
+            name = sample.models[0]
+            known.add(name)
+        if name is None:
+            result.unknown_models[sample.models[0]] += 1
+            rejected.add(span)
+            continue
+        if not allowed(name):
+            result.reasons[f"the key may not write to model {name!r}"] += 1
+            rejected.add(span)
+            continue
+        converted = _sample_in(sample, settings)
+        if isinstance(converted, str):
+            result.reasons[converted] += 1
+            rejected.add(span)
+            continue
+        by_model.setdefault(name, []).append(converted)
+    for name, samples in by_model.items():
+        for start in range(0, len(samples), settings.max_batch_size):
+            batch = samples[start:start + settings.max_batch_size]
+            try:
+                stored = ingest_samples(session, settings, name, batch)
+            except NotFound:  # deleted since the lookup
+                session.rollback()
+                result.unknown_models[name] += len(batch)
+                rejected.update(s.id[:49] for s in batch)
+                continue
+            result.accepted += stored.accepted
+            result.duplicates += stored.duplicates
+            if stored.accepted and name not in result.models:
+                result.models.append(name)
+    result.rejected_spans += len(rejected)
+    return result

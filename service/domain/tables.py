@@ -93,6 +93,14 @@ class MonitoredModel(Base):
     # highest sample id already assigned to a window (windows are contiguous id ranges)
     windowed_through_sample_id: Mapped[int] = mapped_column(BigInteger, default=0)
     next_window_index: Mapped[int] = mapped_column(Integer, default=0)
+    # retention in days for this model (null: the global defaults, settings.retention_*)
+    samples_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    evaluations_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # per-metric Prometheus series for this model (null: settings.metrics_per_metric_series)
+    metric_series: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # set by DELETE: the model is gone for every reader at once; the reaper purges its rows
+    # in bounded batches and then the model row itself
+    deleted_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
     created_at: Mapped[datetime] = _ts()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -205,7 +213,7 @@ class Score(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     evaluation_id: Mapped[int] = mapped_column(
-        ForeignKey("evaluations.id", ondelete="CASCADE"), index=True
+        BigId, ForeignKey("evaluations.id", ondelete="CASCADE"), index=True
     )
     kind: Mapped[str] = mapped_column(String(10))  # metric | signal
     name: Mapped[str] = mapped_column(String(64))
@@ -245,7 +253,7 @@ class AlertRule(Base):
     __tablename__ = "alert_rules"
     __table_args__ = (UniqueConstraint("model_id", "kind"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     # early_collapse | collapse | no_samples | evaluations_stale
     kind: Mapped[str] = mapped_column(String(32))
@@ -268,10 +276,10 @@ class Alert(Base):
     __tablename__ = "alerts"
     __table_args__ = (Index("ix_alerts_model_id_state", "model_id", "state"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     rule_id: Mapped[int | None] = mapped_column(
-        ForeignKey("alert_rules.id", ondelete="SET NULL"), nullable=True
+        BigId, ForeignKey("alert_rules.id", ondelete="SET NULL"), nullable=True
     )
     kind: Mapped[str] = mapped_column(String(32))
     severity: Mapped[str] = mapped_column(String(16))
@@ -292,7 +300,7 @@ class AlertState(Base):
     __tablename__ = "alert_states"
     __table_args__ = (UniqueConstraint("model_id", "kind"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32))
     consecutive_bad: Mapped[int] = mapped_column(Integer, default=0)
@@ -329,7 +337,7 @@ class Notification(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
+    alert_id: Mapped[int] = mapped_column(BigId, ForeignKey("alerts.id", ondelete="CASCADE"))
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
     event: Mapped[str] = mapped_column(String(16))  # trigger | acknowledge | resolve
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -362,3 +370,23 @@ class BandCache(Base):
     # last read or write (refreshed at most daily); the reaper drops rows unused for long
     used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                               index=True)
+
+
+class ModelStats(Base):
+    """Per model: the newest finished evaluation and running totals, kept up to date when a
+    window is stored or fails, so that ``/metrics`` reads one small row per model instead
+    of grouping over every evaluation ever made. Totals survive retention (counters)."""
+
+    __tablename__ = "model_stats"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"),
+                                          primary_key=True, autoincrement=False)
+    # the finished evaluation with the highest window index
+    latest_evaluation_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    latest_window_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    evaluations_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    evaluations_failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    # cumulative histogram of scoring durations (service.exporter.prometheus buckets)
+    duration_buckets: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    duration_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration_sum: Mapped[float] = mapped_column(Float, default=0.0)

@@ -29,6 +29,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from service.domain.clock import as_utc
+from service.domain.db import is_postgres
 from service.domain.tables import Evaluation, MonitoredModel, Sample
 from service.logging import get_logger
 
@@ -131,7 +132,7 @@ def full_window_waiting(session: Session, model_name: str) -> int | None:
 
 def lock_model(session: Session, model_id: int) -> MonitoredModel | None:
     """Lock the model row for planning, or None when another transaction holds it."""
-    if session.bind.dialect.name == "postgresql":
+    if is_postgres(session):
         return session.scalar(
             select(MonitoredModel).where(MonitoredModel.id == model_id)
             .with_for_update(skip_locked=True)

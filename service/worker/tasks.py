@@ -20,7 +20,7 @@ from service.broker import (
 from service.dispatch import enqueue_scoring, notify_alerting, plan_due_windows
 from service.domain import evaluation
 from service.domain.clock import utcnow
-from service.domain.db import session_factory
+from service.domain.db import is_postgres, session_factory
 from service.domain.tables import Evaluation
 from service.logging import get_logger
 from service.settings import Settings, get_settings
@@ -53,7 +53,7 @@ def _stuck_rows(session, settings: Settings, now: datetime):
                  Evaluation.attempts >= settings.evaluation_max_attempts),
         )
     ).order_by(Evaluation.id).limit(1000)
-    if session.bind.dialect.name == "postgresql":
+    if is_postgres(session):
         # several reapers (several beat hosts) split the rows instead of double-sending
         stmt = stmt.with_for_update(skip_locked=True)
     return session.execute(stmt).all()
