@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     # windows closed by age, and any window the API could not)
     plan_on_ingest: bool = True
     reaper_timeout_seconds: float = 300.0
+    # OTLP trace receiver (POST /v1/traces): span model names -> monitored models, rules as
+    # "gpt-4o*=chatbot, llama-3-8b=summarizer, @collapsewatch.model" (collectors.otlp)
+    otlp_model_rules: str = ""
+    # unknown model names in spans become new models on this reference (its newest version)
+    auto_create_models: bool = False
+    auto_create_reference: str | None = None
+
     # computed bands not used for this long are dropped from the database (a cache)
     band_cache_keep_days: float = 30.0
     evaluation_max_attempts: int = 5

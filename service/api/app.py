@@ -28,6 +28,7 @@ API_ROUTERS = (
 )
 ROOT_ROUTERS = (
     "service.api.health",
+    "service.api.otlp",
     "service.api.scrape",
     "service.api.page",
 )
