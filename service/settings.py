@@ -51,12 +51,6 @@ class Settings(BaseSettings):
     default_window_min_size: int = 50
     auto_baseline_windows: int = 3
 
-    # pipeline
-    plan_interval_seconds: float = 2.0
-    # the API plans a window as soon as an ingest request fills it (beat still plans
-    # windows closed by age, and any window the API could not)
-    plan_on_ingest: bool = True
-    reaper_timeout_seconds: float = 300.0
     # OTLP trace receiver (POST /v1/traces): span model names -> monitored models, rules as
     # "gpt-4o*=chatbot, llama-3-8b=summarizer, @collapsewatch.model" (collectors.otlp)
     otlp_model_rules: str = ""
@@ -64,6 +58,12 @@ class Settings(BaseSettings):
     auto_create_models: bool = False
     auto_create_reference: str | None = None
 
+    # pipeline
+    plan_interval_seconds: float = 2.0
+    # the API plans a window as soon as an ingest request fills it (beat still plans
+    # windows closed by age, and any window the API could not)
+    plan_on_ingest: bool = True
+    reaper_timeout_seconds: float = 300.0
     # computed bands not used for this long are dropped from the database (a cache)
     band_cache_keep_days: float = 30.0
     evaluation_max_attempts: int = 5

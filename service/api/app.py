@@ -27,8 +27,8 @@ API_ROUTERS = (
     "service.api.keys",
 )
 ROOT_ROUTERS = (
-    "service.api.health",
     "service.api.otlp",
+    "service.api.health",
     "service.api.scrape",
     "service.api.page",
 )
