@@ -23,12 +23,16 @@ BEAT_QUEUE = "collapsewatch.beat"
 PLAN_WINDOWS = "collapsewatch.plan_windows"
 SCORE_WINDOW = "collapsewatch.score_window"
 REAP_STUCK = "collapsewatch.reap_stuck"
+APPLY_RETENTION = "collapsewatch.apply_retention"
 EVALUATE_ALERTS = "collapsewatch.evaluate_alerts"
 CHECK_LIVENESS = "collapsewatch.check_liveness"
 DELIVER_NOTIFICATION = "collapsewatch.deliver_notification"
 SWEEP_OUTBOX = "collapsewatch.sweep_outbox"
 
-BEAT_TASKS = (PLAN_WINDOWS, REAP_STUCK, CHECK_LIVENESS, SWEEP_OUTBOX)
+BEAT_TASKS = (PLAN_WINDOWS, REAP_STUCK, CHECK_LIVENESS, SWEEP_OUTBOX, APPLY_RETENTION)
+# retention deletes in bounded batches; once a minute keeps up with any intake the database
+# can take (each pass deletes up to retention_max_batches x retention_batch_rows rows)
+RETENTION_INTERVAL_SECONDS = 60.0
 
 
 def _broker_errors() -> tuple[type[BaseException], ...]:
@@ -65,6 +69,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "plan-windows": every(PLAN_WINDOWS, settings.plan_interval_seconds),
         "reap-stuck": every(REAP_STUCK, reaper_interval(settings)),
+        "apply-retention": every(APPLY_RETENTION, RETENTION_INTERVAL_SECONDS),
         "check-liveness": every(CHECK_LIVENESS,
                                 float(getattr(settings, "liveness_interval_seconds", 30.0))),
         "sweep-outbox": every(SWEEP_OUTBOX,

@@ -67,6 +67,28 @@ class Settings(BaseSettings):
     # computed bands not used for this long are dropped from the database (a cache)
     band_cache_keep_days: float = 30.0
     evaluation_max_attempts: int = 5
+    # a worker holds the window it scores for this long and renews the lease every third
+    # of it while scoring (heartbeat): a window held by a killed worker is taken over after
+    # at most this long (plus one reaper period); a live, slow scorer never is
+    scoring_lease_seconds: float = 30.0
+    # Celery time limits of score_window: at the soft limit the task stops cleanly and the
+    # window is given back to be retried once more (elsewhere); the hard limit kills it
+    score_soft_time_limit_seconds: float = 900.0
+    score_time_limit_seconds: float = 960.0
+    # the largest window a model may ask for (POST/PATCH /models): a window of this many
+    # samples scores well within the soft time limit on one core
+    max_window_size: int = 20_000
+
+    # retention (global defaults; a model's own samples_days / evaluations_days win)
+    retention_samples_days: int = 30
+    retention_evaluations_days: int = 400
+    # resolved alerts and delivered (or given-up) notifications
+    retention_alerts_days: int = 90
+    # rows per DELETE statement of the reaper's retention pass; each batch is its own short
+    # transaction, so ingest never waits behind a large delete
+    retention_batch_rows: int = 5_000
+    # batches per reaper pass (the rest waits for the next pass)
+    retention_max_batches: int = 20
     # threads of the Celery worker that `collapsewatch serve` starts
     embedded_worker_concurrency: int = 2
     # how often a worker asks the embedded SQL broker for new messages (kombu polls it;
@@ -75,6 +97,9 @@ class Settings(BaseSettings):
 
     # exporter
     metrics_cache_seconds: float = 5.0
+    # per-metric series (collapsewatch_metric_*) for every model; off: only models whose
+    # metric_series is true get them (signals, health and pipeline series always)
+    metrics_per_metric_series: bool = False
 
     # alerting: rule defaults for new models and notification delivery (outbox)
     alert_fire_after_windows: int = 2

@@ -1,8 +1,8 @@
-"""Routes: monitored models (create, list, get, change)."""
+"""Routes: monitored models (create, list, get, change, delete)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from service.api.deps import (
     AdminPrincipal,
@@ -11,7 +11,7 @@ from service.api.deps import (
     SettingsDep,
     check_model_access,
 )
-from service.domain import catalog
+from service.domain import catalog, retention
 from service.domain.schemas import ModelCreate, ModelList, ModelPublic, ModelUpdate
 
 router = APIRouter(tags=["models"])
@@ -43,3 +43,11 @@ def update_model(name: str, body: ModelUpdate, principal: AdminPrincipal,
                  session: SessionDep) -> ModelPublic:
     check_model_access(principal, "admin", name)
     return catalog.update_model(session, name, body)
+
+
+@router.delete("/models/{name}", status_code=204, response_class=Response,
+               summary="Delete a model: gone at once, its rows purged in the background")
+def delete_model(name: str, principal: AdminPrincipal, session: SessionDep) -> Response:
+    check_model_access(principal, "admin", name)
+    retention.delete_model(session, name)
+    return Response(status_code=204)

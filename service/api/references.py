@@ -1,11 +1,12 @@
-"""Routes: human references (create from JSON or a file upload, list, get; immutable)."""
+"""Routes: human references (create from JSON or a file upload, list, get, delete when
+unused; immutable)."""
 
 from __future__ import annotations
 
 from pathlib import PurePath
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
@@ -14,6 +15,7 @@ from starlette.datastructures import UploadFile
 from service.api.deps import AdminPrincipal, ReadPrincipal, SessionDep, SettingsDep
 from service.api.errors import ProblemError, not_utf8_detail
 from service.domain import references as service
+from service.domain import retention
 from service.domain.schemas import (
     Description,
     ReferenceCreate,
@@ -136,3 +138,14 @@ def get_reference(reference_id: Annotated[int, Path(ge=1, le=2**31 - 1)], _: Rea
                   session: SessionDep) -> ReferencePublic:
     return ReferencePublic.model_validate(service.get_reference(session, reference_id),
                                           from_attributes=True)
+
+
+@router.delete("/references/{reference_id}", status_code=204, response_class=Response,
+               summary="Delete a reference no model, baseline or stored evaluation uses (409)")
+def delete_reference(reference_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+                     principal: AdminPrincipal, session: SessionDep) -> Response:
+    if principal.model_name is not None:
+        raise ProblemError(403, f"key is scoped to model '{principal.model_name}'; references "
+                                "are shared by all models, so use an admin key without --model")
+    retention.delete_reference(session, reference_id)
+    return Response(status_code=204)

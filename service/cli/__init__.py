@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "service.cli.secrets",  # secrets rotate
     "service.cli.offline",  # reference build, score, baseline build
     "service.cli.collect",  # collect openai, collect tail
+    "service.cli.gc",       # gc [--dry-run] (retention)
 )
 
 

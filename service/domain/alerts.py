@@ -488,7 +488,9 @@ def check_model_liveness(session: Session, model: MonitoredModel,
 
 
 def model_ids(session: Session) -> list[int]:
-    return list(session.scalars(select(MonitoredModel.id).order_by(MonitoredModel.id)).all())
+    return list(session.scalars(select(MonitoredModel.id)
+                                .where(MonitoredModel.deleted_at.is_(None))
+                                .order_by(MonitoredModel.id)).all())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -143,7 +143,9 @@ def create_model(session: Session, settings: Settings, body: ModelCreate) -> Mod
 
 
 def list_models(session: Session) -> list[ModelPublic]:
-    models = list(session.scalars(select(MonitoredModel).order_by(MonitoredModel.name)))
+    models = list(session.scalars(select(MonitoredModel)
+                                  .where(MonitoredModel.deleted_at.is_(None))
+                                  .order_by(MonitoredModel.name)))
     return public_models(session, models)
 
 

@@ -103,7 +103,9 @@ def models_with_unwindowed_samples(session: Session) -> list[int]:
                Sample.id > MonitoredModel.windowed_through_sample_id)
         .exists()
     )
-    return list(session.scalars(select(MonitoredModel.id).where(newer).order_by(MonitoredModel.id)))
+    return list(session.scalars(select(MonitoredModel.id)
+                                .where(newer, MonitoredModel.deleted_at.is_(None))
+                                .order_by(MonitoredModel.id)))
 
 
 def full_window_waiting(session: Session, model_name: str) -> int | None:

@@ -12,13 +12,14 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.broker import (
+    APPLY_RETENTION,
     PLAN_WINDOWS,
     REAP_STUCK,
     SCORE_WINDOW,
     celery_app,
 )
 from service.dispatch import enqueue_scoring, notify_alerting, plan_due_windows
-from service.domain import evaluation
+from service.domain import evaluation, retention
 from service.domain.clock import utcnow
 from service.domain.db import is_postgres, session_factory
 from service.domain.tables import Evaluation
@@ -137,3 +138,9 @@ def score_window(self, evaluation_id: int) -> dict[str, Any]:
 @celery_app.task(name=REAP_STUCK, ignore_result=True)
 def reap_stuck() -> dict[str, list[int]]:
     return reap()
+
+
+@celery_app.task(name=APPLY_RETENTION, ignore_result=True)
+def apply_retention() -> dict[str, object]:
+    """One bounded retention pass (service.domain.retention); the rest waits for the next."""
+    return retention.run(session_factory(), get_settings()).as_dict()
