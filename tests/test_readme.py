@@ -103,7 +103,63 @@ def test_readme_release_gate_passes_human_text_and_fails_degenerate_text(tmp_pat
 
 
 def test_readme_collector_commands_answer_help():
-    for command in (["collect", "openai", "--help"], ["collect", "tail", "--help"]):
+    for command in (["collect", "openai", "--help"], ["collect", "tail", "--help"],
+                    ["collect", "proxy", "--help"]):
         result = subprocess.run([str(VENV_BIN / "collapsewatch"), *command], check=False,
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage:" in result.stdout, result.stderr
+
+
+def test_readme_otel_collector_exporter_and_proxy_command_record_samples(
+        service_env, tmp_path, monkeypatch, database_url):
+    import yaml
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from tests.collectors.harness import ApiServer, create_model, stored
+    from tests.collectors.openai_upstream import openai_upstream
+
+    ingest_key = create_model("chat-v3")
+    api = ApiServer(service_env, tmp_path)
+    api.start()
+    try:
+        # the Collector config block: its otlphttp exporter posts to <endpoint>/v1/traces with
+        # the configured headers; the SDK's OTLP/HTTP exporter does the same from the same values
+        config = yaml.safe_load(readme_block("otel", "yaml").replace("127.0.0.1:8000",
+                                                                     api.url[7:]))
+        exporter = config["exporters"]["otlphttp/collapsewatch"]
+        assert config["service"]["pipelines"]["traces"]["exporters"] == ["otlphttp/collapsewatch"]
+        headers = {k: v.replace("${env:COLLAPSEWATCH_INGEST_KEY}", ingest_key)
+                   for k, v in exporter["headers"].items()}
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
+            endpoint=exporter["endpoint"].rstrip("/") + "/v1/traces", headers=headers)))
+        with provider.get_tracer("readme").start_as_current_span("chat chat-v3", attributes={
+                "gen_ai.operation.name": "chat", "gen_ai.request.model": "chat-v3",
+                "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [
+                    {"type": "text", "content": "Traced answer."}]}])}):
+            pass
+        provider.shutdown()
+        assert [r[1] for r in stored(database_url, "chat-v3")] == ["Traced answer."]
+
+        # the proxy block, with the stand-in upstream for OpenAI and a free port
+        port = free_port()
+        monkeypatch.setenv("COLLAPSEWATCH_URL", api.url)
+        with openai_upstream() as upstream:
+            block = (readme_block("proxy").replace("https://api.openai.com/v1", upstream.base_url)
+                     .replace("127.0.0.1:8088", f"127.0.0.1:{port}"))
+            block += (
+                'for i in $(seq 150); do curl -sf "$OPENAI_BASE_URL/models" >/dev/null && break; '
+                "sleep 0.2; done\n"
+                "python -c 'import openai; print(openai.OpenAI(api_key=\"sk-x\").chat.completions"
+                ".create(model=\"gpt-4o\", messages=[{\"role\": \"user\", \"content\": \"hi\"}])"
+                ".choices[0].message.content)'\n"
+                "kill %1\nwait\n")
+            result = run_block(block, tmp_path, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.strip() == upstream.answer_text("hi")
+    finally:
+        api.stop()
+    # the proxy sends what it recorded before it exits
+    assert [r[1] for r in stored(database_url, "chat-v3")][-1] == upstream.answer_text("hi")
