@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--chunk-delay", type=float, default=0.005,
                         help="seconds between the upstream's stream chunks")
+    parser.add_argument("--sample-rate", type=float, default=1.0,
+                        help="the proxy's --sample-rate (1: every completion is recorded)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="cw-proxy-bench-") as tmp, \
@@ -103,7 +105,8 @@ def main() -> None:
                      workdir / "upstream.log") as up, \
                 process([str(BIN / "collapsewatch"), "collect", "proxy", "--listen",
                          f"127.0.0.1:{px_port}", "--upstream", upstream, "--model", model,
-                         "--collapsewatch-url", api_url, "--spool-dir", str(workdir / "spool")],
+                         "--collapsewatch-url", api_url, "--spool-dir", str(workdir / "spool"),
+                         "--sample-rate", str(args.sample_rate)],
                         workdir / "proxy.log",
                         env={"COLLAPSEWATCH_INGEST_KEY": admin_key,
                              "COLLAPSEWATCH_DATA_DIR": str(workdir / "data"),
@@ -116,10 +119,11 @@ def main() -> None:
             load = os.getloadavg()[0]
             d_ttfc, p_ttfc = alternate(first_chunk, upstream, proxied, args.streams,
                                        min(args.warmup, 10))
-            expected = args.calls + args.streams + args.warmup + min(args.warmup, 10)
+            calls = args.calls + args.streams + args.warmup + min(args.warmup, 10)
+            expected = calls if args.sample_rate >= 1 else 0
             deadline = time.monotonic() + 60
             ingested = 0
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and expected:
                 r = httpx.get(f"{api_url}/api/v1/models/{model}",
                               headers={"Authorization": f"Bearer {admin_key}"}, timeout=10)
                 ingested = r.json().get("samples_ingested", 0)
@@ -140,7 +144,10 @@ def main() -> None:
     print(f"mean added latency (ms): {ms(statistics.mean(p_plain) - statistics.mean(d_plain))}")
     print(f"proxy process CPU per non-streaming call (ms): {ms(cpu_per_call)} "
           "(recording included; independent of other load on the machine)")
-    print(f"completions recorded by collapsewatch: {ingested} of {expected} proxied calls")
+    if expected:
+        print(f"completions recorded by collapsewatch: {ingested} of {calls} proxied calls")
+    else:
+        print(f"sample rate {args.sample_rate}: recording mostly off")
 
 
 if __name__ == "__main__":

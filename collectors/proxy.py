@@ -3,7 +3,10 @@
 Point a client's base URL at the proxy (``OPENAI_BASE_URL=http://127.0.0.1:8088/v1``); every
 request goes to the upstream unchanged and the upstream's answer comes back unchanged: status,
 headers and body bytes (a compressed body stays compressed; streaming responses are passed on
-chunk by chunk as they arrive). Completions of ``POST /v1/chat/completions``,
+chunk by chunk as they arrive). Only the connection-level headers of RFC 9110 §7.6.1 are
+not forwarded, and message framing is redone per hop (h11 on plain asyncio streams; an
+ASGI server plus an HTTP client library cost three times the CPU per call and two more
+socket writes, each of which wakes the peer). Completions of ``POST /v1/chat/completions``,
 ``/v1/completions`` and ``/v1/responses`` that succeed (2xx) are recorded through the SDK
 (:class:`collectors.Client`, spooled on disk), so collapsewatch being down never slows or fails
 the caller: recording happens after the caller has the last byte, and ``record()`` only
@@ -26,16 +29,19 @@ requests left out by ``sample_rate`` (decided per request before anything is buf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
+import ssl
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
+import h11
 
 from collectors.client import keeps
 
@@ -225,147 +231,274 @@ class _Inflater:
 
 # -- the proxy -------------------------------------------------------------------------------
 
+class _UpstreamClosed(Exception):
+    """The upstream closed a connection before answering."""
+
+
+class _Connection:
+    """One HTTP/1.1 connection to the upstream, kept alive between requests."""
+
+    __slots__ = ("conn", "reader", "reused", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.conn = h11.Connection(h11.CLIENT)
+        self.reused = False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class RecordingProxy:
-    """An ASGI application: forward everything to ``upstream``, record completions."""
+    """Forward HTTP/1.1 requests to ``upstream``; record the completions of successful calls.
+
+    Plain asyncio streams with h11 for the framing on both sides. Written for a small cost per
+    call: the response head goes out in the same write as the body bytes that came with it,
+    the request head in the same write as its body, and upstream connections are reused.
+    """
 
     def __init__(
         self,
         upstream: str,
-        recorder: Recorder,
+        recorder: Recorder | None,
         *,
         model: str | None = None,
         model_from_response: bool = False,
         sample_rate: float = 1.0,
         timeout: float = 600.0,
         max_record_bytes: int = 8 * 1024 * 1024,
-        max_connections: int = 200,
+        max_idle_connections: int = 100,
+        idle_timeout: float = 300.0,
     ) -> None:
         if bool(model) == bool(model_from_response):
             raise ValueError("give either a model name or model_from_response")
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
         parts = urlsplit(upstream)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream {upstream!r} is not an http(s) URL such as "
                              "https://api.openai.com/v1")
         self.upstream = upstream.rstrip("/")
-        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self._host_header = parts.netloc.encode("idna")
+        self._base_path = parts.path.rstrip("/").encode()
         self.recorder = recorder
         self.model = model
         self.model_from_response = model_from_response
         self.sample_rate = sample_rate
+        self.timeout = timeout
         self.max_record_bytes = max_record_bytes
+        self.idle_timeout = idle_timeout
         self.stats = ProxyStats()
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
-        self._limits = httpx.Limits(max_connections=max_connections,
-                                    max_keepalive_connections=max_connections)
-        self._client: httpx.AsyncClient | None = None
+        self._idle: list[_Connection] = []
+        self._max_idle = max_idle_connections
         self._ids = 0
         self._prefix = os.urandom(6).hex()
 
-    def target(self, raw_path: bytes, query: bytes) -> str:
-        """The upstream URL of a request path (see the module documentation)."""
-        path = raw_path.decode("latin-1")
-        url = self.upstream + path[3:] if path.startswith("/v1/") else self._origin + path
-        return url + "?" + query.decode("latin-1") if query else url
+    def target(self, path: bytes) -> bytes:
+        """The upstream request-target of a request-target (see the module documentation)."""
+        return self._base_path + path[3:] if path.startswith(b"/v1/") else path
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            # no environment proxies, no redirects: the proxy forwards exactly what it got
-            self._client = httpx.AsyncClient(timeout=self._timeout, limits=self._limits,
-                                             trust_env=False, follow_redirects=False)
-        return self._client
+    def endpoint(self, method: bytes, target: bytes) -> str | None:
+        """The recorded endpoint a request calls (chat, completions, responses), or None."""
+        if method != b"POST" or not target.startswith(b"/v1/"):
+            return None
+        path = target.split(b"?", 1)[0][3:].rstrip(b"/").decode("latin-1")
+        return RECORDED_ENDPOINTS.get(path)
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    def sample_id(self) -> str | None:
+        """A new sample id, or None when ``sample_rate`` leaves this call out (decided before
+        anything is buffered)."""
+        self._ids += 1
+        sample_id = f"px-{self._prefix}-{self._ids}"
+        if keeps(sample_id, self.sample_rate):
+            return sample_id
+        self.stats.sampled_out += 1
+        return None
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        self.stats.requests += 1
+    def close(self) -> None:
+        """Close the idle upstream connections."""
+        while self._idle:
+            self._idle.pop().close()
+
+    # -- one client connection ---------------------------------------------------------------
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one client connection (asyncio.start_server's callback)."""
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request, body = await self._read_request(conn, reader, writer)
+                if request is None:
+                    return
+                if not await self._exchange(conn, request, body, writer):
+                    return
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+        except h11.RemoteProtocolError as exc:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                with contextlib.suppress(Exception):
+                    writer.write(_error(conn, exc.error_status_hint,
+                                        f"bad request: {exc}", "bad_request"))
+                    await writer.drain()
+        except (OSError, TimeoutError, h11.LocalProtocolError):
+            pass  # the client went away, or sat idle too long
+        finally:
+            writer.close()
+
+    async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> tuple[h11.Request | None, bytes]:
+        request = None
         chunks = []
         while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        method = scope["method"]
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
-        request = self._http().build_request(
-            method, self.target(raw_path.split(b"?", 1)[0], scope.get("query_string", b"")),
-            headers=headers, content=body)
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                if conn.they_are_waiting_for_100_continue:
+                    writer.write(conn.send(h11.InformationalResponse(status_code=100,
+                                                                     headers=[])))
+                async with asyncio.timeout(self.idle_timeout if request is None
+                                           else self.timeout):
+                    conn.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Request):
+                request = event
+                self.stats.requests += 1
+            elif isinstance(event, h11.Data):
+                chunks.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return request, b"".join(chunks)
+            else:  # ConnectionClosed between requests
+                return None, b""
+
+    async def _connection(self, fresh: bool) -> _Connection:
+        while self._idle and not fresh:
+            up = self._idle.pop()
+            if not up.reader.at_eof():
+                up.reused = True
+                return up
+            up.close()
+        async with asyncio.timeout(min(self.timeout, 10.0)):
+            reader, writer = await asyncio.open_connection(
+                self._host, self._port, ssl=self._ssl, limit=1024 * 1024,
+                server_hostname=self._host if self._ssl else None)
+        return _Connection(reader, writer)
+
+    def _release(self, up: _Connection) -> None:
+        if (up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE
+                and len(self._idle) < self._max_idle):
+            up.conn.start_next_cycle()
+            self._idle.append(up)
+        else:
+            up.close()
+
+    async def _next_event(self, up: _Connection):
+        while True:
+            event = up.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            async with asyncio.timeout(self.timeout):
+                data = await up.reader.read(65536)
+            up.conn.receive_data(data)
+
+    async def _send_upstream(self, request: h11.Request, body: bytes
+                             ) -> tuple[_Connection, h11.Response]:
+        headers = [(k, v) for k, v in request.headers if k not in HOP_BY_HOP and k != b"expect"]
+        headers.append((b"host", self._host_header))
+        if body or request.method not in (b"GET", b"HEAD", b"DELETE", b"OPTIONS"):
+            headers.append((b"content-length", str(len(body)).encode()))
+        outgoing = h11.Request(method=request.method, target=self.target(request.target),
+                               headers=headers)
+        for attempt in range(2):
+            up = await self._connection(fresh=attempt > 0)
+            try:
+                data = up.conn.send(outgoing)
+                if body:
+                    data += up.conn.send(h11.Data(data=body))
+                up.writer.write(data + up.conn.send(h11.EndOfMessage()))
+                await up.writer.drain()
+                while True:
+                    event = await self._next_event(up)
+                    if isinstance(event, h11.Response):
+                        return up, event
+                    if not isinstance(event, h11.InformationalResponse):
+                        raise _UpstreamClosed()
+            except (OSError, h11.RemoteProtocolError, _UpstreamClosed):
+                up.close()
+                # a kept-alive connection the upstream had closed meanwhile: once more on a
+                # new one (nothing of an answer was received)
+                if attempt == 0 and up.reused:
+                    continue
+                raise
+        raise _UpstreamClosed()
+
+    async def _exchange(self, conn: h11.Connection, request: h11.Request, body: bytes,
+                        writer: asyncio.StreamWriter) -> bool:
+        """Forward one request and relay its answer; False when the connection must close."""
         try:
-            response = await self._http().send(request, stream=True)
-        except httpx.HTTPError as exc:
+            up, response = await self._send_upstream(request, body)
+        except (OSError, TimeoutError, h11.RemoteProtocolError, _UpstreamClosed) as exc:
             self.stats.upstream_unreachable += 1
             # the error names the upstream URL only; no header or body goes into the log
             log.warning("upstream unreachable: %s", type(exc).__name__,
                         extra={"upstream": self.upstream, "error": type(exc).__name__})
-            await _send_error(send, 502, f"upstream {self.upstream} is unreachable "
-                              f"({type(exc).__name__})")
-            return
-        try:
-            await self._relay(scope, method, body, response, send)
-        finally:
-            await response.aclose()
-
-    async def _relay(self, scope: dict, method: str, body: bytes, response: httpx.Response,
-                     send: Callable) -> None:
+            writer.write(_error(conn, 502, f"upstream {self.upstream} did not answer "
+                                f"({type(exc).__name__})", "upstream_unreachable"))
+            await writer.drain()
+            return True
         self.stats.forwarded += 1
         status = response.status_code
-        endpoint = None
-        path = scope["path"]
-        if method == "POST" and path.startswith("/v1/"):
-            endpoint = RECORDED_ENDPOINTS.get(path[3:].rstrip("/"))
         if status >= 400:
             self.stats.upstream_errors += 1
-        buffer: list[bytes] | None = None
-        sample_id = ""
-        if endpoint and 200 <= status < 300:
-            self._ids += 1
-            sample_id = f"px-{self._prefix}-{self._ids}"
-            if keeps(sample_id, self.sample_rate):
-                buffer = []
-            else:
-                self.stats.sampled_out += 1
-        headers = [(k, v) for k, v in response.headers.raw if k.lower() not in
-                   RESPONSE_HOP_BY_HOP]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        endpoint = self.endpoint(request.method, request.target)
+        sample_id = self.sample_id() if endpoint and 200 <= status < 300 else None
+        buffer: list[bytes] | None = [] if sample_id else None
         size = 0
-        complete = False
+        headers = [(k, v) for k, v in response.headers if k not in RESPONSE_HOP_BY_HOP]
+        pending = conn.send(h11.Response(status_code=status, headers=headers,
+                                         reason=response.reason))
         try:
-            async for chunk in response.aiter_raw():
-                if buffer is not None:
-                    size += len(chunk)
-                    if size > self.max_record_bytes:
-                        buffer = None
-                        self.stats.unrecordable += 1
-                    else:
-                        buffer.append(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            complete = True
-        except httpx.HTTPError as exc:
-            # the upstream broke off mid-answer: the caller sees a cut-short body, as it would
-            # without the proxy; a partial completion is not recorded
-            log.warning("upstream response cut short: %s", type(exc).__name__,
+            while True:
+                event = up.conn.next_event()
+                if event is h11.NEED_DATA:
+                    if pending:  # send what is here before waiting: streams go chunk by chunk
+                        writer.write(pending)
+                        pending = b""
+                        await writer.drain()
+                    async with asyncio.timeout(self.timeout):
+                        data = await up.reader.read(65536)
+                    up.conn.receive_data(data)
+                elif isinstance(event, h11.Data):
+                    if buffer is not None:
+                        size += len(event.data)
+                        if size > self.max_record_bytes:
+                            buffer = None
+                            self.stats.unrecordable += 1
+                        else:
+                            buffer.append(event.data)
+                    pending += conn.send(h11.Data(data=event.data))
+                elif isinstance(event, h11.EndOfMessage):
+                    writer.write(pending + conn.send(h11.EndOfMessage()))
+                    await writer.drain()
+                    break
+                else:
+                    raise _UpstreamClosed()
+        except (OSError, TimeoutError, h11.RemoteProtocolError, _UpstreamClosed) as exc:
+            # the upstream broke off mid-answer (or the client left): the client sees the
+            # connection close, as it would without the proxy; nothing partial is recorded
+            log.warning("response cut short: %s", type(exc).__name__,
                         extra={"upstream": self.upstream, "error": type(exc).__name__})
-        if buffer is not None and complete:
-            self._record(endpoint, body, b"".join(buffer),
-                         response.headers.get("content-encoding", ""),
-                         response.headers.get("content-type", ""), sample_id)
+            up.close()
+            return False
+        self._release(up)
+        if buffer is not None:
+            self._record(endpoint, body, b"".join(buffer), _header(response, b"content-encoding"),
+                         _header(response, b"content-type"), sample_id)
+        return True
 
     def _record(self, endpoint: str, request_body: bytes, raw: bytes, encoding: str,
                 content_type: str, sample_id: str) -> None:
+        request = None
         try:
             payload = _Inflater(encoding).run(raw)
             try:
@@ -394,24 +527,21 @@ class RecordingProxy:
                                     completion):
                 self.stats.recorded += 1
 
-    async def _lifespan(self, receive: Callable, send: Callable) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+
+def _header(response: h11.Response, name: bytes) -> str:
+    for key, value in response.headers:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
 
 
-async def _send_error(send: Callable, status: int, message: str) -> None:
-    """An error in the OpenAI error shape, so OpenAI clients show the message."""
+def _error(conn: h11.Connection, status: int, message: str, code: str) -> bytes:
+    """A complete error response in the OpenAI error shape, so OpenAI clients show it."""
     body = json.dumps({"error": {"message": message, "type": "proxy_error",
-                                 "code": "upstream_unreachable"}}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+                                 "code": code}}).encode()
+    return (conn.send(h11.Response(status_code=status, headers=[
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]))
+        + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
 
 
 # -- recording through the SDK ---------------------------------------------------------------
@@ -460,32 +590,28 @@ class SdkRecorder:
 
 def serve(proxy: RecordingProxy, host: str, port: int,
           stop: Callable[[], bool] | None = None) -> None:
-    """Run the proxy with uvicorn until SIGINT/SIGTERM (or ``stop()`` turns true)."""
-    import uvicorn
-
-    # no access log: a request line may carry keys in its query string (Azure's api-key=)
-    config = uvicorn.Config(proxy, host=host, port=port, log_level="warning", access_log=False,
-                            lifespan="on", timeout_keep_alive=75, server_header=False,
-                            date_header=False)
-    server = uvicorn.Server(config)
-    if stop is not None:
-        async def _watch() -> None:
-            while not server.should_exit:
-                if stop():
-                    server.should_exit = True
-                await asyncio.sleep(0.2)
-
-        async def _main() -> None:
-            watcher = asyncio.create_task(_watch())
-            try:
-                await server.serve()
-            finally:
-                watcher.cancel()
-
-        asyncio.run(_main())
-    else:
-        server.run()
+    """Run the proxy until SIGINT/SIGTERM (or until ``stop()`` turns true)."""
+    asyncio.run(_serve(proxy, host, port, stop))
     log.info("proxy stopped", extra=proxy.stats.as_dict())
+
+
+async def _serve(proxy: RecordingProxy, host: str, port: int,
+                 stop: Callable[[], bool] | None) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    server = await asyncio.start_server(proxy.handle, host, port, limit=1024 * 1024)
+    log.info("proxy listening", extra={"listen": f"{host}:{port}", "upstream": proxy.upstream})
+    try:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 0.2)
+            if stop is not None and stop():
+                break
+    finally:
+        server.close()
+        proxy.close()
 
 
 def parse_listen(value: str) -> tuple[str, int]:

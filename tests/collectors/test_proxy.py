@@ -3,7 +3,6 @@ a loopback OpenAI stand-in, with completions recorded into the real API process.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -218,45 +217,12 @@ def test_proxy_process_exits_with_a_one_line_error_on_bad_flags(service_env, tmp
 
 # -- pure pieces -----------------------------------------------------------------------------
 
-def test_sample_rate_is_decided_per_request():
-    class Keep:
-        def __init__(self):
-            self.ids = []
-
-        def record(self, model, sample_id, completion):
-            self.ids.append(sample_id)
-            return True
-
-        def close(self):
-            pass
-
-    keep = Keep()
-    proxy = RecordingProxy("http://127.0.0.1:1/v1", keep, model="m", sample_rate=0.25)
-    body = json.dumps({"choices": [{"message": {"content": "x"}}]}).encode()
-
-    async def call():
-        sent = []
-
-        async def receive():
-            return {"type": "http.request", "body": b"{}", "more_body": False}
-
-        async def send(message):
-            sent.append(message)
-
-        class FakeResponse:  # only the relay is exercised here, no network
-            status_code = 200
-            headers = httpx.Headers({"content-type": "application/json"})
-
-            async def aiter_raw(self):
-                yield body
-
-        await proxy._relay({"path": "/v1/chat/completions"}, "POST", b"{}", FakeResponse(), send)
-        return sent
-
-    for _ in range(400):
-        asyncio.run(call())
-    assert proxy.stats.recorded + proxy.stats.sampled_out == 400
-    assert 60 <= proxy.stats.recorded <= 140
+def test_sample_rate_is_decided_per_request_before_anything_is_buffered():
+    proxy = RecordingProxy("http://127.0.0.1:1/v1", None, model="m", sample_rate=0.25)
+    kept = [proxy.sample_id() for _ in range(4000)]
+    assert 800 <= sum(k is not None for k in kept) <= 1200
+    assert proxy.stats.sampled_out == sum(k is None for k in kept)
+    assert len({k for k in kept if k}) == sum(k is not None for k in kept)  # ids are unique
 
 
 def test_prompt_and_completion_readers():
@@ -282,16 +248,22 @@ def test_prompt_and_completion_readers():
     assert completions_of_stream("responses", cut) == []
 
 
-def test_listen_and_target_urls():
+def test_listen_target_and_recorded_endpoints():
     assert parse_listen("127.0.0.1:8088") == ("127.0.0.1", 8088)
     assert parse_listen("[::1]:9") == ("::1", 9)
     for bad in ("8088", "host:", "h:70000"):
         with pytest.raises(ValueError):
             parse_listen(bad)
     proxy = RecordingProxy("https://api.example.com/v1/", None, model="m")
-    assert proxy.target(b"/v1/chat/completions", b"") == \
-        "https://api.example.com/v1/chat/completions"
-    assert proxy.target(b"/v1/models", b"a=1") == "https://api.example.com/v1/models?a=1"
-    assert proxy.target(b"/healthz", b"") == "https://api.example.com/healthz"
+    assert proxy.target(b"/v1/chat/completions") == b"/v1/chat/completions"
+    assert proxy.target(b"/v1/models?a=1") == b"/v1/models?a=1"
+    assert proxy.target(b"/healthz") == b"/healthz"
+    nested = RecordingProxy("http://gateway:8080/openai/v1", None, model="m")
+    assert nested.target(b"/v1/chat/completions") == b"/openai/v1/chat/completions"
+    assert proxy.endpoint(b"POST", b"/v1/chat/completions") == "chat"
+    assert proxy.endpoint(b"POST", b"/v1/completions/?x=1") == "completions"
+    assert proxy.endpoint(b"POST", b"/v1/responses") == "responses"
+    assert proxy.endpoint(b"GET", b"/v1/responses") is None
+    assert proxy.endpoint(b"POST", b"/v1/embeddings") is None
     with pytest.raises(ValueError):
         RecordingProxy("https://x/v1", None, model="m", model_from_response=True)
