@@ -13,13 +13,12 @@ explicit, and recorded with who, when and the old and new sha256).
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from service.api.deps import (
@@ -31,40 +30,11 @@ from service.api.deps import (
 )
 from service.api.errors import ProblemError
 from service.domain import baselines as service
+from service.domain.baseline_schemas import BaselineCreate, BaselineRequest
 from service.domain.catalog import get_model
 from service.domain.references import DocumentParseError, format_for, parse_documents
-from service.domain.schemas import Description, Text, UtcDatetime
-from service.domain.tables import MonitoredModel
 
 router = APIRouter(tags=["baselines"])
-
-BaselineName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
-
-
-class BaselineCreate(BaseModel):
-    """Exactly one source: ``documents``, or the time range ``from``..``to``."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    documents: list[Text] | None = Field(default=None, description="model outputs, one each")
-    from_: UtcDatetime = Field(default=None, alias="from",
-                               description="range start over stored samples (inclusive)")
-    to: UtcDatetime = Field(default=None, description="range end (inclusive)")
-    name: BaselineName | None = None
-    reason: Description | None = None
-    replace: bool = Field(default=False, description="required to replace an existing baseline")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> BaselineCreate:
-        has_range = self.from_ is not None or self.to is not None
-        if self.documents is not None and has_range:
-            raise ValueError("send either documents or from/to, not both")
-        if self.documents is None and not has_range:
-            raise ValueError("send documents, or from and to (a time range of stored samples)")
-        if has_range and (self.from_ is None or self.to is None):
-            raise ValueError("a time range needs both from and to")
-        return self
-
 
 _MULTIPART_SCHEMA = {
     "type": "object",
@@ -85,23 +55,11 @@ _CREATE_BODY = {"requestBody": {"required": True, "content": {
 }}}
 
 
-class _Request(BaseModel):
-    """A parsed POST: one of documents, a range, or a profile file."""
-
-    documents: list[str] | None = None
-    start: datetime | None = None
-    end: datetime | None = None
-    profile: bytes | None = None
-    name: str | None = None
-    reason: str | None = None
-    replace: bool = False
-
-
 def _invalid(exc: ValidationError) -> RequestValidationError:
     return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
 
 
-async def _from_json(request: Request) -> _Request:
+async def _from_json(request: Request) -> BaselineRequest:
     raw = await request.body()
     try:
         data = json.loads(raw)
@@ -113,8 +71,7 @@ async def _from_json(request: Request) -> _Request:
         body = BaselineCreate.model_validate(data)
     except ValidationError as exc:
         raise _invalid(exc) from None
-    return _Request(documents=body.documents, start=body.from_, end=body.to, name=body.name,
-                    reason=body.reason, replace=body.replace)
+    return BaselineRequest.from_body(body)
 
 
 def _text(value: Any) -> str | None:
@@ -130,7 +87,7 @@ def _flag(value: Any, field: str) -> bool:
     raise ProblemError(422, f"{field}: expected true or false, got {value!r}")
 
 
-async def _from_upload(request: Request) -> _Request:
+async def _from_upload(request: Request) -> BaselineRequest:
     form = await request.form()
     upload, profile = form.get("file"), form.get("profile")
     if isinstance(upload, UploadFile) == isinstance(profile, UploadFile):
@@ -139,7 +96,7 @@ async def _from_upload(request: Request) -> _Request:
     common = {"name": _text(form.get("name")), "reason": _text(form.get("reason")),
               "replace": _flag(form.get("replace"), "replace")}
     if isinstance(profile, UploadFile):
-        return _Request(profile=await profile.read(), **common)
+        return BaselineRequest(profile=await profile.read(), **common)
     filename = upload.filename or ""
     data = await upload.read()
     try:
@@ -148,44 +105,7 @@ async def _from_upload(request: Request) -> _Request:
                                             _text(form.get("field")) or "text")
     except DocumentParseError as exc:
         raise ProblemError(422, f"file {filename!r}: {exc}") from None
-    return _Request(documents=documents, **common)
-
-
-def _view(session, model: MonitoredModel) -> dict[str, Any]:
-    state = service.baseline_state(session, model)
-    return {"model": model.name, **state, "history": service.baseline_history(session, model)}
-
-
-def _create(session, settings, model: MonitoredModel, req: _Request, actor: str) -> dict:
-    """Build (or read) the profile, then pin it; runs in a worker thread."""
-    kwargs: dict[str, Any] = {}
-    if req.profile is not None:
-        profile = service.profile_from_upload(session, model, req.profile)
-        source = "upload"
-    else:
-        name = req.name or service.default_name(session, model)
-        if req.documents is not None:
-            documents, source = req.documents, "upload"
-        else:
-            found = service.documents_in_range(session, model, req.start, req.end, settings)
-            documents, source = found.texts, "range"
-            kwargs = {"range_from": req.start, "range_to": req.end,
-                      "last_sample_id": found.last_id}
-        profile = service.build_profile(session, model, documents, name, settings)
-    try:
-        service.pin_profile(session, model.id, profile, source=source, actor=actor,
-                            reason=req.reason, replace=req.replace, **kwargs)
-    except service.AlreadyPinned as exc:
-        session.rollback()
-        raise _already_pinned(model.name, str(exc)) from None
-    session.commit()
-    session.refresh(model)
-    return _view(session, model)
-
-
-def _already_pinned(model_name: str, sha256: str) -> ProblemError:
-    return ProblemError(409, f"model {model_name!r} already has a baseline (sha256 {sha256}); "
-                             "send \"replace\": true to re-pin it (the change is recorded)")
+    return BaselineRequest(documents=documents, **common)
 
 
 @router.post("/models/{name}/baseline", status_code=201, openapi_extra=_CREATE_BODY,
@@ -203,12 +123,11 @@ async def create_baseline(name: str, request: Request, principal: AdminPrincipal
         raise ProblemError(415, "send application/json ({\"documents\": [...]} or "
                                 "{\"from\": ..., \"to\": ...}) or multipart/form-data with a "
                                 "'file' or 'profile' field")
-    if model.baseline_id is not None and not req.replace:
-        current = await run_in_threadpool(service.baseline_state, session, model)
-        raise _already_pinned(model.name, current["baseline"]["sha256"])
-    return await run_in_threadpool(_create, session, settings, model, req, principal.label)
+    await run_in_threadpool(service.refuse_if_pinned, session, model, req.replace)
+    return await run_in_threadpool(service.create_baseline, session, settings, model, req,
+                                   principal.label)
 
 
 @router.get("/models/{name}/baseline", summary="The model's baseline, its status and history")
 def get_baseline(name: str, _: ReadPrincipal, session: SessionDep) -> dict[str, Any]:
-    return _view(session, get_model(session, name))
+    return service.baseline_view(session, get_model(session, name))
