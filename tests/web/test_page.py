@@ -186,6 +186,44 @@ def test_page_asks_for_a_key_when_reads_need_one(read_key_required, live_server,
     assert page.locator("table.fleet tbody tr").count() == 2
 
 
+@pytest.fixture
+def off_loopback_server(service_env, tmp_path):
+    """``collapsewatch api --host 0.0.0.0``: reads private by default (reached on loopback)."""
+    from tests.support import VENV_BIN, free_port, process, wait_http
+    from tests.web.conftest import LiveServer
+
+    port = free_port()
+    args = [str(VENV_BIN / "collapsewatch"), "api", "--host", "0.0.0.0", "--port", str(port)]
+    with process(args, tmp_path / "api-public.log", env=service_env) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/healthz", timeout=60, proc=proc.popen)
+        yield LiveServer(url=url, log=proc.log)
+
+
+def test_page_off_loopback_asks_for_a_key_and_sends_it_as_bearer(
+        off_loopback_server, browser_page, make_key, admin_headers, human_documents):
+    server = off_loopback_server
+    _seed_demo_like(server.url, admin_headers, human_documents)
+    page, problems = browser_page
+    sent = []
+    page.on("request", lambda r: sent.append(r.headers.get("authorization"))
+            if "/api/v1/" in r.url else None)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#error:has-text('needs an API key to read')")
+    page.wait_for_selector("#key-form:not([hidden])")
+    assert page.locator("table.fleet tbody tr").count() == 0
+    key = make_key("operator", "demo-recursive")  # any scope reads; this one sees one model
+    page.fill("#key-input", key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#model-demo-recursive svg.chart-svg circle.pt")
+    assert page.locator("#error").is_hidden()
+    assert page.locator("table.fleet tbody tr").count() == 1
+    assert page.evaluate("Object.values(sessionStorage)") == [key]
+    assert f"Bearer {key}" in sent
+    assert page.evaluate("localStorage.length") == 0
+    assert problems.page_errors == []
+
+
 def test_page_without_models_explains_how_to_start(live_server, browser_page):
     page, problems = browser_page
     page.goto(live_server.url + "/")

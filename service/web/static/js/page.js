@@ -38,8 +38,8 @@ export async function refresh() {
         delay = 100; // reads may be open to anyone without a key: try again at once
       }
       showError(refused ? "The saved API key was refused; it has been forgotten."
-        : "This server needs an API key to read (COLLAPSEWATCH_REQUIRE_READ_KEY). " +
-          "Enter a key with read scope or higher.");
+        : "This server needs an API key to read (it is reachable beyond this machine). " +
+          "Enter a key of any scope; it is kept for this tab only.");
       if ($("#key-form").hidden) openKeyForm("");
     } else {
       showError(`Could not refresh: ${exc.message}. Retrying in ${REFRESH_MS / 1000} s.`);
