@@ -163,3 +163,18 @@ def test_readme_otel_collector_exporter_and_proxy_command_record_samples(
         api.stop()
     # the proxy sends what it recorded before it exits
     assert [r[1] for r in stored(database_url, "chat-v3")][-1] == upstream.answer_text("hi")
+
+
+def test_readme_security_key_commands_work(tmp_path):
+    block = readme_block("security")
+    done = run_block(block, tmp_path, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("cw_")
+    assert any("operator" in line and "on-call pager" in line for line in lines)
+    assert lines[-1].startswith("key 1 (operator) revoked at ")
+    listed = subprocess.run([str(VENV_BIN / "collapsewatch"), "keys", "list", "--format", "json"],
+                            check=True, cwd=tmp_path, text=True, capture_output=True)
+    (key,) = json.loads(listed.stdout)["keys"]
+    assert key["revoked_at"] and key["expires_at"] and key["active"] is False
+    assert lines[0] not in listed.stdout + done.stdout.split("\n", 1)[1]
