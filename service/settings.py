@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     # limits
     max_body_bytes: int = 10 * 1024 * 1024
     max_text_chars: int = 100_000
+    # a sample's attributes as compact JSON (labels, not payloads)
+    max_attributes_bytes: int = 16 * 1024
+    # one document of a reference upload
+    max_reference_document_chars: int = 100_000
+    # a baseline built from a time range reads its samples this many rows at a time
+    baseline_range_chunk_rows: int = 1_000
     max_batch_size: int = 1_000
     min_reference_documents: int = 200
     max_reference_documents: int = 200_000

@@ -9,9 +9,10 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
 from service.api import errors
-from service.api.limits import BodySizeLimitMiddleware
+from service.api.limits import BodySizeLimitMiddleware, RequestShapeMiddleware
 from service.api.page import CONTENT_SECURITY_POLICY, assets_app
 from service.api.security import SecurityHeadersMiddleware, TokenBuckets
+from service.domain.schemas import MAX_JSON_DEPTH
 from service.domain.secrets import warn_if_unconfigured
 from service.settings import get_settings
 
@@ -48,6 +49,8 @@ def create_app() -> FastAPI:
     app.state.rate_buckets = TokenBuckets(settings.rate_limit_per_key, settings.rate_limit_burst)
     # once per process: channel secrets stored in plaintext, or an unusable key
     warn_if_unconfigured("api", settings)
+    # inside the body limit: it buffers JSON bodies the limit has already capped
+    app.add_middleware(RequestShapeMiddleware, max_depth=MAX_JSON_DEPTH)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # no CORS headers at all unless origins are configured

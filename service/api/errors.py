@@ -149,11 +149,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        errors = [_describe(err) for err in exc.errors()]
+        raw = exc.errors()
+        errors = [_describe(err) for err in raw]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         detail = f"{first['field']}: {first['message']}"
         if len(errors) > 1:
             detail += f" (and {len(errors) - 1} more)"
+        if raw and all((err.get("loc") or ("",))[0] == "path" for err in raw):
+            # a path that does not parse (an id out of range, not a number) names nothing
+            return problem_response(404, f"no such resource ({detail})",
+                                    instance=request.url.path)
         return problem_response(422, detail, instance=request.url.path, errors=errors[:50])
 
     @app.exception_handler(Exception)

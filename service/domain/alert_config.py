@@ -26,6 +26,13 @@ from service.domain.secrets import seal_config
 from service.domain.tables import Alert, AlertRule, Channel, MonitoredModel, Notification
 
 ALERT_STATES = ("firing", "resolved")
+# ids are positive 64-bit integers; anything else names nothing (and would not fit a query
+# parameter: SQLite raises OverflowError past 2**63 - 1)
+MAX_ID = 2**63 - 1
+
+
+def _exists(identifier: int) -> bool:
+    return 1 <= identifier <= MAX_ID
 
 
 def alert_public(alert: Alert, model_name: str) -> AlertPublic:
@@ -53,6 +60,8 @@ def list_alerts(session: Session, state: str | None, model: str | None,
 
 
 def get_alert(session: Session, alert_id: int) -> tuple[Alert, str]:
+    if not _exists(alert_id):
+        raise NotFound(f"alert {alert_id} does not exist")
     row = session.execute(select(Alert, MonitoredModel.name)
                           .join(MonitoredModel, MonitoredModel.id == Alert.model_id)
                           .where(Alert.id == alert_id)).first()
@@ -165,7 +174,7 @@ def list_channels(session: Session) -> list[ChannelPublic]:
 
 
 def get_channel(session: Session, channel_id: int) -> ChannelPublic:
-    channel = session.get(Channel, channel_id)
+    channel = session.get(Channel, channel_id) if _exists(channel_id) else None
     if channel is None:
         raise NotFound(f"channel {channel_id} does not exist")
     return channel_public(channel, _notification_counts(session).get(channel.id))
@@ -173,7 +182,7 @@ def get_channel(session: Session, channel_id: int) -> ChannelPublic:
 
 def retry_dead(session: Session, channel_id: int) -> list[int]:
     """Give the channel's dead-lettered notifications a fresh set of attempts."""
-    if session.get(Channel, channel_id) is None:
+    if not _exists(channel_id) or session.get(Channel, channel_id) is None:
         raise NotFound(f"channel {channel_id} does not exist")
     ids = list(session.scalars(select(Notification.id).where(
         Notification.channel_id == channel_id, Notification.status == "dead")).all())
@@ -183,7 +192,7 @@ def retry_dead(session: Session, channel_id: int) -> list[int]:
 
 
 def delete_channel(session: Session, channel_id: int) -> None:
-    channel = session.get(Channel, channel_id)
+    channel = session.get(Channel, channel_id) if _exists(channel_id) else None
     if channel is None:
         raise NotFound(f"channel {channel_id} does not exist")
     session.delete(channel)

@@ -14,10 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from service.domain.errors import Conflict, Invalid, NotFound
-from service.domain.schemas import UNSTORABLE_TEXT
+from service.domain.schemas import MAX_JSON_DEPTH, UNSTORABLE_TEXT, json_depth_exceeds
 from service.domain.tables import Reference
 from service.logging import get_logger
-from service.settings import Settings
+from service.settings import Settings, get_settings
 
 log = get_logger("collapsewatch.references")
 
@@ -77,27 +77,44 @@ def _decode(data: bytes) -> str:
         ) from None
 
 
-def _check_storable(doc: str, where: str) -> str:
+def _length_problem(doc: str, max_chars: int) -> str | None:
+    if len(doc) <= max_chars:
+        return None
+    return (f"a document of {len(doc)} characters; the limit is {max_chars} "
+            "(COLLAPSEWATCH_MAX_REFERENCE_DOCUMENT_CHARS)")
+
+
+def _check_storable(doc: str, where: str, max_chars: int) -> str:
     match = UNSTORABLE_TEXT.search(doc)
     if match is not None:
         raise DocumentParseError(f"{where} contains a NUL character or an unpaired surrogate")
+    problem = _length_problem(doc, max_chars)
+    if problem is not None:
+        raise DocumentParseError(f"{where}: {problem}")
     return doc
 
 
-def parse_documents(data: bytes, fmt: str, field: str = "text") -> list[str]:
+def parse_documents(data: bytes, fmt: str, field: str = "text",
+                    max_chars: int | None = None) -> list[str]:
     """Documents from a .jsonl (``field`` of each object), .txt (one per line) or .csv
-    (column ``field``) file. Blank lines are skipped."""
+    (column ``field``) file. Blank lines are skipped. A document longer than ``max_chars``
+    (default: ``COLLAPSEWATCH_MAX_REFERENCE_DOCUMENT_CHARS``) is an error naming its line."""
+    limit = get_settings().max_reference_document_chars if max_chars is None else max_chars
     text = _decode(data)
     docs: list[str] = []
     if fmt == "txt":
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                docs.append(_check_storable(line, f"line {number}"))
+                docs.append(_check_storable(line, f"line {number}", limit))
         return docs
     if fmt == "jsonl":
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
+            if json_depth_exceeds(line, MAX_JSON_DEPTH):
+                # json.loads recurses: thousands of "[" are a RecursionError, not a message
+                raise DocumentParseError(f"line {number}: JSON nested more than "
+                                         f"{MAX_JSON_DEPTH} levels deep")
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -110,7 +127,7 @@ def parse_documents(data: bytes, fmt: str, field: str = "text") -> list[str]:
             value = row[field]
             if not isinstance(value, str):
                 raise DocumentParseError(f"line {number}: field {field!r} is not a string")
-            docs.append(_check_storable(value, f"line {number}"))
+            docs.append(_check_storable(value, f"line {number}", limit))
         return docs
     if fmt == "csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -124,7 +141,7 @@ def parse_documents(data: bytes, fmt: str, field: str = "text") -> list[str]:
             for number, row in enumerate(reader, 2):
                 value = row.get(field) or ""
                 if value.strip():
-                    docs.append(_check_storable(value, f"row {number}"))
+                    docs.append(_check_storable(value, f"row {number}", limit))
         except csv.Error as exc:
             raise DocumentParseError(f"the CSV is malformed near line {reader.line_num}: {exc}") from None
         return docs
@@ -171,6 +188,11 @@ def create_reference(
     description: str | None = None,
 ) -> Reference:
     """Build the profile and store it as the next version of ``name``. Immutable."""
+    for index, doc in enumerate(documents):
+        problem = _length_problem(doc, settings.max_reference_document_chars)
+        if problem is not None:
+            where = f"documents.{index}"
+            raise Invalid(f"{where}: {problem}", errors=[{"field": where, "message": problem}])
     docs = documents_for_profile(documents)
     profile = _build_profile(docs, name, settings)
     documents_gz = gzip.compress(json.dumps(docs, ensure_ascii=False).encode("utf-8"), 6)

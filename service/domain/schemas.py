@@ -31,6 +31,43 @@ def storable_text(value: str) -> str:
     return value
 
 
+# what a JSON body or line may nest: arrays and objects inside each other. Deeper input is
+# refused before it is parsed, because parsing, validating and re-serialising it recurse
+# (Python's json module and pydantic raise RecursionError a few hundred levels down).
+MAX_JSON_DEPTH = 64
+_JSON_STRUCTURE_BYTES = re.compile(rb'["\\\[\]{}]')
+_JSON_STRUCTURE_TEXT = re.compile(r'["\\\[\]{}]')
+
+
+def json_depth_exceeds(data: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON ``data`` nests arrays/objects more than ``limit`` deep, without parsing
+    it (brackets inside strings do not count). O(n) in C for most input: only the
+    structural characters reach Python."""
+    opening = (data.count(b"[") + data.count(b"{") if isinstance(data, bytes)
+               else data.count("[") + data.count("{"))
+    if opening <= limit:
+        return False
+    pattern = _JSON_STRUCTURE_BYTES if isinstance(data, bytes) else _JSON_STRUCTURE_TEXT
+    depth, in_string, skip = 0, False, -1
+    for match in pattern.finditer(data):
+        pos = match.start()
+        if pos == skip:  # the character after a backslash inside a string
+            continue
+        ch = match.group()[:1]
+        if ch in (b'"', '"'):
+            in_string = not in_string
+        elif in_string:
+            if ch in (b"\\", "\\"):
+                skip = pos + 1
+        elif ch in (b"[", b"{", "[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in (b"]", b"}", "]", "}"):
+            depth -= 1
+    return False
+
+
 Text = Annotated[str, AfterValidator(storable_text)]
 UtcDatetime = Annotated[datetime | None, AfterValidator(as_utc_or_none)]
 # SQLite returns stored timestamps without their zone; they were written in UTC

@@ -257,8 +257,9 @@ def test_references_are_immutable(client, admin_headers, reference_documents):
 
 def test_unknown_reference_is_404(client):
     assert_problem(client.get(f"{REFS}/424242"), 404, "424242")
-    assert_problem(client.get(f"{REFS}/{2**70}"), 422, "reference_id")
-    assert_problem(client.get(f"{REFS}/not-a-number"), 422, "reference_id")
+    # an id that cannot exist names nothing: 404 like any unknown id
+    assert_problem(client.get(f"{REFS}/{2**70}"), 404, "reference_id")
+    assert_problem(client.get(f"{REFS}/not-a-number"), 404, "reference_id")
 
 
 def test_reference_writes_need_an_admin_key(client, make_key, reference_documents):
