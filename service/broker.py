@@ -54,9 +54,11 @@ BROKER_ERRORS = _broker_errors()
 
 
 def reaper_interval(settings: Settings) -> float:
-    """Run the reaper a few times per timeout, but not more than every 5 s or less than
-    once a minute."""
-    return max(5.0, min(60.0, settings.reaper_timeout_seconds / 3))
+    """Run the reaper a few times per scoring lease (so a killed worker's window is sent
+    again within about a lease and a third), but not more than every 2 s or less than once
+    a minute."""
+    shortest = min(settings.reaper_timeout_seconds, settings.scoring_lease_seconds)
+    return max(2.0, min(60.0, shortest / 3))
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # the largest window a model may ask for (POST/PATCH /models): a window of this many
     # samples scores well within the soft time limit on one core
     max_window_size: int = 20_000
+    # test hook: a worker sleeps this long before scoring each window (0 in production)
+    scoring_delay_seconds: float = 0.0
 
     # retention (global defaults; a model's own samples_days / evaluations_days win)
     retention_samples_days: int = 30

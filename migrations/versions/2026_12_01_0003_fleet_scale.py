@@ -12,6 +12,8 @@ Upgrades a live database in place:
   widened. SQLite's INTEGER PRIMARY KEY is 64-bit already.
 * ``models`` gets per-model retention (``samples_days``, ``evaluations_days``), the
   per-metric series opt-in (``metric_series``) and ``deleted_at`` (soft delete).
+* ``evaluations`` gets the scoring lease (``lease_expires_at``, renewed by a heartbeat)
+  and ``timeouts`` (attempts stopped by the soft time limit).
 * ``model_stats`` holds the newest finished evaluation and running totals per model, filled
   here from the evaluations already stored, so ``/metrics`` never groups over history.
 """
@@ -95,6 +97,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("evaluations_days", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("metric_series", sa.Boolean(), nullable=True))
         batch_op.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("evaluations", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("lease_expires_at", sa.DateTime(timezone=True),
+                                      nullable=True))
+        batch_op.add_column(sa.Column("timeouts", sa.Integer(), server_default="0",
+                                      nullable=False))
     op.create_table(
         "model_stats",
         sa.Column("model_id", sa.Integer(), autoincrement=False, nullable=False),
@@ -115,6 +122,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("model_stats")
+    with op.batch_alter_table("evaluations", schema=None) as batch_op:
+        batch_op.drop_column("timeouts")
+        batch_op.drop_column("lease_expires_at")
     with op.batch_alter_table("models", schema=None) as batch_op:
         batch_op.drop_column("deleted_at")
         batch_op.drop_column("metric_series")

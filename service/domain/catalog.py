@@ -18,7 +18,7 @@ from service.domain.schemas import (
 )
 from service.domain.tables import Baseline, MonitoredModel, Reference
 from service.logging import get_logger
-from service.settings import Settings
+from service.settings import Settings, get_settings
 
 log = get_logger("collapsewatch.registry")
 
@@ -38,6 +38,11 @@ def resolve_window(change: WindowPolicyIn | None, current: WindowPolicy) -> Wind
         values.update({k: getattr(change, k) for k in change.model_fields_set})
         if values["size"] is None or values["min_size"] is None:
             raise Invalid("window: size and min_size cannot be null")
+    limit = get_settings().max_window_size
+    if values["size"] is not None and values["size"] > limit:
+        # a window must score well within the worker's time limit (README: window size)
+        raise Invalid(f"window.size ({values['size']}) exceeds the largest window this "
+                      f"service scores ({limit}, COLLAPSEWATCH_MAX_WINDOW_SIZE)")
     if values["min_size"] > values["size"]:
         raise Invalid(f"window.min_size ({values['min_size']}) must not exceed "
                                 f"window.size ({values['size']})")

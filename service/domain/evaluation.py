@@ -5,6 +5,10 @@ Crash safety and idempotency come from the database, not from the broker:
 * **claim**: one conditional UPDATE moves an evaluation from ``pending`` (or from a
   ``running`` whose lease has run out, i.e. a worker died) to ``running`` and bumps
   ``attempts``. Two deliveries of the same message cannot both claim it.
+* **lease**: a claim holds the window for ``scoring_lease_seconds`` (short, 30 s); a
+  heartbeat thread renews it every third of that while the scorer runs. A slow window is
+  never taken over from a live worker, and a killed worker's window is free within one
+  lease (the reaper re-sends it).
 * **store**: the result is written only if the row is still ``running`` with *our*
   attempt number, in the same transaction as the flattened ``scores`` rows, which are
   inserted with ON CONFLICT DO NOTHING on ``(evaluation_id, kind, name)``. A worker whose
@@ -16,10 +20,11 @@ cached profile can never be stale.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -51,22 +56,87 @@ def claim(session: Session, evaluation_id: int, settings: Settings,
     """Take the evaluation for scoring; return the attempt number, or None when it is done,
     failed, out of attempts, or running under another worker's live lease."""
     now = now or utcnow()
-    lease_expired = now - timedelta(seconds=settings.reaper_timeout_seconds)
     result = session.execute(
         update(Evaluation)
         .where(
             Evaluation.id == evaluation_id,
             Evaluation.attempts < settings.evaluation_max_attempts,
             or_(Evaluation.status == "pending",
-                (Evaluation.status == "running") & (Evaluation.started_at < lease_expired)),
+                (Evaluation.status == "running") & lease_expired(settings, now)),
         )
         .values(status="running", attempts=Evaluation.attempts + 1, started_at=now,
+                lease_expires_at=now + timedelta(seconds=settings.scoring_lease_seconds),
                 error=None)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         return None
     return session.scalar(select(Evaluation.attempts).where(Evaluation.id == evaluation_id))
+
+
+def lease_expired(settings: Settings, now: datetime):
+    """SQL condition: a running evaluation's lease has run out (rows claimed before leases
+    existed fall back to ``started_at`` plus one lease)."""
+    lease = timedelta(seconds=settings.scoring_lease_seconds)
+    return or_(Evaluation.lease_expires_at < now,
+               Evaluation.lease_expires_at.is_(None) & (Evaluation.started_at < now - lease))
+
+
+def renew_lease(session: Session, evaluation_id: int, attempt: int, settings: Settings,
+                now: datetime | None = None) -> bool:
+    """Extend our lease; False when the evaluation is no longer ours (taken over, done)."""
+    now = now or utcnow()
+    done = session.execute(
+        update(Evaluation)
+        .where(Evaluation.id == evaluation_id, Evaluation.status == "running",
+               Evaluation.attempts == attempt)
+        .values(lease_expires_at=now + timedelta(seconds=settings.scoring_lease_seconds))
+        .execution_options(synchronize_session=False))
+    return done.rowcount == 1
+
+
+class Heartbeat:
+    """Renews a claim's lease every third of the lease from a background thread, until
+    stopped. A failed renewal (database briefly away) is retried on the next beat; the
+    lease is three beats long, so one miss costs nothing."""
+
+    def __init__(self, evaluation_id: int, attempt: int, settings: Settings,
+                 session_maker) -> None:
+        self._args = (evaluation_id, attempt, settings)
+        self._session_maker = session_maker
+        self._stop = threading.Event()
+        self._interval = max(0.05, settings.scoring_lease_seconds / 3)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"lease-{evaluation_id}")
+        self.lost = False
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                with self._session_maker() as session, session.begin():
+                    if not renew_lease(session, *self._args):
+                        self.lost = True
+                        return
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried, never fatal
+                log.warning("lease renewal failed; retrying",
+                            extra={"evaluation_id": self._args[0], "error": str(exc)})
+
+
+def note_timeout(session: Session, evaluation_id: int) -> int:
+    """Count an attempt stopped by the soft time limit; return the count so far."""
+    session.execute(update(Evaluation).where(Evaluation.id == evaluation_id)
+                    .values(timeouts=Evaluation.timeouts + 1)
+                    .execution_options(synchronize_session=False))
+    return int(session.scalar(select(Evaluation.timeouts)
+                              .where(Evaluation.id == evaluation_id)) or 0)
 
 
 def choose_baseline(session: Session, evaluation: Evaluation) -> int | None:
@@ -255,12 +325,28 @@ class TransientError(Exception):
 
 def score_window(evaluation_id: int, settings: Settings, session_maker) -> Outcome:
     """Claim, score and store one evaluation. Safe to call any number of times."""
-    import metrics
-
     with session_maker() as session, session.begin():
         attempt = claim(session, evaluation_id, settings)
     if attempt is None:
         return Outcome("skipped", evaluation_id)
+
+    with Heartbeat(evaluation_id, attempt, settings, session_maker):
+        try:
+            return _score_claimed(evaluation_id, attempt, settings, session_maker)
+        except TransientError:
+            raise
+        except Exception as exc:
+            # anything else that stops us holding the claim (e.g. the worker's soft time
+            # limit raised outside the scoring itself): give the window back at once rather
+            # than leave it to the lease
+            with session_maker() as session, session.begin():
+                release(session, evaluation_id, attempt, f"{type(exc).__name__}: {exc}")
+            raise TransientError(evaluation_id, attempt, exc) from exc
+
+
+def _score_claimed(evaluation_id: int, attempt: int, settings: Settings,
+                   session_maker) -> Outcome:
+    import metrics
 
     try:
         with session_maker() as session:
@@ -277,6 +363,9 @@ def score_window(evaluation_id: int, settings: Settings, session_maker) -> Outco
             baseline = baseline_profile(session, baseline_id) if baseline_id else None
             texts = window_texts(session, evaluation)
             session.rollback()  # release the read snapshot before the long computation
+        if settings.scoring_delay_seconds > 0:
+            # test hook (0 in production): a slow scorer for the lease and time-limit tests
+            time.sleep(settings.scoring_delay_seconds)
         result = metrics.score(texts, reference, baseline)
         duration = time.perf_counter() - started
     except (metrics.MetricsError, LookupError) as exc:

@@ -202,6 +202,11 @@ class Evaluation(Base):
     # last time a score_window message was sent for it (null: never sent, e.g. broker down)
     enqueued_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
     started_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
+    # the scoring worker's lease: renewed by its heartbeat while it scores; once past, the
+    # window is another worker's to take (a killed worker's window is re-scored quickly)
+    lease_expires_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
+    # attempts that ran into the soft time limit (the second one fails the window)
+    timeouts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     finished_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -38,11 +39,13 @@ def _stuck_rows(session, settings: Settings, now: datetime):
     timeout = now - timedelta(seconds=settings.reaper_timeout_seconds)
     unsent_before = now - timedelta(seconds=min(UNSENT_GRACE_SECONDS,
                                                 settings.reaper_timeout_seconds))
-    not_recently_sent = or_(Evaluation.enqueued_at.is_(None), Evaluation.enqueued_at < timeout)
+    # a running window whose lease ran out is sent again at most once per lease
+    lease_ago = now - timedelta(seconds=settings.scoring_lease_seconds)
+    not_recently_sent = or_(Evaluation.enqueued_at.is_(None), Evaluation.enqueued_at < lease_ago)
     stmt = select(Evaluation.id, Evaluation.status, Evaluation.attempts, Evaluation.error).where(
         or_(
-            # a worker claimed it and has not finished within the lease: it died or hangs
-            and_(Evaluation.status == "running", Evaluation.started_at < timeout,
+            # its worker stopped renewing the lease (heartbeat): it died or was killed
+            and_(Evaluation.status == "running", evaluation.lease_expired(settings, now),
                  not_recently_sent),
             # never sent (the broker was down)
             and_(Evaluation.status == "pending", Evaluation.enqueued_at.is_(None),
@@ -117,12 +120,19 @@ def plan_windows() -> dict[str, Any]:
     return {"planned": created}
 
 
-@celery_app.task(name=SCORE_WINDOW, bind=True, ignore_result=True, max_retries=None)
+_SETTINGS = get_settings()
+
+
+@celery_app.task(name=SCORE_WINDOW, bind=True, ignore_result=True, max_retries=None,
+                 soft_time_limit=_SETTINGS.score_soft_time_limit_seconds,
+                 time_limit=_SETTINGS.score_time_limit_seconds)
 def score_window(self, evaluation_id: int) -> dict[str, Any]:
     settings = get_settings()
     try:
         outcome = evaluation.score_window(int(evaluation_id), settings, session_factory())
     except evaluation.TransientError as exc:
+        if isinstance(exc.__cause__, SoftTimeLimitExceeded):
+            return _timed_out(self, int(evaluation_id), settings)
         # the claim was released; retry soon (the attempts cap in the database bounds this)
         countdown = min(60.0, 2.0 ** exc.attempt)
         log.warning("scoring failed, retrying", extra={"evaluation_id": evaluation_id,
@@ -133,6 +143,25 @@ def score_window(self, evaluation_id: int) -> dict[str, Any]:
         notify_alerting(outcome.model_id)
     return {"evaluation_id": outcome.evaluation_id, "status": outcome.status,
             "health": outcome.health}
+
+
+def _timed_out(task, evaluation_id: int, settings: Settings) -> dict[str, Any]:
+    """The soft time limit stopped scoring (the claim is already given back): retry the
+    window once more, on whichever worker takes the message; the second time, fail it."""
+    with session_factory()() as session, session.begin():
+        times = evaluation.note_timeout(session, evaluation_id)
+        if times >= 2:
+            evaluation.fail(session, evaluation_id,
+                            f"scoring exceeded the soft time limit "
+                            f"({settings.score_soft_time_limit_seconds:.0f} s) twice; use a "
+                            "smaller window (PATCH /api/v1/models/{name} window.size)")
+    if times >= 2:
+        log.error("evaluation failed: time limit", extra={"evaluation_id": evaluation_id})
+        return {"evaluation_id": evaluation_id, "status": "failed", "health": None}
+    log.warning("scoring hit the soft time limit; retrying once",
+                extra={"evaluation_id": evaluation_id,
+                       "soft_time_limit_seconds": settings.score_soft_time_limit_seconds})
+    raise task.retry(countdown=0, max_retries=None)
 
 
 @celery_app.task(name=REAP_STUCK, ignore_result=True)
