@@ -1,0 +1,476 @@
+"""Synthetic share of a window: what part of it was written by known generators.
+
+A window W from a data stream is modelled as a mixture
+
+    W = (1 - π - u)·H + Σ_s π_s·S_s + u·U,     π = Σ_s π_s
+
+of human text H (the reference R), the outputs of known generators S_s (their baseline
+profiles) and an "unexplained" part U of documents that fit none of them. π and the π_s are
+estimated by maximum likelihood with the component densities fixed (EM, Dempster, Laird &
+Rubin 1977; for fixed components the log-likelihood is concave in the weights, so EM finds
+the global maximum), and the 95% interval by a bootstrap over the window's documents (Efron
+& Tibshirani 1993, ch. 13, percentile interval). See ``docs/synthetic-share.md``.
+
+Per document and source s the score is a likelihood ratio between two language models the
+profiles already carry: the reference's bigram LM (built on its profile part) and an LM of
+the same kind built from part of the source's baseline documents,
+
+    z_s(d) = Σ_t [ -ln P_R(t | prev) + ln P_S(t | prev) ] / sqrt(n_t),
+
+summed over the tokens t of d whose word both LMs have seen (words only one side knows
+measure topic coverage, not who wrote the text) and divided by the root of their number
+n_t, so short and long documents are on one scale. The densities of z under each component
+are kernel density estimates over documents neither LM was built from: the reference's
+calibration part for H, the held-out part of each baseline for S_s.
+
+A stream's human text rarely comes from the reference's own sources, and the reference LM
+knows its own topics better than anyone else's: fresh human text sits closer to the
+synthetic side than the reference's calibration documents. With ``adapt_human`` (default)
+the human density is allowed a location and scale change in score space (within
+``shift_range`` / ``scale_range``), fitted by maximum likelihood together with the weights;
+the source densities stay fixed. This is what keeps the estimate near the truth on human
+text from other sources (``benchmarks/mixture.py``).
+
+Cost: tokenising the window, then O(T log V) per source for the LM scores and O(N·C) per EM
+iteration; the bootstrap runs its replicates as one matrix product per iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from metrics.errors import MetricsError, ProfileError
+from metrics.lm import ReferenceModel, _lookup
+from metrics.profile import Profile
+from metrics.sample import Corpus
+from metrics.text import normalize_documents, tokenize_documents
+
+# grid cells per dimension of the binned density estimate, by number of sources
+_GRID = {1: 1024, 2: 160, 3: 48}
+_GRID_MAX_DIMS = 16
+_FLOOR = 1e-300  # keeps log-likelihoods finite where every density is zero
+_CELL = 0.04  # lattice step (human standard deviations) the bootstrap groups scores by
+
+
+@dataclass(frozen=True)
+class MixtureConfig:
+    """How the synthetic share is estimated.
+
+    calibration_fraction: share of each baseline's documents held out from its LM to
+      calibrate the score density under that source (the reference's own split is used
+      for the human side).
+    bootstrap: replicates for the 95% interval (percentile interval).
+    confidence: interval level.
+    adapt_human: fit a location/scale change of the human score density to the window.
+    shift_range: the largest location change, in standard deviations of the human scores.
+    scale_range: the smallest and largest scale change.
+    unexplained_spread: the unexplained component is a normal density this many times
+      wider than the spread of all calibration scores: only documents far from every
+      component are attributed to it.
+    max_iter / tol: EM stopping rule (change of any weight below tol).
+    seed: makes the source split and the bootstrap reproducible.
+    """
+
+    calibration_fraction: float = 0.4
+    bootstrap: int = 200
+    confidence: float = 0.95
+    adapt_human: bool = True
+    shift_range: float = 0.5
+    scale_range: tuple[float, float] = (0.67, 1.5)
+    unexplained_spread: float = 3.0
+    max_iter: int = 1000
+    tol: float = 1e-6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.calibration_fraction < 1.0:
+            raise ValueError("calibration_fraction must be between 0 and 1")
+        if self.bootstrap < 0 or not 0.0 < self.confidence < 1.0:
+            raise ValueError("bootstrap must be >= 0 and confidence between 0 and 1")
+        lo, hi = self.scale_range
+        if not 0.0 < lo <= 1.0 <= hi or self.shift_range < 0:
+            raise ValueError("scale_range must contain 1.0 and shift_range must be >= 0")
+
+
+@dataclass(frozen=True)
+class ShareResult:
+    """The estimate for one window (``to_dict`` gives the CLI/REST JSON)."""
+
+    estimate: float
+    low: float
+    high: float
+    by_source: dict[str, dict[str, float]]
+    unexplained: float
+    documents: int
+    posterior: np.ndarray = field(repr=False)  # P(synthetic | document), per input document
+    human_shift: tuple[float, float] = (0.0, 1.0)  # fitted (location, scale) of the human scores
+
+    def to_dict(self) -> dict:
+        return {
+            "synthetic_share": {
+                "estimate": round(self.estimate, 4),
+                "low": round(self.low, 4),
+                "high": round(self.high, 4),
+                "by_source": {
+                    name: {k: round(v, 4) for k, v in share.items()}
+                    for name, share in self.by_source.items()
+                },
+                "unexplained": round(self.unexplained, 4),
+            },
+            "documents": self.documents,
+        }
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    model: ReferenceModel
+    calibration: Corpus
+
+
+def _split(corpus: Corpus, fraction: float, seed: int) -> tuple[Corpus, Corpus]:
+    """(LM part, calibration part) of a baseline's documents, seeded."""
+    rng = np.random.default_rng([seed, 0x313])
+    order = rng.permutation(corpus.n_docs)
+    n_cal = min(max(1, round(fraction * corpus.n_docs)), corpus.n_docs - 1)
+    return corpus.take(np.sort(order[n_cal:])), corpus.take(np.sort(order[:n_cal]))
+
+
+def _binned_density(points: np.ndarray, lo: np.ndarray, step: np.ndarray, shape: tuple) -> np.ndarray:
+    """Gaussian KDE of ``points`` on a regular grid (binned, then smoothed; Scott's rule).
+
+    Binning first (Wand & Jones 1995, §D.2) makes the cost O(points + cells), so the density
+    can be read at many transformed positions for the price of an interpolation.
+    """
+    n, d = points.shape
+    cells = np.clip(np.rint((points - lo) / step).astype(np.int64), 0, np.array(shape) - 1)
+    hist = np.zeros(shape)
+    np.add.at(hist, tuple(cells.T), 1.0)
+    # Scott (1992): h_j = σ_j n^(-1/(d+4)); a floor keeps a degenerate dimension smooth
+    sigma = np.maximum(points.std(axis=0), 1e-3) * n ** (-1.0 / (d + 4))
+    dens = ndimage.gaussian_filter(hist, sigma=sigma / step, mode="constant", truncate=5.0)
+    return dens / (n * np.prod(step))
+
+
+class MixtureModel:
+    """Frozen components for one reference and its known sources; estimates windows.
+
+    Building costs one bigram LM per source plus scoring the calibration documents
+    (well under a second for baselines of a few thousand documents); keep the object
+    to estimate many windows.
+    """
+
+    def __init__(
+        self, reference: Profile, sources: Sequence[Profile], config: MixtureConfig | None = None
+    ) -> None:
+        if reference.kind != "reference" or reference.model is None:
+            raise ProfileError(f"{reference.name!r} is a {reference.kind}; pass a reference profile")
+        if not sources:
+            raise MetricsError("at least one source (a baseline profile) is needed")
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise MetricsError(f"source names must be distinct, got {names}")
+        self.config = cfg = config or MixtureConfig()
+        self.reference = reference
+        self._sources: list[_Source] = []
+        for src in sources:
+            if src.kind != "baseline":
+                raise ProfileError(f"source {src.name!r} is a {src.kind}; pass baseline profiles")
+            if src.reference_sha256 != reference.sha256:
+                raise ProfileError(
+                    f"source {src.name!r} was built against another reference "
+                    f"(sha256 {str(src.reference_sha256)[:12]}…, this one {reference.sha256[:12]}…); "
+                    f"rebuild it with this reference"
+                )
+            part, cal = _split(src.pool, cfg.calibration_fraction, cfg.seed)
+            model = ReferenceModel.build(part, reference.config.suite.tail_mass)
+            self._sources.append(_Source(src.name, model, cal))
+        human = self.scores(reference.pool)
+        cal_scores = [self.scores(s.calibration) for s in self._sources]
+        keep = reference.pool.lengths > 0
+        human = human[keep]
+        cal_scores = [c[s.calibration.lengths > 0] for c, s in zip(cal_scores, self._sources)]
+        # score space is standardised on the human calibration scores
+        self._center = human.mean(axis=0)
+        self._scale = np.maximum(human.std(axis=0), 1e-9)
+        std = [(c - self._center) / self._scale for c in [human, *cal_scores]]
+        every = np.concatenate(std)
+        d = every.shape[1]
+        self._dims = d
+        if d > _GRID_MAX_DIMS:
+            raise MetricsError(f"at most {_GRID_MAX_DIMS} sources at once")
+        cells = _GRID.get(d, max(8, round(200_000 ** (1 / d))))
+        span = every.max(axis=0) - every.min(axis=0)
+        margin = 0.25 * span + 1.0
+        self._lo = every.min(axis=0) - margin
+        hi = every.max(axis=0) + margin
+        self._shape = (cells,) * d
+        self._step = (hi - self._lo) / (cells - 1)
+        self._grids = [_binned_density(c, self._lo, self._step, self._shape) for c in std]
+        # the unexplained component: one broad normal over the whole score space
+        self._u_mean = every.mean(axis=0)
+        self._u_sd = cfg.unexplained_spread * np.maximum(every.std(axis=0), 1e-3)
+        self.calibration_sizes = {"human": len(human)} | {
+            s.name: len(c) for s, c in zip(self._sources, cal_scores)
+        }
+
+    @property
+    def source_names(self) -> list[str]:
+        return [s.name for s in self._sources]
+
+    # ------------------------------------------------------------------ scores
+
+    def corpus(self, documents: Sequence[str]) -> Corpus:
+        """Documents tokenised the reference's way."""
+        tok = self.reference.config.tokenizer
+        return Corpus.from_tokens(tokenize_documents(normalize_documents(documents), tok))
+
+    def scores(self, corpus: Corpus) -> np.ndarray:
+        """(documents, sources) likelihood-ratio scores z_s; 0 for a document with no
+        word both LMs know (no evidence either way). O(T log V) per source."""
+        ref = self.reference.model
+        assert ref is not None
+        ids = corpus.vocab_ids[corpus.index]
+        lengths = corpus.lengths
+        doc_of = np.repeat(np.arange(corpus.n_docs), lengths)
+        nlp_r = ref.token_neglogprob(ids, corpus.offsets)
+        in_r = _lookup(ref.uni_ids, ref.uni_counts, ids) > 0
+        out = np.zeros((corpus.n_docs, len(self._sources)))
+        for j, src in enumerate(self._sources):
+            nlp_s = src.model.token_neglogprob(ids, corpus.offsets)
+            both = in_r & (_lookup(src.model.uni_ids, src.model.uni_counts, ids) > 0)
+            total = np.bincount(doc_of, weights=np.where(both, nlp_r - nlp_s, 0.0),
+                                minlength=corpus.n_docs)
+            count = np.bincount(doc_of, weights=both.astype(np.float64), minlength=corpus.n_docs)
+            out[:, j] = total / np.sqrt(np.maximum(count, 1.0))
+        return out
+
+    # ------------------------------------------------------------------ densities
+
+    def _read(self, grid: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Density on ``grid`` at standardised points ``u`` (linear interpolation; 0 off-grid)."""
+        coords = ((u - self._lo) / self._step).T
+        return ndimage.map_coordinates(grid, coords, order=1, mode="constant", cval=0.0)
+
+    def _human(self, u: np.ndarray, shift: float, scale: float) -> np.ndarray:
+        # density of the location/scale-changed human scores: f((u - μ)/σ) / σ^d
+        return self._read(self._grids[0], (u - shift) / scale) / scale**self._dims
+
+    def _fixed(self, u: np.ndarray) -> np.ndarray:
+        """(N, sources + 1) densities of the sources and the unexplained component."""
+        cols = [self._read(g, u) for g in self._grids[1:]]
+        z = (u - self._u_mean) / self._u_sd
+        unexplained = np.exp(-0.5 * (z**2).sum(axis=1)) / np.prod(self._u_sd * np.sqrt(2 * np.pi))
+        return np.column_stack([*cols, unexplained])
+
+    # ------------------------------------------------------------------ estimation
+
+    def estimate(self, documents: Sequence[str] | Corpus) -> ShareResult:
+        """Synthetic share of a window with its interval, per-source shares, the
+        unexplained share and every document's posterior probability of being synthetic."""
+        corpus = documents if isinstance(documents, Corpus) else self.corpus(documents)
+        if corpus.n_docs == 0:
+            raise MetricsError("the window has no documents")
+        return self.estimate_scores(self.scores(corpus))
+
+    def estimate_scores(self, scores: np.ndarray) -> ShareResult:
+        """As :meth:`estimate`, from :meth:`scores` of the window's documents."""
+        u = (np.asarray(scores, dtype=np.float64) - self._center) / self._scale
+        n = len(u)
+        if n == 0:
+            raise MetricsError("the window has no documents")
+        fixed = self._fixed(u)
+        weights, shift, scale = self._fit(u, fixed)
+        k = len(self._sources)
+        joint = (np.column_stack([self._human(u, shift, scale), fixed]) + _FLOOR) * weights
+        post = joint / joint.sum(axis=1, keepdims=True)
+        low, high, src_ci = self._bootstrap(u, weights, shift, scale)
+        by_source = {
+            s.name: {"estimate": float(weights[1 + j]), "low": src_ci[0][j], "high": src_ci[1][j]}
+            for j, s in enumerate(self._sources)
+        }
+        return ShareResult(
+            estimate=float(weights[1 : 1 + k].sum()),
+            low=low,
+            high=high,
+            by_source=by_source,
+            unexplained=float(weights[-1]),
+            documents=n,
+            posterior=post[:, 1 : 1 + k].sum(axis=1),
+            human_shift=(float(shift), float(scale)),
+        )
+
+    def _fit(self, u: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """(weights, location, scale) maximising the likelihood: the weights by EM for each
+        (location, scale) of the human density, those by a grid over the allowed ranges
+        refined three times around the best point (the profile likelihood is smooth in
+        them, but not concave, so a local search alone could stop early)."""
+        cfg = self.config
+        ones = np.ones((1, len(u)))
+
+        def fit(cand: tuple[float, float], start: np.ndarray | None):
+            dens = np.column_stack([self._human(u, *cand), fixed]) + _FLOOR
+            w = _em(dens, ones, cfg.max_iter, cfg.tol, start=start)[0]
+            return float(np.log(dens @ w).sum()), w
+
+        if not cfg.adapt_human:
+            return fit((0.0, 1.0), None)[1], 0.0, 1.0
+        best: tuple[float, np.ndarray, tuple[float, float]] | None = None
+        for cand in self._grid():
+            ll, w = fit(cand, None if best is None else best[1])
+            if best is None or ll > best[0]:
+                best = (ll, w, cand)
+        assert best is not None
+        steps = self._steps()
+        for _ in range(3):
+            steps = (steps[0] / 2.0, steps[1] ** 0.5)
+            for cand in self._around(best[2], steps, 1):
+                ll, w = fit(cand, best[1])
+                if ll > best[0]:
+                    best = (ll, w, cand)
+        return best[1], best[2][0], best[2][1]
+
+    def _grid(self) -> list[tuple[float, float]]:
+        cfg = self.config
+        lo, hi = cfg.scale_range
+        shifts = np.linspace(-cfg.shift_range, cfg.shift_range, 11)
+        scales = np.unique(np.r_[np.geomspace(lo, hi, 7), 1.0])
+        return [(float(a), float(b)) for a in shifts for b in scales]
+
+    def _steps(self) -> tuple[float, float]:
+        """Grid steps: additive for the location, multiplicative for the scale."""
+        cfg = self.config
+        lo, hi = cfg.scale_range
+        return cfg.shift_range / 5.0, (hi / lo) ** (1.0 / 6.0) if hi > lo else 1.0
+
+    def _around(self, centre: tuple[float, float], steps: tuple[float, float], reach: int):
+        cfg = self.config
+        lo, hi = cfg.scale_range
+        out = {
+            (float(np.clip(centre[0] + a * steps[0], -cfg.shift_range, cfg.shift_range)),
+             float(np.clip(centre[1] * steps[1] ** b, lo, hi)))
+            for a in range(-reach, reach + 1) for b in range(-reach, reach + 1)
+        }
+        return sorted(out)
+
+    def _bootstrap(self, u: np.ndarray, weights: np.ndarray, shift: float, scale: float):
+        """Percentile interval of π and of each π_s over document resamples; each replicate
+        refits the human location/scale among the neighbours of the full-window fit.
+
+        Documents whose standardised scores fall in one cell of a fine lattice (a fifth of a
+        typical kernel bandwidth) share their densities, so a replicate is a multinomial
+        draw over occupied cells: the same resampling as over documents, at a fraction of
+        the cost.
+        """
+        cfg = self.config
+        k = len(self._sources)
+        n = len(u)
+        if cfg.bootstrap == 0:
+            point = float(weights[1 : 1 + k].sum())
+            per = [float(w) for w in weights[1 : 1 + k]]
+            return point, point, (per, per)
+        cells, inverse = np.unique(np.rint(u / _CELL), axis=0, return_inverse=True)
+        occupancy = np.bincount(inverse.ravel(), minlength=len(cells)).astype(np.float64)
+        centers = cells * _CELL
+        fixed = self._fixed(centers)
+        rng = np.random.default_rng([cfg.seed, n, 0xB007])
+        counts = rng.multinomial(n, occupancy / n, size=cfg.bootstrap).astype(np.float64)
+        best_ll = np.full(cfg.bootstrap, -np.inf)
+        best_w = np.zeros((cfg.bootstrap, weights.size))
+        if cfg.adapt_human:
+            # replicates may move the human density up to one grid step either way
+            steps = self._steps()
+            candidates = self._around((shift, scale), (steps[0] / 2.0, steps[1] ** 0.5), 2)
+        else:
+            candidates = [(0.0, 1.0)]
+        for cand in candidates:
+            dens = np.column_stack([self._human(centers, *cand), fixed]) + _FLOOR
+            w = _em(dens, counts, 300, 1e-5, start=weights)
+            ll = (counts * np.log(w @ dens.T)).sum(axis=1)
+            better = ll > best_ll
+            best_ll[better], best_w[better] = ll[better], w[better]
+        alpha = (1.0 - cfg.confidence) / 2.0
+        qs = [alpha, 1.0 - alpha]
+        total = np.quantile(best_w[:, 1 : 1 + k].sum(axis=1), qs)
+        per = np.quantile(best_w[:, 1 : 1 + k], qs, axis=0)
+        return float(total[0]), float(total[1]), (per[0].tolist(), per[1].tolist())
+
+    # ------------------------------------------------------------------ filtering
+
+    def filter(
+        self, documents: Sequence[str] | Corpus, max_synthetic: float
+    ) -> tuple[np.ndarray, float, ShareResult]:
+        """(keep mask, expected synthetic share of the kept documents, the estimate).
+
+        Documents are dropped in order of decreasing posterior probability of being
+        synthetic until the mean posterior of the rest — the expected synthetic share of
+        the kept set under the fitted mixture — is at most ``max_synthetic``.
+        """
+        if not 0.0 <= max_synthetic <= 1.0:
+            raise MetricsError(f"max_synthetic must be between 0 and 1, got {max_synthetic}")
+        result = self.estimate(documents)
+        keep, expected = filter_by_posterior(result.posterior, max_synthetic)
+        return keep, expected, result
+
+
+def filter_by_posterior(posterior: np.ndarray, max_synthetic: float) -> tuple[np.ndarray, float]:
+    """Largest set of least-likely-synthetic documents whose mean posterior is
+    <= ``max_synthetic``: (keep mask, that mean). O(N log N)."""
+    post = np.asarray(posterior, dtype=np.float64)
+    order = np.argsort(post, kind="stable")
+    # mean posterior of the m least-synthetic documents, m = 1..N; non-decreasing in m
+    means = np.cumsum(post[order]) / np.arange(1, len(post) + 1)
+    m = int(np.searchsorted(means, max_synthetic + 1e-12, side="right"))
+    keep = np.zeros(len(post), dtype=bool)
+    keep[order[:m]] = True
+    return keep, float(means[m - 1]) if m else 0.0
+
+
+def _em_step(w: np.ndarray, dens: np.ndarray, counts: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """One EM update of the weights of every row (Dempster et al. 1977):
+    w_k <- w_k · Σ_i c_i f_ik / (Σ_j w_j f_ij) / Σ_i c_i."""
+    return w * ((counts / (w @ dens.T)) @ dens) / total
+
+
+def _em(dens: np.ndarray, counts: np.ndarray, max_iter: int, tol: float,
+        start: np.ndarray | None = None) -> np.ndarray:
+    """Mixture weights by EM with fixed component densities, for several document weightings
+    at once: ``dens`` (N, C), ``counts`` (B, N) -> (B, C).
+
+    EM alone crawls when components overlap (its rate is the fraction of missing
+    information); SQUAREM (Varadhan & Roland 2008, scheme S3) extrapolates two EM steps and
+    falls back to the plain step whenever that would not increase the likelihood, so the
+    fixed point and its monotone ascent are kept.
+    """
+    n_comp = dens.shape[1]
+    total = counts.sum(axis=1, keepdims=True)
+    w = np.tile(np.full(n_comp, 1.0 / n_comp) if start is None else start, (len(counts), 1))
+    # a component must keep a little weight to be able to grow back under EM
+    w = np.maximum(w, 1e-3)
+    w /= w.sum(axis=1, keepdims=True)
+
+    def loglik(x: np.ndarray) -> np.ndarray:
+        return (counts * np.log(np.maximum(x @ dens.T, _FLOOR))).sum(axis=1)
+
+    for _ in range(max(1, max_iter // 3)):
+        w1 = _em_step(w, dens, counts, total)
+        w2 = _em_step(w1, dens, counts, total)
+        r = w1 - w
+        v = w2 - w1 - r
+        alpha = -np.sqrt((r**2).sum(axis=1, keepdims=True)) / np.maximum(
+            np.sqrt((v**2).sum(axis=1, keepdims=True)), 1e-300
+        )
+        alpha = np.clip(alpha, -100.0, -1.0)  # bounded steps keep the extrapolation finite
+        jump = np.clip(w - 2 * alpha * r + alpha**2 * v, 0.0, None)
+        jump /= np.maximum(jump.sum(axis=1, keepdims=True), 1e-300)
+        jump = _em_step(np.maximum(jump, 1e-12), dens, counts, total)
+        new = np.where((loglik(jump) >= loglik(w2))[:, None], jump, w2)
+        done = np.abs(new - w).max() < tol
+        w = new
+        if done:
+            break
+    return w
