@@ -35,6 +35,8 @@ import logging
 import os
 import signal
 import ssl
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -294,6 +296,7 @@ class RecordingProxy:
         self.stats = ProxyStats()
         self._idle: list[_Connection] = []
         self._max_idle = max_idle_connections
+        self._clients: dict[asyncio.StreamWriter, bool] = {}  # open client connections: busy?
         self._ids = 0
         self._prefix = os.urandom(6).hex()
 
@@ -327,13 +330,16 @@ class RecordingProxy:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one client connection (asyncio.start_server's callback)."""
         conn = h11.Connection(h11.SERVER)
+        self._clients[writer] = False
         try:
             while True:
                 request, body = await self._read_request(conn, reader, writer)
                 if request is None:
                     return
+                self._clients[writer] = True
                 if not await self._exchange(conn, request, body, writer):
                     return
+                self._clients[writer] = False
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
@@ -346,7 +352,21 @@ class RecordingProxy:
         except (OSError, TimeoutError, h11.LocalProtocolError):
             pass  # the client went away, or sat idle too long
         finally:
+            self._clients.pop(writer, None)
             writer.close()
+
+    async def drain_clients(self, grace: float) -> None:
+        """At shutdown: close idle client connections now, busy ones after their answer (or
+        after ``grace`` seconds)."""
+        deadline = time.monotonic() + grace
+        while self._clients and time.monotonic() < deadline:
+            for writer, busy in list(self._clients.items()):
+                if not busy:
+                    writer.close()  # its handler sees the end of the stream and returns
+            await asyncio.sleep(0.05)
+        for writer in list(self._clients):
+            writer.close()
+        await asyncio.sleep(0)
 
     async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> tuple[h11.Request | None, bytes]:
@@ -599,8 +619,9 @@ async def _serve(proxy: RecordingProxy, host: str, port: int,
                  stop: Callable[[], bool] | None) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+    if threading.current_thread() is threading.main_thread():  # signals reach only that one
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
     server = await asyncio.start_server(proxy.handle, host, port, limit=1024 * 1024)
     log.info("proxy listening", extra={"listen": f"{host}:{port}", "upstream": proxy.upstream})
     try:
@@ -611,6 +632,7 @@ async def _serve(proxy: RecordingProxy, host: str, port: int,
                 break
     finally:
         server.close()
+        await proxy.drain_clients(grace=10.0)
         proxy.close()
 
 

@@ -3,11 +3,12 @@ a loopback OpenAI stand-in, with completions recorded into the real API process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 
 import httpx
 import openai
@@ -15,6 +16,7 @@ import pytest
 
 from collectors.proxy import (
     RecordingProxy,
+    _serve,
     completions_of,
     completions_of_stream,
     parse_listen,
@@ -267,3 +269,97 @@ def test_listen_target_and_recorded_endpoints():
     assert proxy.endpoint(b"POST", b"/v1/embeddings") is None
     with pytest.raises(ValueError):
         RecordingProxy("https://x/v1", None, model="m", model_from_response=True)
+
+
+# -- the transport, with the proxy in a thread of this process -------------------------------
+
+class Collected:
+    """A recorder that keeps what it is given (the SDK path is tested above)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[str, str, str]] = []
+
+    def record(self, model, sample_id, completion) -> bool:
+        self.samples.append((model, sample_id, completion.text))
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+@contextmanager
+def proxy_in_thread(upstream: str, **options):
+    import threading
+
+    port = free_port()
+    collected = Collected()
+    proxy = RecordingProxy(upstream, collected, model="m", **options)
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(_serve(proxy, "127.0.0.1", port,
+                                                                 stop.is_set)), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: _listening(port), 10, "the proxy to listen")
+        yield f"http://127.0.0.1:{port}", proxy, collected
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_dead_pooled_upstream_connection_does_not_fail_the_next_call():
+    with openai_upstream() as up, proxy_in_thread(up.base_url) as (url, proxy, collected):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "a"}])
+        assert len(proxy._idle) == 1  # kept alive for the next call
+        # the pooled connection dies (an upstream restart, an idle timeout on its side):
+        # the next call must not see it
+        import socket
+
+        proxy._idle[0].writer.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+        answer = client.chat.completions.create(model="m", messages=[
+            {"role": "user", "content": "b"}])
+        assert answer.choices[0].message.content == up.answer_text("b")
+        # recorded right after the caller has the last byte
+        wait_until(lambda: len(collected.samples) == 2, 10, "the second completion")
+        assert [t for _, _, t in collected.samples] == [up.answer_text("a"), up.answer_text("b")]
+
+
+def test_unreachable_upstream_is_a_502_in_the_openai_error_shape():
+    with proxy_in_thread(f"http://127.0.0.1:{free_port()}/v1") as (url, proxy, collected):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        assert caught.value.status_code == 502
+        assert caught.value.body["code"] == "upstream_unreachable"
+        assert proxy.stats.upstream_unreachable == 1 and collected.samples == []
+
+
+def test_chunked_request_bodies_and_expect_100_continue_are_forwarded_with_a_length():
+    with openai_upstream() as up, proxy_in_thread(up.base_url) as (url, _, collected):
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "chunks"}]})
+
+        def pieces():
+            yield body[:10].encode()
+            yield body[10:].encode()
+
+        answer = httpx.post(f"{url}/v1/chat/completions", content=pieces(),
+                            headers={"expect": "100-continue"})
+        assert answer.status_code == 200
+        seen = up.seen[-1]
+        assert seen.body == body.encode() and seen.headers["content-length"] == str(len(body))
+        assert "transfer-encoding" not in seen.headers and "expect" not in seen.headers
+        # garbage instead of HTTP gets a 400, not a hang
+        import socket
+
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as raw:
+            raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            assert raw.recv(100).startswith(b"HTTP/1.1 400")
+        wait_until(lambda: collected.samples, 10, "the completion")
+    assert [t for _, _, t in collected.samples] == [up.answer_text("chunks")]
