@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     max_window_size: int = 20_000
     # test hook: a worker sleeps this long before scoring each window (0 in production)
     scoring_delay_seconds: float = 0.0
+    # semantic metrics: an embedding model other than the pinned all-MiniLM-L6-v2 int8
+    # (both paths: an ONNX encoder and its tokenizer.json); nothing is ever downloaded
+    embedding_model: Path | None = None
+    embedding_tokenizer: Path | None = None
 
     # retention (global defaults; a model's own samples_days / evaluations_days win)
     retention_samples_days: int = 30

@@ -23,7 +23,7 @@ from service.domain.catalog import baseline_status
 from service.domain.clock import as_utc_or_none
 from service.domain.db import is_postgres
 from service.domain.errors import Conflict, Invalid
-from service.domain.profiles import reference_profile
+from service.domain.profiles import configured_embedder, reference_profile
 from service.domain.references import documents_for_profile
 from service.domain.tables import (
     Baseline,
@@ -69,7 +69,7 @@ def build_profile(session: Session, model: MonitoredModel, documents: Sequence[s
     check_document_count(len(docs), model.name, settings)
     reference = reference_profile(session, model.reference_id)
     try:
-        return metrics.build_baseline(docs, reference, name)
+        return metrics.build_baseline(docs, reference, name, embedder=configured_embedder()[0])
     except metrics.ReferenceTooSmall as exc:
         raise Invalid(f"baseline for model {model.name!r}: {exc}") from None
     except metrics.MetricsError as exc:
@@ -296,7 +296,8 @@ def ensure_auto_baseline(model_id: int, settings: Settings, session_maker) -> Ba
         model_name = model.name
         session.rollback()
     try:
-        profile = metrics.build_baseline(documents_for_profile(texts), reference, name)
+        profile = metrics.build_baseline(documents_for_profile(texts), reference, name,
+                                         embedder=configured_embedder()[0])
     except metrics.MetricsError as exc:
         # e.g. too many empty outputs: more windows will be taken once they close
         log.warning("automatic baseline not built yet", extra={

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.domain.band_cache import DatabaseBandStore, profile_key
 from service.domain.tables import Baseline, Reference
+from service.settings import get_settings
 
 
 class ProfileCache:
@@ -40,6 +41,8 @@ class ProfileCache:
 
         data = load_bytes()
         profile = metrics.Profile.from_bytes(data)
+        if profile.kind == "reference":
+            profile.use_embedder(*configured_embedder())
         if band_context is not None:
             profile.band_store = DatabaseBandStore(profile_key(data, band_context))
         with self._lock:
@@ -56,6 +59,17 @@ class ProfileCache:
 
 
 PROFILES = ProfileCache()
+
+
+def configured_embedder() -> tuple[Any, str | None]:
+    """(embedder, None) or (None, why): the model of COLLAPSEWATCH_EMBEDDING_MODEL and
+    COLLAPSEWATCH_EMBEDDING_TOKENIZER, or the pinned default without them; loaded once per
+    process. Without one, the semantic metrics say "unavailable (why)" and scoring stays
+    lexical."""
+    from metrics.embedding import shared_embedder
+
+    settings = get_settings()
+    return shared_embedder(settings.embedding_model, settings.embedding_tokenizer)
 
 
 def reference_profile(session: Session, reference_id: int) -> Any:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from service.domain.errors import Conflict, Invalid, NotFound
+from service.domain.profiles import configured_embedder
 from service.domain.schemas import MAX_JSON_DEPTH, UNSTORABLE_TEXT, json_depth_exceeds
 from service.domain.tables import Reference
 from service.logging import get_logger
@@ -176,7 +177,8 @@ def _build_profile(documents: list[str], name: str, settings: Settings):
     try:
         # the library's own floor (and its word count check) still applies when the
         # deployment's minimum is lower: settings can only raise the bar
-        return metrics.build_reference(documents, name)
+        # embedded with the configured model (none installed: a lexical-only reference)
+        return metrics.build_reference(documents, name, embedder=configured_embedder()[0])
     except metrics.ReferenceTooSmall as exc:
         raise Invalid(str(exc)) from None
     except metrics.MetricsError as exc:
