@@ -17,6 +17,7 @@ from metrics.errors import ProfileError
 from metrics.profile import Profile
 from metrics.registry import DOWN, REGISTRY, SIGNALS, UP, compute_all
 from metrics.sample import Corpus, Sample
+from metrics.semantic import score_fields as semantic_score_fields
 from metrics.text import normalize_documents, tokenize_documents
 
 HEALTH_STATES = ("healthy", "early_collapse", "collapse", "insufficient_data")
@@ -210,7 +211,7 @@ def score(
     health = "insufficient_data"
     if human is not None:
         health = health_state(human.bands(), base.bands() if base else None, cfg)
-    return {
+    result = {
         "reference": {"name": reference.name, "sha256": reference.sha256},
         "baseline": None if baseline is None else {"name": baseline.name, "sha256": baseline.sha256},
         "documents": n_docs,
@@ -220,6 +221,14 @@ def score(
         "signals": _signals_json(human, base, baseline is not None),
         "metrics": _metrics_json(values, band, human, base, baseline is not None),
     }
+    extra = semantic_score_fields(sample, reference, baseline)
+    if "semantic" in extra:
+        result["semantic"] = extra["semantic"]
+    # vanished topics sit beside the vanished words in the evidence
+    evidence = result.setdefault("evidence", {})
+    if isinstance(evidence, dict):
+        evidence["vanished_topics"] = extra["vanished_topics"]
+    return result
 
 
 def _signals_json(human: _Comparison | None, base: _Comparison | None, with_baseline: bool) -> dict:
