@@ -126,16 +126,29 @@ def topic_count_for(n_docs: int) -> int:
     return int(max(2, min(max(MIN_TOPICS, min(k, MAX_TOPICS)), n_docs // 5)))
 
 
-def spherical_kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 40) -> np.ndarray:
+def spherical_kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 40,
+                     restarts: int = 4) -> np.ndarray:
     """Unit centroids by spherical k-means (cosine), k-means++ seeding (Arthur & Vassilvitskii
-    2007). O(iterations · n · k · d)."""
-    rng = np.random.default_rng([seed, 0x70C])
+    2007); the best of ``restarts`` runs by total cosine to the nearest centroid (one
+    unlucky seeding can put two seeds in one cluster, as scikit-learn's n_init guards).
+    O(restarts · iterations · n · k · d)."""
     x = x.astype(np.float32)
+    best, best_fit = None, -np.inf
+    for run in range(restarts):
+        centroids = _kmeans_once(x, k, np.random.default_rng([seed, 0x70C, run]), iterations)
+        fit = float((x @ centroids.T).max(axis=1).sum())
+        if fit > best_fit:
+            best, best_fit = centroids, fit
+    return best
+
+
+def _kmeans_once(x: np.ndarray, k: int, rng: np.random.Generator, iterations: int) -> np.ndarray:
     centroids = np.empty((k, x.shape[1]), dtype=np.float32)
     centroids[0] = x[rng.integers(len(x))]
-    dist = np.maximum(2.0 - 2.0 * (x @ centroids[0]), 0.0)
+    dist = np.maximum(2.0 - 2.0 * (x @ centroids[0]), 0.0).astype(np.float64)
     for j in range(1, k):
-        p = dist / dist.sum() if dist.sum() > 0 else np.full(len(x), 1.0 / len(x))
+        total = dist.sum()
+        p = dist / total if total > 0 else np.full(len(x), 1.0 / len(x))
         centroids[j] = x[rng.choice(len(x), p=p)]
         dist = np.minimum(dist, np.maximum(2.0 - 2.0 * (x @ centroids[j]), 0.0))
     labels = np.full(len(x), -1)
@@ -155,7 +168,7 @@ def spherical_kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 40) -> 
     return centroids
 
 
-STOP_TOP = 150  # the most frequent words of the documents are no topic names
+STOP_TOP = 150  # the most frequent words (at most 1% of the vocabulary) name no topic
 
 
 def ctfidf_names(
@@ -165,7 +178,8 @@ def ctfidf_names(
     W(t, c) = tf(t, c) · log(1 + A / f(t)), A = mean words per class, f(t) = count of t in
     all classes. The ``terms`` best words of a topic, joined by spaces. Like BERTopic with a
     stop-word list, function words are left out: here the ``STOP_TOP`` most frequent words
-    of the documents themselves (no language-specific list), and words seen in one
+    of the documents themselves (no language-specific list; at most 1% of their
+    vocabulary), and words seen in one
     document of the topic only (a single document's quirk does not name a topic)."""
     vocab: dict[str, int] = {}
     rows, cols, docs = [], [], []
@@ -186,7 +200,7 @@ def ctfidf_names(
     freq = tf.sum(axis=0)
     avg = tf.sum() / k
     weight = tf * np.log1p(avg / np.maximum(freq, 1.0))
-    weight[:, np.argsort(-freq, kind="stable")[:STOP_TOP]] = 0.0
+    weight[:, np.argsort(-freq, kind="stable")[: min(STOP_TOP, len(vocab) // 100)]] = 0.0
     weight[doc_freq < 2] = 0.0
     words = np.asarray(list(vocab), dtype=object)
     names = []
@@ -445,4 +459,25 @@ def vanished_topics(counts: np.ndarray, shares: np.ndarray, names: Sequence[str]
         if counts[j] == 0 and expected >= VANISHED_MIN_EXPECTED:
             out.append({"topic": names[j], f"{against}_share": round(float(shares[j]), 4),
                         "expected": round(expected, 1), "observed": 0})
+    return out
+
+
+def score_fields(sample, reference, baseline=None) -> dict:
+    """The Score JSON's semantic fields for a scored window: ``"semantic":
+    "unavailable (reason)"`` when windows cannot be embedded, and ``vanished_topics``
+    (against the baseline's topic shares when it has them, else the reference's)."""
+    ctx = reference.context()
+    out: dict = {}
+    if ctx.semantic_unavailable is not None:
+        out["semantic"] = f"unavailable ({ctx.semantic_unavailable})"
+    sem, ref = ctx.semantic, reference.semantic
+    topics: list[dict] = []
+    if sem is not None and sem.embedder is not None:
+        counts = topic_counts(window_vectors(sample, sem), sem.centroids)
+        base = None if baseline is None else baseline.semantic
+        if base is not None and base.identity == ref.identity:
+            topics = vanished_topics(counts, base.shares, ref.names, "baseline")
+        else:
+            topics = vanished_topics(counts, ref.shares, ref.names, "reference")
+    out["vanished_topics"] = topics
     return out
