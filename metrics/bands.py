@@ -14,6 +14,7 @@ import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -144,3 +145,110 @@ def summarise(matrix: np.ndarray, low: float, high: float) -> dict[str, np.ndarr
             "low": np.nanquantile(matrix, low, axis=0),
             "high": np.nanquantile(matrix, high, axis=0),
         }
+
+
+# ------------------------------------------------------------------ calibration
+#
+# A replicate is a window drawn without replacement from a finite pool, so it differs from
+# a *fresh* window of the same source in two ways (Cochran 1977, "Sampling Techniques",
+# ch. 2, finite population correction):
+#
+# * replicates overlap: the spread of a mean over n of N pool documents is
+#   sigma^2/n * (N - n)/(N - 1), smaller than a fresh window's sigma^2/n;
+# * the band is centred on the pool's own mean, itself an estimate with error sigma^2/N,
+#   which every window compared with it shares.
+#
+# A fresh window deviates from the band centre with variance sigma^2 (1/n + 1/N), a
+# replicate with ~sigma^2 (1/n - 1/N): replicates are spread around their mean by
+# sqrt((N + n)/(N - n)) to become a calibrated band, and by sqrt(N/(N - n)) to give the
+# spread of a fresh window around the pool mean alone (what a sequential detector, which
+# sees the same pool mean in every window, accumulates). n/N is the window's share of the
+# pool: documents for the "docs" metrics, tokens (budget / pool tokens) for the "budget"
+# metrics, which read random documents up to the token budget. The correction is exact
+# for means and a first-order approximation for the type-count metrics; the calibration
+# tests measure how well it holds.
+
+SMALL_POOL_SHARE = 0.5  # a window above half its pool: widened a lot, flagged
+_SHARE_CAP = 0.9  # widening used when the window is as large as the pool (x4.4)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A raw band matrix turned into what a fresh window of its size is compared with.
+
+    band: replicates spread to a fresh window's deviation from the band centre (quantile
+      bands and ``z`` come from it).
+    within: replicates spread to a fresh window's deviation from the pool's own mean (no
+      error of that mean; the sequential detector's unit).
+    share_docs / share_tokens: the window's share of the pool in documents / tokens.
+    status: "calibrated" (window at most half its pool), "small_pool" (more: the band is
+      widened a lot), "too_small" (the window needs more documents or tokens than the pool
+      has: replicates repeat documents; the band is widened at the cap and not trusted).
+    """
+
+    band: np.ndarray
+    within: np.ndarray
+    pool_documents: int
+    pool_tokens: int
+    share_docs: float
+    share_tokens: float
+    status: str
+    reason: str | None
+
+    @property
+    def share(self) -> float:
+        return max(self.share_docs, self.share_tokens)
+
+    @property
+    def widening(self) -> float:
+        """Factor the largest-share columns' spread was multiplied by."""
+        f = min(self.share, _SHARE_CAP)
+        return math.sqrt((1 + f) / (1 - f))
+
+    def to_json(self) -> dict:
+        return {
+            "pool_documents": self.pool_documents,
+            "pool_tokens": self.pool_tokens,
+            "window_share": round(self.share, 4),
+            "widening": round(self.widening, 4),
+            "status": self.status,
+            "reason": self.reason,
+        }
+
+
+def calibrate(
+    matrix: np.ndarray, pool: Corpus, n_docs: int, budget: int, what: str = "pool"
+) -> Calibration:
+    """Calibrate a (replicates, metrics) band for windows of ``n_docs`` documents and
+    ``budget`` tokens drawn from the source of ``pool`` (see the notes above)."""
+    pool_docs, pool_tokens = pool.n_docs, int(pool.offsets[-1])
+    f_docs = n_docs / pool_docs if pool_docs else math.inf
+    f_tokens = budget / pool_tokens if pool_tokens else math.inf
+    shares = np.empty(len(REGISTRY))
+    shares[DOC_COLUMNS] = f_docs
+    shares[BUDGET_COLUMNS] = f_tokens
+    f = np.minimum(shares, _SHARE_CAP)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+        centre = np.nanmean(matrix, axis=0) if len(matrix) else np.full(len(REGISTRY), np.nan)
+    dev = matrix - centre
+    band = centre + dev * np.sqrt((1 + f) / (1 - f))
+    within = centre + dev * np.sqrt(1 / (1 - f))
+    share = max(f_docs, f_tokens)
+    size = f"{pool_docs} documents, {pool_tokens} tokens"
+    need = f"a window of {n_docs} documents and {budget} budget tokens"
+    if share >= 1:
+        status = "too_small"
+        reason = (f"the {what} ({size}) is smaller than {need}: its band repeats documents "
+                  f"and cannot be trusted; use a larger {what} or smaller windows")
+    elif share > SMALL_POOL_SHARE:
+        status = "small_pool"
+        reason = (f"the {what} ({size}) is less than twice {need}; its band is widened "
+                  f"x{math.sqrt((1 + share) / (1 - share)):.2f} to hold a fresh window; "
+                  f"a larger {what} gives a narrower band")
+    else:
+        status, reason = "calibrated", None
+    for m in (band, within):
+        m.setflags(write=False)
+    return Calibration(band, within, pool_docs, pool_tokens, float(f_docs), float(f_tokens),
+                       status, reason)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from metrics.bands import snap_budget, summarise
+from metrics.bands import Calibration, calibrate, snap_budget, summarise
 from metrics.config import ScoreConfig
 from metrics.errors import ProfileError
 from metrics.profile import Profile
@@ -95,18 +95,32 @@ def _percentile(replicates: np.ndarray, value: float) -> float | None:
 
 
 class _Comparison:
-    """A window compared with one band (human or baseline)."""
+    """A window compared with one band (human or baseline), calibrated for a fresh window
+    (see :func:`metrics.bands.calibrate`)."""
 
-    def __init__(self, values: np.ndarray, band: np.ndarray, n_docs: int, cfg: ScoreConfig):
+    def __init__(self, values: np.ndarray, cal: Calibration, n_docs: int, cfg: ScoreConfig):
+        band = cal.band
+        self.calibration = cal
         self.summary = summarise(band, cfg.band_low, cfg.band_high)
         self.ratios = metric_ratios(values, self.summary["mean"], n_docs)
         self.outside = (values < self.summary["low"]) | (values > self.summary["high"])
         replicate_signals = signal_ratios(metric_ratios(band, self.summary["mean"], n_docs))
+        within_signals = signal_ratios(metric_ratios(cal.within, self.summary["mean"], n_docs))
         self.signals = signal_ratios(self.ratios)[0]
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: undefined, on purpose
             self.signal_low = np.nanquantile(replicate_signals, cfg.band_low, axis=0)
             self.signal_high = np.nanquantile(replicate_signals, cfg.band_high, axis=0)
+            # z on log ratios: signals are geometric means, so their logs are the
+            # additive scale; the calibrated replicates give the spread
+            logs = np.log(replicate_signals)
+            sd = np.nanstd(logs, axis=0, ddof=1)
+            within_sd = np.nanstd(np.log(within_signals), axis=0, ddof=1)
+            self.signal_z = (np.log(self.signals) - np.nanmean(logs, axis=0)) / sd
+            # error of the band centre itself, in units of a fresh window's spread
+            # around it: the part of z every window against this band shares
+            self.mean_error = np.sqrt(np.maximum(sd**2 / within_sd**2 - 1.0, 0.0))
+            self.metric_z = (values - self.summary["mean"]) / np.nanstd(band, axis=0, ddof=1)
 
     def signal_outside(self, j: int) -> bool:
         return bool(self.signals[j] < self.signal_low[j] or self.signals[j] > self.signal_high[j])
@@ -204,10 +218,19 @@ def score(
     values = compute_all(sample, reference.context())
     enough = n_docs >= cfg.min_documents and budget > 0
     band = reference.band(n_docs, budget) if enough else None
-    human = _Comparison(values, band, n_docs, cfg) if band is not None else None
-    base = None
+    human = None
+    if band is not None:
+        cal = calibrate(band, reference.pool, n_docs, budget, "reference's calibration pool")
+        band = cal.band
+        human = _Comparison(values, cal, n_docs, cfg)
+    base = base_cal = None
     if enough and baseline is not None:
-        base = _Comparison(values, baseline.band(n_docs, budget, reference), n_docs, cfg)
+        base_cal = calibrate(baseline.band(n_docs, budget, reference), baseline.pool, n_docs,
+                             budget, "baseline")
+        # a window larger than the baseline cannot be judged against it (its replicates
+        # repeat documents): the baseline comparison is left out and said so
+        if base_cal.status != "too_small":
+            base = _Comparison(values, base_cal, n_docs, cfg)
     health = "insufficient_data"
     if human is not None:
         health = health_state(human.bands(), base.bands() if base else None, cfg)
@@ -220,6 +243,7 @@ def score(
         "health": health,
         "signals": _signals_json(human, base, baseline is not None),
         "metrics": _metrics_json(values, band, human, base, baseline is not None),
+        "calibration": _calibration_json(human, base_cal),
     }
     extra = semantic_score_fields(sample, reference, baseline)
     if "semantic" in extra:
@@ -229,6 +253,14 @@ def score(
     if isinstance(evidence, dict):
         evidence["vanished_topics"] = extra["vanished_topics"]
     return result
+
+
+def _calibration_json(human: _Comparison | None, base: Calibration | None) -> dict:
+    """How each band was calibrated for this window (see :func:`metrics.bands.calibrate`)."""
+    out: dict = {"human": human.calibration.to_json() if human else None}
+    if base is not None:
+        out["baseline"] = base.to_json()
+    return out
 
 
 def _signals_json(human: _Comparison | None, base: _Comparison | None, with_baseline: bool) -> dict:
@@ -245,6 +277,11 @@ def _signals_json(human: _Comparison | None, base: _Comparison | None, with_base
             entry["outside_baseline_band"] = base.signal_outside(j) if base else False
             entry["baseline_low"] = _num(base.signal_low[j]) if base else None
             entry["baseline_high"] = _num(base.signal_high[j]) if base else None
+        # z: standardised log-ratio deviation from the band the window is judged by
+        judge = base if base is not None else human
+        entry["z"] = _num(judge.signal_z[j]) if judge else None
+        entry["z_against"] = None if judge is None else ("baseline" if base else "human")
+        entry["mean_error"] = _num(judge.mean_error[j]) if judge else None
         out[name] = entry
     return out
 
@@ -273,5 +310,7 @@ def _metrics_json(
             entry["baseline_mean"] = _num(base.summary["mean"][i]) if base else None
             entry["baseline_ratio"] = _num(base.ratios[i]) if base else None
             entry["outside_baseline_band"] = bool(base.outside[i]) if base else False
+        judge = base if base is not None else human
+        entry["z"] = _num(judge.metric_z[i]) if judge else None
         out[spec.name] = entry
     return out
