@@ -321,6 +321,17 @@ def minhash_signatures(
     return sig
 
 
+def lsh_band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(documents, bands) uint64 keys: a random linear hash of each band's rows. O(D·bands·rows)."""
+    n_docs = signatures.shape[0]
+    multipliers = np.random.default_rng(0x15B).integers(
+        1, 2**63, size=rows, dtype=np.uint64
+    ) * np.uint64(2) + np.uint64(1)
+    banded = signatures[:, : bands * rows].astype(np.uint64).reshape(n_docs, bands, rows)
+    with np.errstate(over="ignore"):  # wrapping is intended
+        return mix64((banded * multipliers).sum(axis=2, dtype=np.uint64))
+
+
 def near_duplicate_flags(
     signatures: np.ndarray,
     threshold: float,
@@ -350,13 +361,7 @@ def near_duplicate_flags(
     if n_docs < 2:
         return flags
     bands, rows = lsh_params(float(threshold), int(num_perm))
-    # one key per (document, band): a random linear hash of the band's rows (wrapping)
-    multipliers = np.random.default_rng(0x15B).integers(
-        1, 2**63, size=rows, dtype=np.uint64
-    ) * np.uint64(2) + np.uint64(1)
-    banded = signatures[:, : bands * rows].astype(np.uint64).reshape(n_docs, bands, rows)
-    with np.errstate(over="ignore"):
-        band_keys = mix64((banded * multipliers).sum(axis=2, dtype=np.uint64))
+    band_keys = lsh_band_keys(signatures, bands, rows)
     doc_idx = np.arange(n_docs, dtype=np.uint64)
     for band in range(bands):
         key = band_keys[:, band]
@@ -378,3 +383,41 @@ def near_duplicate_flags(
             flags[left[hit]] = True
             flags[right[hit]] = True
     return flags
+
+
+def near_duplicate_pairs(
+    signatures: np.ndarray, threshold: float, neighbours: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Verified near-duplicate pairs (left, right), left < right, each pair once.
+
+    The candidates of :func:`near_duplicate_flags` (LSH banding, each bucket member against
+    its next ``neighbours`` members in a band-specific order), verified on the full
+    signature. Unlike the flags, no pair is skipped because both documents are already
+    flagged: grouping needs the edges, not only the endpoints. Pass signatures of
+    documents with shingles only (see ``eligible`` there). O(D·bands·neighbours·num_perm).
+    """
+    n_docs, num_perm = signatures.shape
+    empty = np.empty(0, np.int64)
+    if n_docs < 2:
+        return empty, empty
+    bands, rows = lsh_params(float(threshold), int(num_perm))
+    band_keys = lsh_band_keys(signatures, bands, rows)
+    doc_idx = np.arange(n_docs, dtype=np.uint64)
+    lefts, rights = [], []
+    for band in range(bands):
+        key = band_keys[:, band]
+        order = np.lexsort((mix64(doc_idx ^ np.uint64((band + 1) * 0x9E3779B1)), key))
+        sk = key[order]
+        for step in range(1, min(neighbours, n_docs - 1) + 1):
+            same = sk[step:] == sk[:-step]
+            if not same.any():
+                break
+            a, b = order[:-step][same], order[step:][same]
+            lefts.append(np.minimum(a, b))
+            rights.append(np.maximum(a, b))
+    if not lefts:
+        return empty, empty
+    pair = np.unique(np.stack([np.concatenate(lefts), np.concatenate(rights)]), axis=1)
+    agree = (signatures[pair[0]] == signatures[pair[1]]).mean(axis=1)
+    hit = agree >= threshold
+    return pair[0][hit].astype(np.int64), pair[1][hit].astype(np.int64)

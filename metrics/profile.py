@@ -19,6 +19,7 @@ import io
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -86,6 +87,7 @@ class Profile:
     _computing: dict[tuple[int, int], threading.Event] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _context: Context | None = field(default=None, repr=False)
+    _derived: dict = field(default_factory=dict, repr=False)
     # document embeddings and topics (metrics.semantic); None when built without a model
     semantic: SemanticProfile | None = None
     # the model windows are embedded with (see use_embedder); None: the pinned default
@@ -144,6 +146,16 @@ class Profile:
         if sem is None or ref is None or sem.identity != ref.identity:
             return None
         return sem.pool
+
+    def derived(self, name: object, compute: Callable[[], object]) -> object:
+        """``compute()``, once per process and ``name``: arrays derived from this immutable
+        profile (the evidence background's n-gram counts), kept as long as the profile."""
+        with self._lock:
+            if name in self._derived:
+                return self._derived[name]
+        value = compute()  # outside the lock: two threads may compute it, one value is kept
+        with self._lock:
+            return self._derived.setdefault(name, value)
 
     def band(self, n_docs: int, budget: int, reference: Profile | None = None) -> np.ndarray:
         """(replicates, metrics) band for ``n_docs`` documents and ``budget`` tokens.
