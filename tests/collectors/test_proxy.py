@@ -317,7 +317,8 @@ def test_a_dead_pooled_upstream_connection_does_not_fail_the_next_call():
     with openai_upstream() as up, proxy_in_thread(up.base_url) as (url, proxy, collected):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "a"}])
-        assert len(proxy._idle) == 1  # kept alive for the next call
+        # kept alive for the next call (put back right after the caller has the last byte)
+        wait_until(lambda: len(proxy._idle) == 1, 10, "the upstream connection in the pool")
         # the pooled connection dies (an upstream restart, an idle timeout on its side):
         # the next call must not see it
         import socket
