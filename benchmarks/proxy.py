@@ -1,9 +1,11 @@
 """Overhead of the recording proxy: the same calls direct to an upstream and through the proxy.
 
-Starts three real processes on loopback: an OpenAI-shaped stand-in upstream
+Starts real processes on loopback: an OpenAI-shaped stand-in upstream
 (``tests/collectors/openai_upstream.py``), `collapsewatch api` on a throwaway SQLite database
-(the proxy records into it), and `collapsewatch collect proxy`. Then, alternating direct and
-proxied calls one at a time over keep-alive connections so drift hits both sides alike:
+(the proxy records into it), `collapsewatch collect proxy`, and for reference a bare TCP
+relay (asyncio, no HTTP): what any extra process hop costs on this machine. Then calls go
+one at a time over keep-alive connections, direct, through the relay and through the proxy,
+in rotating order so drift hits all sides alike:
 
 - non-streaming ``/v1/chat/completions``: latency p50/p99, and the added latency (proxied
   minus direct, per percentile). Targets: p50 <= 2 ms, p99 <= 10 ms added.
@@ -17,6 +19,7 @@ proxied calls one at a time over keep-alive connections so drift hits both sides
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
@@ -60,17 +63,42 @@ def first_chunk(http: httpx.Client, base: str, i: int) -> float:
     return elapsed
 
 
-def alternate(fn, direct: str, proxied: str, n: int, warmup: int) -> tuple[list, list]:
-    d_times, p_times = [], []
-    with httpx.Client(timeout=60) as d_http, httpx.Client(timeout=60) as p_http:
+def alternate(fn, bases: list[str], n: int, warmup: int) -> list[list[float]]:
+    """``fn`` on every base in turn, ``warmup + n`` rounds; the order rotates every round so
+    that no side always follows another. One keep-alive client per side."""
+    times: list[list[float]] = [[] for _ in bases]
+    clients = [httpx.Client(timeout=60) for _ in bases]
+    try:
         for i in range(warmup + n):
-            # alternate which side goes first, so neither always follows the other
-            order = ((d_http, direct, d_times), (p_http, proxied, p_times))
-            for http, base, out in (order if i % 2 == 0 else order[::-1]):
-                elapsed = fn(http, base, i)
+            for k in range(len(bases)):
+                j = (i + k) % len(bases)
+                elapsed = fn(clients[j], bases[j], i)
                 if i >= warmup:
-                    out.append(elapsed)
-    return d_times, p_times
+                    times[j].append(elapsed)
+    finally:
+        for client in clients:
+            client.close()
+    return times
+
+
+async def _pipe(upstream_port: int, port: int) -> None:
+    """A bare TCP relay (no HTTP): the cost of one more process hop, whatever it does."""
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    server = await asyncio.start_server(relay, "127.0.0.1", port)
+    await server.serve_forever()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -92,17 +120,25 @@ def main() -> None:
                         help="seconds between the upstream's stream chunks")
     parser.add_argument("--sample-rate", type=float, default=1.0,
                         help="the proxy's --sample-rate (1: every completion is recorded)")
+    parser.add_argument("--pipe", nargs=2, type=int, metavar=("UPSTREAM_PORT", "PORT"),
+                        help=argparse.SUPPRESS)  # the TCP relay process
     args = parser.parse_args()
+    if args.pipe:
+        asyncio.run(_pipe(*args.pipe))
+        return
 
     with tempfile.TemporaryDirectory(prefix="cw-proxy-bench-") as tmp, \
             api_on("sqlite") as (api_url, admin_key, model):
         workdir = Path(tmp)
-        up_port, px_port = free_port(), free_port()
+        up_port, pipe_port, px_port = free_port(), free_port(), free_port()
         upstream = f"http://127.0.0.1:{up_port}/v1"
+        piped = f"http://127.0.0.1:{pipe_port}/v1"
         proxied = f"http://127.0.0.1:{px_port}/v1"
         with process([str(BIN / "python"), "-m", "tests.collectors.openai_upstream", "--port",
                       str(up_port), "--chunk-delay", str(args.chunk_delay)],
                      workdir / "upstream.log") as up, \
+                process([str(BIN / "python"), "-m", "benchmarks.proxy", "--pipe", str(up_port),
+                         str(pipe_port)], workdir / "pipe.log") as pipe, \
                 process([str(BIN / "collapsewatch"), "collect", "proxy", "--listen",
                          f"127.0.0.1:{px_port}", "--upstream", upstream, "--model", model,
                          "--collapsewatch-url", api_url, "--spool-dir", str(workdir / "spool"),
@@ -112,13 +148,14 @@ def main() -> None:
                              "COLLAPSEWATCH_DATA_DIR": str(workdir / "data"),
                              "COLLAPSEWATCH_LOG_LEVEL": "WARNING"}) as px:
             wait_http(f"{upstream}/models", timeout=30, proc=up.popen)
+            wait_http(f"{piped}/models", timeout=30, proc=pipe.popen)
             wait_http(f"{proxied}/models", timeout=30, proc=px.popen)
+            bases = [upstream, piped, proxied]
             cpu_before = cpu_seconds(px.popen.pid)
-            d_plain, p_plain = alternate(one_call, upstream, proxied, args.calls, args.warmup)
+            plain = alternate(one_call, bases, args.calls, args.warmup)
             cpu_per_call = (cpu_seconds(px.popen.pid) - cpu_before) / (args.calls + args.warmup)
             load = os.getloadavg()[0]
-            d_ttfc, p_ttfc = alternate(first_chunk, upstream, proxied, args.streams,
-                                       min(args.warmup, 10))
+            ttfc = alternate(first_chunk, bases, args.streams, min(args.warmup, 10))
             calls = args.calls + args.streams + args.warmup + min(args.warmup, 10)
             expected = calls if args.sample_rate >= 1 else 0
             deadline = time.monotonic() + 60
@@ -132,16 +169,20 @@ def main() -> None:
                 time.sleep(0.5)
 
     print(f"recording proxy overhead, {os.cpu_count()} cores, loopback, load average "
-          f"{load:.1f}; {args.calls} calls and {args.streams} streams per side, alternating")
-    print(f"{'':34}{'direct':>8}{'proxied':>9}{'added':>9}   target")
-    for name, d, p, q, goal in (
-            ("chat completion latency p50 (ms)", d_plain, p_plain, 0.5, "<= 2 ms"),
-            ("chat completion latency p99 (ms)", d_plain, p_plain, 0.99, "<= 10 ms"),
-            ("stream first chunk p50 (ms)", d_ttfc, p_ttfc, 0.5, "<= 2 ms"),
-            ("stream first chunk p99 (ms)", d_ttfc, p_ttfc, 0.99, "")):
-        dq, pq = percentile(d, q), percentile(p, q)
-        print(f"{name:34}{ms(dq)}{ms(pq):>9}{ms(pq - dq):>9}   {goal}")
-    print(f"mean added latency (ms): {ms(statistics.mean(p_plain) - statistics.mean(d_plain))}")
+          f"{load:.1f}; {args.calls} calls and {args.streams} streams per side, rotating")
+    print("'added' is over direct; 'tcp relay' is a bare byte relay process (no HTTP), the "
+          "cost of any extra hop on this machine")
+    print(f"{'':34}{'direct':>8}{'tcp relay':>10}{'proxy':>8}"
+          f"{'relay added':>13}{'proxy added':>13}   target")
+    for name, sides, q, goal in (
+            ("chat completion latency p50 (ms)", plain, 0.5, "<= 2 ms"),
+            ("chat completion latency p99 (ms)", plain, 0.99, "<= 10 ms"),
+            ("stream first chunk p50 (ms)", ttfc, 0.5, "<= 2 ms"),
+            ("stream first chunk p99 (ms)", ttfc, 0.99, "")):
+        d, r, p = (percentile(t, q) for t in sides)
+        print(f"{name:34}{ms(d)}{ms(r):>10}{ms(p):>8}{ms(r - d):>13}{ms(p - d):>13}   {goal}")
+    added = statistics.mean(plain[2]) - statistics.mean(plain[0])
+    print(f"mean added latency of the proxy (ms): {ms(added)}")
     print(f"proxy process CPU per non-streaming call (ms): {ms(cpu_per_call)} "
           "(recording included; independent of other load on the machine)")
     if expected:
