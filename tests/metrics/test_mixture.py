@@ -1,0 +1,191 @@
+"""Synthetic share of a window (metrics.mixture) on planted mixtures.
+
+The fortunes are split by source file: the reference, the generator's training text and the
+fresh human text of the windows come from different files, so the human part of a window is
+never from the reference's own sources (as in a real stream).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+import metrics
+from metrics.errors import MetricsError, ProfileError
+from metrics.mixture import MixtureConfig, MixtureModel, filter_by_posterior
+from metrics.synthetic import recursive_generations
+from service.demo.sample_data import human_documents_with_source
+
+WINDOW = 500
+
+
+@pytest.fixture(scope="module")
+def world():
+    rows = human_documents_with_source()
+    by_source: dict[str, list[str]] = {}
+    for text, source in rows:
+        by_source.setdefault(source, []).append(text)
+    names = sorted(by_source)
+    random.Random(11).shuffle(names)
+    groups: list[list[str]] = [[], [], []]
+    seen = 0
+    for name in names:
+        g = 0 if seen < 0.5 * len(rows) else (1 if seen < 0.75 * len(rows) else 2)
+        groups[g].extend(by_source[name])
+        seen += len(by_source[name])
+    ref_docs, train, human = groups
+    reference = metrics.build_reference(
+        ref_docs, "ref", config=metrics.ReferenceConfig(replicates=20)
+    )
+    gens = recursive_generations(train, generations=3, seed=3)
+    g0, g3 = gens[0].model, gens[3].model
+    # baselines from some outputs, the windows' synthetic part from other outputs
+    base0 = metrics.build_baseline(g0.sample(1500, seed=1), reference, "gen0")
+    base3 = metrics.build_baseline(g3.sample(1500, seed=1), reference, "gen3")
+    return {
+        "reference": reference,
+        "human": human,
+        "base0": base0,
+        "base3": base3,
+        "syn0": g0.sample(2000, seed=2),
+        "syn3": g3.sample(2000, seed=2),
+        "mm0": MixtureModel(reference, [base0], MixtureConfig(bootstrap=100)),
+    }
+
+
+def planted(world, parts, rng) -> list[str]:
+    docs: list[str] = []
+    for key, share in parts:
+        pool = world[key]
+        docs += [pool[i] for i in rng.choice(len(pool), round(share * WINDOW), replace=False)]
+    human = world["human"]
+    docs += [human[i] for i in rng.choice(len(human), WINDOW - len(docs), replace=False)]
+    return docs
+
+
+def test_planted_shares_are_recovered_on_human_text_from_other_sources(world):
+    rng = np.random.default_rng(1)
+    errors, covered = [], []
+    for share in (0.05, 0.1, 0.3, 0.5):
+        for _ in range(3):
+            r = world["mm0"].estimate(planted(world, [("syn0", share)], rng))
+            errors.append(abs(r.estimate - share))
+            covered.append(r.low <= share <= r.high)
+            assert 0.0 <= r.low <= r.estimate <= r.high <= 1.0
+    assert np.mean(errors) <= 0.04, errors
+    assert np.mean(covered) >= 0.75, covered
+
+
+def test_human_only_windows_have_lower_bounds_near_zero(world):
+    rng = np.random.default_rng(2)
+    for _ in range(4):
+        r = world["mm0"].estimate(planted(world, [], rng))
+        assert r.low <= 0.02
+        assert r.estimate <= 0.05
+
+
+def test_without_the_human_fit_fresh_human_text_reads_as_more_synthetic(world):
+    """The bias the location/scale fit is there for: calibrated on the reference's own
+    documents, human text from other sources sits closer to the synthetic side."""
+    fixed = MixtureModel(world["reference"], [world["base0"]],
+                         MixtureConfig(adapt_human=False, bootstrap=0))
+    rng = np.random.default_rng(3)
+    docs = planted(world, [("syn0", 0.3)], rng)
+    assert fixed.estimate(docs).estimate > world["mm0"].estimate(docs).estimate
+
+
+def test_two_sources_are_split_between_them(world):
+    mm = MixtureModel(world["reference"], [world["base0"], world["base3"]],
+                      MixtureConfig(bootstrap=50))
+    rng = np.random.default_rng(4)
+    r = mm.estimate(planted(world, [("syn0", 0.15), ("syn3", 0.25)], rng))
+    assert set(r.by_source) == {"gen0", "gen3"}
+    assert abs(r.by_source["gen0"]["estimate"] - 0.15) <= 0.1
+    assert abs(r.by_source["gen3"]["estimate"] - 0.25) <= 0.1
+    assert r.estimate == pytest.approx(sum(s["estimate"] for s in r.by_source.values()))
+    for s in r.by_source.values():
+        assert s["low"] <= s["estimate"] <= s["high"]
+
+
+def filter_run(world, seed):
+    rng = np.random.default_rng(seed)
+    docs = planted(world, [("syn0", 0.3)], rng)
+    is_syn = np.zeros(WINDOW, dtype=bool)
+    is_syn[: round(0.3 * WINDOW)] = True
+    keep, expected, _ = world["mm0"].filter(docs, 0.1)
+    return keep, expected, is_syn
+
+
+def test_filter_drops_synthetic_documents_first_and_meets_its_expected_share(world):
+    kept_human, kept_syn, actual = [], [], []
+    for seed in (5, 6):
+        keep, expected, is_syn = filter_run(world, seed)
+        assert expected <= 0.1
+        kept_human.append(keep[~is_syn].mean())
+        kept_syn.append(keep[is_syn].mean())
+        actual.append(is_syn[keep].mean())
+    assert np.mean(kept_human) > 2 * np.mean(kept_syn)
+    # the expected share is a model quantity; the realised one stays close to it
+    assert np.mean(actual) <= 0.13
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="per-document separation of trigram-generator text from fresh human fortunes is "
+    "limited (AUC about 0.86): about 75-79% of human documents are kept, short of 80%",
+)
+def test_filter_keeps_most_human_documents_at_a_tenth_target_on_thirty_percent_mixtures(world):
+    kept = []
+    for seed in (5, 6):
+        keep, _, is_syn = filter_run(world, seed)
+        kept.append(keep[~is_syn].mean())
+    assert np.mean(kept) >= 0.8
+
+
+def test_filter_by_posterior_keeps_the_largest_set_under_the_target():
+    post = np.array([0.9, 0.05, 0.5, 0.0, 0.2, 0.3])
+    keep, mean = filter_by_posterior(post, 0.15)
+    assert keep.tolist() == [False, True, False, True, True, True]
+    assert mean == pytest.approx((0.05 + 0.0 + 0.2 + 0.3) / 4)
+    keep, mean = filter_by_posterior(post, 0.0)
+    assert keep.tolist() == [False, False, False, True, False, False] and mean == 0.0
+    assert filter_by_posterior(post, 1.0)[0].all()
+
+
+def test_document_order_does_not_change_the_estimate(world):
+    rng = np.random.default_rng(7)
+    docs = planted(world, [("syn0", 0.2)], rng)
+    a = world["mm0"].estimate(docs)
+    order = rng.permutation(len(docs))
+    b = world["mm0"].estimate([docs[i] for i in order])
+    assert b.estimate == pytest.approx(a.estimate, abs=1e-6)
+    assert (b.low, b.high) == pytest.approx((a.low, a.high), abs=1e-6)
+    assert b.posterior == pytest.approx(a.posterior[order], abs=1e-6)
+
+
+def test_result_json_has_the_documented_fields(world):
+    rng = np.random.default_rng(8)
+    out = world["mm0"].estimate(planted(world, [("syn0", 0.1)], rng)).to_dict()
+    assert set(out) == {"synthetic_share", "documents"}
+    assert set(out["synthetic_share"]) == {"estimate", "low", "high", "by_source", "unexplained"}
+    assert set(out["synthetic_share"]["by_source"]["gen0"]) == {"estimate", "low", "high"}
+    assert out["documents"] == WINDOW
+
+
+def test_wrong_profiles_and_empty_windows_are_refused(world):
+    with pytest.raises(ProfileError, match="reference"):
+        MixtureModel(world["base0"], [world["base3"]])
+    with pytest.raises(ProfileError, match="baseline"):
+        MixtureModel(world["reference"], [world["reference"]])
+    with pytest.raises(MetricsError, match="at least one source"):
+        MixtureModel(world["reference"], [])
+    other = metrics.build_reference(world["human"][:400], "other",
+                                    config=metrics.ReferenceConfig(replicates=5))
+    with pytest.raises(ProfileError, match="another reference"):
+        MixtureModel(other, [world["base0"]])
+    with pytest.raises(MetricsError, match="no documents"):
+        world["mm0"].estimate([])
+    with pytest.raises(MetricsError, match="max_synthetic"):
+        world["mm0"].filter(world["human"][:60], 1.5)
