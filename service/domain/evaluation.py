@@ -41,6 +41,7 @@ from service.domain.tables import (
     Sample,
     Score,
 )
+from service.domain.trend import with_trend
 from service.logging import get_logger
 from service.settings import Settings
 
@@ -381,6 +382,9 @@ def _score_claimed(evaluation_id: int, attempt: int, settings: Settings,
         raise TransientError(evaluation_id, attempt, exc) from exc
 
     with session_maker() as session, session.begin():
+        # the sequential detector reads the stored windows before this one: a retry or a
+        # re-score of the same window replaces it instead of counting twice
+        result = with_trend(session, evaluation_id, baseline_id, result)
         written = store(session, evaluation_id, attempt, baseline_id, result, duration)
     if not written:
         log.warning("result discarded: the evaluation was taken over",
