@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from metrics.trend import describe as describe_trend
 from service.domain.clock import as_utc_or_none, utcnow
 from service.domain.db import insert_missing, is_postgres
 from service.domain.tables import (
@@ -220,8 +221,13 @@ def window_summary(model_name: str, kind: str, evaluation: Evaluation, windows: 
         if base is not None:
             text += f" / {_fmt(base)}x baseline"
         parts.append(text)
-    return (f"model '{model_name}' is in {evaluation.health} for {windows} consecutive "
+    text = (f"model '{model_name}' is in {evaluation.health} for {windows} consecutive "
             f"window(s) (latest window {evaluation.window_index}): " + "; ".join(parts))
+    # a sustained shift (the sequential detector) says which signal, since when, how much
+    sustained = describe_trend(result.get("trend") or {})
+    if sustained:
+        text += "; sustained: " + "; ".join(sustained)
+    return text
 
 
 def alert_payload(alert: Alert, model_name: str, event: str, settings: Settings | None = None

@@ -109,3 +109,17 @@ def test_a_new_baseline_starts_the_detector_again(service_env):
         _window(model, ref, i, None, _result(-3.0))
     current = _window(model, ref, 9, None, None, status="running")
     assert _trend_of(current, None, _result(-3.0))["trend"]["tail_coverage"]["windows"] == 4
+
+
+def test_the_alert_summary_names_the_signal_the_run_and_the_shift():
+    from metrics.trend import trend
+    from service.domain.alerts import window_summary
+    from service.domain.tables import Evaluation
+
+    results = [_result(z) for z in (0.5, -3.0, -3.0, -3.0, -3.0, -3.0, -3.0)]
+    last = {**results[-1], "health": "early_collapse",
+            "trend": trend(results, list(range(7, 14)))}
+    ev = Evaluation(result=last, health="early_collapse", window_index=13)
+    text = window_summary("bot", "early_collapse", ev, 1)
+    assert text.endswith("sustained: tail coverage ~8% below baseline for 6 windows "
+                         "(since window 8)"), text
