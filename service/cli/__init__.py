@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "service.cli.offline",  # reference build, score, baseline build
     "service.cli.collect",  # collect openai, collect tail
     "service.cli.gc",       # gc [--dry-run] (retention)
+    "service.cli.mix",      # mix estimate, mix filter (synthetic share)
 )
 
 
