@@ -116,11 +116,11 @@ def check_model_access(principal: Principal | None, scope: str, model_name: str 
     if principal is None or principal.allows(scope, model_name):
         return
     if model_name is None:
-        raise ProblemError(403, f"key is limited to model '{principal.model_name}'; this "
+        raise ProblemError(403, f"key is scoped to model '{principal.model_name}'; this "
                                 "applies to every model, so use an admin key without --model")
     raise ProblemError(
         403,
-        f"key is limited to model '{principal.model_name}' and cannot {scope} "
+        f"key is scoped to model '{principal.model_name}' and cannot {scope} "
         f"for model '{model_name}'",
     )
 
@@ -135,7 +135,7 @@ def require_unlimited_admin(
     principal: Annotated[Principal | None, Depends(require("admin"))],
 ) -> Principal:
     if principal is None or not principal.unlimited:
-        raise ProblemError(403, f"key is limited to model '{principal.model_name}'; managing "
+        raise ProblemError(403, f"key is scoped to model '{principal.model_name}'; managing "
                                 "keys needs an admin key without --model")
     return principal
 
