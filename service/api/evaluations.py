@@ -30,12 +30,15 @@ def list_evaluations(
     session: SessionDep,
     since: Annotated[datetime | None, Query(description="windows ending at or after this")] = None,
     until: Annotated[datetime | None, Query(description="windows ending at or before this")] = None,
+    # bounded: each item is a full Score JSON (the web page's trend asks for up to 1,000)
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     status: Annotated[Literal["done", "failed", "pending", "running", "all"],
                       Query(description="which windows: scored ones (done) by default")] = "done",
+    cursor: Annotated[str | None, Query(max_length=512,
+                                        description="`next_cursor` of the previous page")] = None,
 ) -> JSONResponse:
     return stored_json(history.list_evaluations(session, name, since=since, until=until,
-                                                limit=limit, status=status))
+                                                limit=limit, status=status, cursor=cursor))
 
 
 @router.get("/models/{name}/health", response_model=HealthPublic,

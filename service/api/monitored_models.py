@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from service.api.deps import (
     AdminPrincipal,
@@ -16,6 +18,10 @@ from service.domain.schemas import ModelCreate, ModelList, ModelPublic, ModelUpd
 
 router = APIRouter(tags=["models"])
 
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+Cursor = Annotated[str | None, Query(max_length=512,
+                                     description="`next_cursor` of the previous page")]
+
 
 @router.post("/models", status_code=201, response_model=ModelPublic)
 def create_model(body: ModelCreate, principal: AdminPrincipal, session: SessionDep,
@@ -24,13 +30,13 @@ def create_model(body: ModelCreate, principal: AdminPrincipal, session: SessionD
     return catalog.create_model(session, settings, body)
 
 
-@router.get("/models", response_model=ModelList)
-def list_models(principal: ReadPrincipal, session: SessionDep) -> ModelList:
-    models = catalog.list_models(session)
-    if principal is not None and not principal.unlimited:
-        # a key limited to one model sees that model only
-        models = [m for m in models if m.name == principal.model_name]
-    return ModelList(models=models)
+@router.get("/models", response_model=ModelList, summary="Models by name (paged)")
+def list_models(principal: ReadPrincipal, session: SessionDep, limit: Limit = 100,
+                cursor: Cursor = None) -> ModelList:
+    # a key limited to one model sees that model only
+    only = principal.model_name if principal is not None and not principal.unlimited else None
+    models, next_cursor = catalog.page_models(session, limit, cursor, only)
+    return ModelList(models=models, next_cursor=next_cursor)
 
 
 @router.get("/models/{name}", response_model=ModelPublic)

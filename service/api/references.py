@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
@@ -126,11 +126,15 @@ async def create_reference(request: Request, principal: AdminPrincipal, session:
     return ReferencePublic.model_validate(row, from_attributes=True)
 
 
-@router.get("/references", response_model=ReferenceList)
-def list_references(_: ReadPrincipal, session: SessionDep) -> ReferenceList:
-    rows = service.list_references(session)
+@router.get("/references", response_model=ReferenceList,
+            summary="References by name and version (paged)")
+def list_references(_: ReadPrincipal, session: SessionDep,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                    cursor: Annotated[str | None, Query(max_length=512)] = None
+                    ) -> ReferenceList:
+    rows, next_cursor = service.page_references(session, limit, cursor)
     return ReferenceList(references=[ReferencePublic.model_validate(r, from_attributes=True)
-                                     for r in rows])
+                                     for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/references/{reference_id}", response_model=ReferencePublic)

@@ -1,6 +1,9 @@
-"""Route: ``GET /metrics`` for Prometheus (no redirect, text or OpenMetrics format)."""
+"""Route: ``GET /metrics`` for Prometheus (no redirect, text or OpenMetrics format, gzip
+when the scraper accepts it — Prometheus always does)."""
 
 from __future__ import annotations
+
+import gzip
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client.exposition import choose_encoder
@@ -16,6 +19,29 @@ router = APIRouter(tags=["metrics"])
             summary="Prometheus metrics: latest scores of every model, read from the database")
 def metrics(request: Request, settings: SettingsDep) -> Response:
     url = settings.resolved_database_url
-    registry = build_registry(session_factory(url), url, settings.metrics_cache_seconds)
+    registry = build_registry(session_factory(url), url, settings.metrics_cache_seconds,
+                              settings.metrics_per_metric_series)
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(content=encoder(registry), media_type=content_type)
+    body = encoder(registry)
+    headers = {"Vary": "Accept-Encoding"}
+    if accepts_gzip(request.headers.get("accept-encoding", "")):
+        # the text format compresses ~10x; level 5 costs a few ms for a thousand models
+        body = gzip.compress(body, compresslevel=5)
+        headers["Content-Encoding"] = "gzip"
+    return Response(content=body, media_type=content_type, headers=headers)
+
+
+def accepts_gzip(header: str) -> bool:
+    """Does an Accept-Encoding header allow gzip (RFC 9110 12.5.3; ``q=0`` refuses)?"""
+    for part in header.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        q = params.strip().lower()
+        if q.startswith("q="):
+            try:
+                return float(q[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False

@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.domain.errors import Conflict, Invalid, NotFound
+from service.domain.paging import decode_cursor, page
 from service.domain.schemas import (
     BaselineSummary,
     ModelCreate,
@@ -107,7 +108,9 @@ def _public(model: MonitoredModel, references: dict[int, ReferenceSummary],
         reference=references[model.reference_id], window=_window_of(model),
         auto_baseline_windows=model.auto_baseline_windows, baseline=baseline,
         baseline_status=status, samples_ingested=model.samples_ingested,
-        last_sample_at=model.last_sample_at, created_at=model.created_at,
+        last_sample_at=model.last_sample_at, samples_days=model.samples_days,
+        evaluations_days=model.evaluations_days, metric_series=model.metric_series,
+        created_at=model.created_at,
         updated_at=model.updated_at,
     )
 
@@ -135,6 +138,8 @@ def create_model(session: Session, settings: Settings, body: ModelCreate) -> Mod
         window_size=window.size, window_max_age_seconds=window.max_age_seconds,
         window_min_size=window.min_size, auto_baseline_windows=auto,
         samples_ingested=0, windowed_through_sample_id=0, next_window_index=0,
+        samples_days=body.samples_days, evaluations_days=body.evaluations_days,
+        metric_series=body.metric_series,
     )
     session.add(model)
     try:
@@ -154,6 +159,20 @@ def list_models(session: Session) -> list[ModelPublic]:
     return public_models(session, models)
 
 
+def page_models(session: Session, limit: int, cursor: str | None = None,
+                only: str | None = None) -> tuple[list[ModelPublic], str | None]:
+    """One page of models by name (``only``: that model alone, for a key limited to it)."""
+    after = decode_cursor(cursor, (str,))
+    stmt = select(MonitoredModel).where(MonitoredModel.deleted_at.is_(None))
+    if only is not None:
+        stmt = stmt.where(MonitoredModel.name == only)
+    if after is not None:
+        stmt = stmt.where(MonitoredModel.name > after[0])
+    rows = list(session.scalars(stmt.order_by(MonitoredModel.name).limit(limit + 1)))
+    rows, next_cursor = page(rows, limit, lambda m: (m.name,))
+    return public_models(session, rows), next_cursor
+
+
 def update_model(session: Session, name: str, body: ModelUpdate) -> ModelPublic:
     """Apply the fields present in ``body``. Switching the reference clears the baseline
     (it was profiled against the old reference); windows already planned keep theirs."""
@@ -168,6 +187,9 @@ def update_model(session: Session, name: str, body: ModelUpdate) -> ModelPublic:
         model.window_size = window.size
         model.window_max_age_seconds = window.max_age_seconds
         model.window_min_size = window.min_size
+    for key in ("samples_days", "evaluations_days", "metric_series"):
+        if key in fields:  # null puts the model back on the global default
+            setattr(model, key, getattr(body, key))
     if "auto_baseline_windows" in fields:
         if body.auto_baseline_windows is None:
             raise Invalid("auto_baseline_windows: send a number (0 disables)")

@@ -9,13 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from service.domain.baselines import baseline_state
 from service.domain.catalog import get_model
 from service.domain.clock import as_utc_or_none
 from service.domain.errors import Invalid
+from service.domain.paging import decode_cursor, page
 from service.domain.tables import Evaluation, MonitoredModel, Reference
 
 
@@ -52,8 +53,10 @@ def evaluation_json(session: Session, evaluation: Evaluation) -> dict[str, Any]:
 
 def list_evaluations(session: Session, model_name: str, *, since: datetime | None = None,
                      until: datetime | None = None, limit: int = 100,
-                     status: str = "done") -> dict[str, list[dict[str, Any]]]:
-    """Windows of a model, newest first; ``status`` "all" for every state."""
+                     status: str = "done", cursor: str | None = None) -> dict[str, Any]:
+    """Windows of a model, newest first; ``status`` "all" for every state; ``cursor`` from
+    the previous page's ``next_cursor``."""
+    after = decode_cursor(cursor, (datetime, int))
     model = get_model(session, model_name)
     since, until = as_utc_or_none(since), as_utc_or_none(until)
     if since and until and since > until:
@@ -65,9 +68,13 @@ def list_evaluations(session: Session, model_name: str, *, since: datetime | Non
         stmt = stmt.where(Evaluation.window_end >= since)
     if until is not None:
         stmt = stmt.where(Evaluation.window_end <= until)
-    rows = session.scalars(stmt.order_by(Evaluation.window_end.desc(), Evaluation.id.desc())
-                           .limit(limit))
-    return {"evaluations": [evaluation_json(session, e) for e in rows]}
+    if after is not None:
+        stmt = stmt.where(tuple_(Evaluation.window_end, Evaluation.id) < after)
+    rows = list(session.scalars(stmt.order_by(Evaluation.window_end.desc(),
+                                              Evaluation.id.desc()).limit(limit + 1)))
+    rows, next_cursor = page(rows, limit, lambda e: (as_utc_or_none(e.window_end), e.id))
+    return {"evaluations": [evaluation_json(session, e) for e in rows],
+            "next_cursor": next_cursor}
 
 
 def _pending_count(session: Session, model: MonitoredModel) -> int:

@@ -9,11 +9,12 @@ import json
 import zlib
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from service.domain.errors import Conflict, Invalid, NotFound
+from service.domain.paging import decode_cursor, page
 from service.domain.profiles import configured_embedder
 from service.domain.schemas import MAX_JSON_DEPTH, UNSTORABLE_TEXT, json_depth_exceeds
 from service.domain.tables import Reference
@@ -227,6 +228,18 @@ _SKIP_BLOBS = (defer(Reference.documents_gz), defer(Reference.profile))
 def list_references(session: Session) -> list[Reference]:
     stmt = select(Reference).options(*_SKIP_BLOBS).order_by(Reference.name, Reference.version)
     return list(session.scalars(stmt))
+
+
+def page_references(session: Session, limit: int,
+                    cursor: str | None = None) -> tuple[list[Reference], str | None]:
+    """One page of references by (name, version)."""
+    after = decode_cursor(cursor, (str, int))
+    stmt = select(Reference).options(*_SKIP_BLOBS)
+    if after is not None:
+        stmt = stmt.where(tuple_(Reference.name, Reference.version) > after)
+    rows = list(session.scalars(stmt.order_by(Reference.name, Reference.version)
+                                .limit(limit + 1)))
+    return page(rows, limit, lambda r: (r.name, r.version))
 
 
 def get_reference(session: Session, reference_id: int) -> Reference:

@@ -119,6 +119,8 @@ class ReferencePublic(BaseModel):
 
 class ReferenceList(BaseModel):
     references: list[ReferencePublic]
+    next_cursor: str | None = Field(default=None,
+                                    description="pass as `cursor` for the next page")
 
 
 class ReferenceSummary(BaseModel):
@@ -155,6 +157,17 @@ class ModelCreate(_In):
         description="the first K windows become the baseline; 0 disables",
     )
     description: Description | None = None
+    samples_days: int | None = Field(
+        default=None, ge=0, le=36_500,
+        description="keep sample texts this many days (null: COLLAPSEWATCH_RETENTION_SAMPLES_DAYS)")
+    evaluations_days: int | None = Field(
+        default=None, ge=1, le=36_500,
+        description="keep evaluations and scores this many days "
+                    "(null: COLLAPSEWATCH_RETENTION_EVALUATIONS_DAYS)")
+    metric_series: bool | None = Field(
+        default=None,
+        description="export the per-metric Prometheus series for this model "
+                    "(null: COLLAPSEWATCH_METRICS_PER_METRIC_SERIES)")
 
 
 class ModelUpdate(_In):
@@ -165,6 +178,17 @@ class ModelUpdate(_In):
     reference_id: ReferenceId | None = None
     window: WindowPolicyIn | None = None
     auto_baseline_windows: int | None = Field(default=None, ge=0, le=100)
+    samples_days: int | None = Field(
+        default=None, ge=0, le=36_500,
+        description="keep sample texts this many days (null: COLLAPSEWATCH_RETENTION_SAMPLES_DAYS)")
+    evaluations_days: int | None = Field(
+        default=None, ge=1, le=36_500,
+        description="keep evaluations and scores this many days "
+                    "(null: COLLAPSEWATCH_RETENTION_EVALUATIONS_DAYS)")
+    metric_series: bool | None = Field(
+        default=None,
+        description="export the per-metric Prometheus series for this model "
+                    "(null: COLLAPSEWATCH_METRICS_PER_METRIC_SERIES)")
 
 
 class BaselineSummary(BaseModel):
@@ -191,12 +215,17 @@ class ModelPublic(BaseModel):
     )
     samples_ingested: int
     last_sample_at: UtcDatetime
+    samples_days: int | None = Field(default=None, description="null: the global default")
+    evaluations_days: int | None = Field(default=None, description="null: the global default")
+    metric_series: bool | None = Field(default=None, description="null: the global default")
     created_at: Utc
     updated_at: Utc
 
 
 class ModelList(BaseModel):
     models: list[ModelPublic]
+    next_cursor: str | None = Field(default=None,
+                                    description="pass as `cursor` for the next page")
 
 
 # ---------------------------------------------------------------- samples

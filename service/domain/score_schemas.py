@@ -87,6 +87,8 @@ class EvaluationPublic(ScoreJSON):
 
 class EvaluationList(BaseModel):
     evaluations: list[EvaluationPublic]
+    next_cursor: str | None = Field(default=None,
+                                    description="pass as `cursor` for the next page")
 
 
 class BaselineCollection(BaseModel):

@@ -2,8 +2,16 @@
 
 The numbers come from the database, never from process memory, so every API replica
 exports the same values, a restart loses nothing and no multiprocess mode is needed. One
-snapshot (a handful of grouped queries) is cached for ``metrics_cache_seconds`` so that
-several Prometheus servers scraping at once cost one round of queries.
+snapshot is cached for ``metrics_cache_seconds`` so that several Prometheus servers scraping
+at once cost one round of queries. A snapshot costs O(models), not O(history): the newest
+finished evaluation and the running totals of each model come from ``model_stats`` (kept up
+to date when a window is stored), the rest from indexed lookups of unfinished work and
+firing alerts.
+
+Cardinality: signals, health and pipeline series for every model (54 series per model,
+55 with a baseline); the per-metric families (``collapsewatch_metric_*``, six series per
+registry metric) only for models whose ``metric_series`` is true, or for every model with
+``COLLAPSEWATCH_METRICS_PER_METRIC_SERIES=1`` (dashboards/README.md has the counts).
 
 Every series a model will ever have exists from the moment the model exists: values not
 known yet are NaN (Prometheus comparisons with NaN are false, so no alert fires on them),
@@ -18,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -28,18 +36,21 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from metrics import REGISTRY
-from service.domain.alerts import SEVERITIES, SIGNALS, evaluation_owed_since, firing_counts
+from service.domain.alerts import SEVERITIES, SIGNALS, firing_counts
 from service.domain.clock import as_utc_or_none
+from service.domain.evaluation import DURATION_BUCKETS
 from service.domain.tables import (
     Baseline,
     Evaluation,
+    ModelStats,
     MonitoredModel,
     Notification,
     Reference,
+    Sample,
 )
 from service.logging import get_logger
 
@@ -49,9 +60,6 @@ HEALTH_STATES = ("healthy", "early_collapse", "collapse", "insufficient_data")
 NOTIFICATION_STATES = ("pending", "sending", "sent", "dead")
 BANDS = ("human", "baseline")
 BOUNDS = ("low", "mean", "high")
-# evaluation durations: a window of a few hundred documents scores in well under a second,
-# large windows with costly metrics take minutes
-DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 NAN = float("nan")
 
 
@@ -78,6 +86,8 @@ class ModelSnapshot:
         default_factory=lambda: ([0] * len(DURATION_BUCKETS), 0, 0.0))
     firing: dict[str, int] = field(default_factory=dict)
     owed_since: datetime | None = None
+    # emit the per-metric families for this model (opt-in: models.metric_series, setting)
+    per_metric: bool = True
 
 
 @dataclass
@@ -92,30 +102,40 @@ def _seconds(ts: datetime | None) -> float:
     return as_utc_or_none(ts).timestamp() if ts is not None else NAN
 
 
-def take_snapshot(session: Session, now: datetime | None = None) -> Snapshot:
-    """Read everything the exporter needs in a few grouped queries."""
+def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+def take_snapshot(session: Session, now: datetime | None = None,
+                  per_metric_default: bool = False) -> Snapshot:
+    """Read everything the exporter needs: one row per model, its newest finished window,
+    and indexed lookups of unfinished work and firing alerts (no scan of history)."""
     now = now or datetime.now(UTC)
     rows = session.execute(
-        select(MonitoredModel, Reference.name, Reference.sha256, Baseline.name, Baseline.sha256)
+        select(MonitoredModel, Reference.name, Reference.sha256, Baseline.name, Baseline.sha256,
+               ModelStats)
         .join(Reference, Reference.id == MonitoredModel.reference_id)
         .outerjoin(Baseline, Baseline.id == MonitoredModel.baseline_id)
+        .outerjoin(ModelStats, ModelStats.model_id == MonitoredModel.id)
+        .where(MonitoredModel.deleted_at.is_(None))
         .order_by(MonitoredModel.name)).all()
-    latest_ids = (select(func.max(Evaluation.id).label("id"))
-                  .where(Evaluation.status == "done").group_by(Evaluation.model_id).subquery())
-    latest = {e.model_id: e for e in session.scalars(
-        select(Evaluation).where(Evaluation.id.in_(select(latest_ids.c.id)))).all()}
-    status_counts: dict[int, dict[str, int]] = {}
-    for model_id, status, n in session.execute(
-            select(Evaluation.model_id, Evaluation.status, func.count())
-            .group_by(Evaluation.model_id, Evaluation.status)).all():
-        status_counts.setdefault(model_id, {})[status] = n
-    duration = Evaluation.duration_seconds
-    bucket_cols = [func.sum(case((duration <= b, 1), else_=0)) for b in DURATION_BUCKETS]
-    durations = {r[0]: ([int(x or 0) for x in r[3:]], int(r[1] or 0), float(r[2] or 0.0))
-                 for r in session.execute(
-                     select(Evaluation.model_id, func.count(), func.sum(duration), *bucket_cols)
-                     .where(Evaluation.status == "done", duration.is_not(None))
-                     .group_by(Evaluation.model_id)).all()}
+    latest_ids = [r[5].latest_evaluation_id for r in rows
+                  if r[5] is not None and r[5].latest_evaluation_id is not None]
+    latest: dict[int, Any] = {}
+    for chunk in _chunks(latest_ids):
+        for e in session.execute(
+                select(Evaluation.model_id, Evaluation.result, Evaluation.health,
+                       Evaluation.finished_at, Evaluation.created_at)
+                .where(Evaluation.id.in_(chunk))).all():
+            latest[e.model_id] = e
+    # unfinished work: the status index keeps this proportional to the backlog
+    unfinished: dict[int, tuple[int, datetime | None]] = {}
+    for model_id, n, oldest in session.execute(
+            select(Evaluation.model_id, func.count(), func.min(Evaluation.created_at))
+            .where(Evaluation.status.in_(("pending", "running")))
+            .group_by(Evaluation.model_id)).all():
+        unfinished[model_id] = (int(n), as_utc_or_none(oldest))
     firing: dict[int, dict[str, int]] = {}
     for (model_id, severity), n in firing_counts(session).items():
         firing.setdefault(model_id, {})[severity] = n
@@ -123,8 +143,13 @@ def take_snapshot(session: Session, now: datetime | None = None) -> Snapshot:
         select(Notification.status, func.count()).group_by(Notification.status)).all())
 
     models = []
-    for model, ref_name, ref_sha, base_name, base_sha in rows:
+    for model, ref_name, ref_sha, base_name, base_sha, stats in rows:
         ev = latest.get(model.id)
+        pending, oldest = unfinished.get(model.id, (0, None))
+        durations = (([int(x) for x in stats.duration_buckets or []]
+                      + [0] * len(DURATION_BUCKETS))[:len(DURATION_BUCKETS)],
+                     int(stats.duration_count or 0), float(stats.duration_sum or 0.0)
+                     ) if stats is not None else ([0] * len(DURATION_BUCKETS), 0, 0.0)
         models.append(ModelSnapshot(
             name=model.name, reference_name=ref_name, reference_sha256=ref_sha,
             baseline_name=base_name, baseline_sha256=base_sha,
@@ -132,11 +157,16 @@ def take_snapshot(session: Session, now: datetime | None = None) -> Snapshot:
             last_sample_at=as_utc_or_none(model.last_sample_at),
             result=ev.result if ev is not None else None,
             health=ev.health if ev is not None else None,
-            last_evaluation_at=as_utc_or_none((ev.finished_at or ev.created_at) if ev is not None else None),
-            evaluations=status_counts.get(model.id, {}),
-            durations=durations.get(model.id, ([0] * len(DURATION_BUCKETS), 0, 0.0)),
+            last_evaluation_at=as_utc_or_none((ev.finished_at or ev.created_at)
+                                              if ev is not None else None),
+            evaluations={"done": int(stats.evaluations_done or 0) if stats else 0,
+                         "failed": int(stats.evaluations_failed or 0) if stats else 0,
+                         "pending": pending},
+            durations=durations,
             firing=firing.get(model.id, {}),
-            owed_since=evaluation_owed_since(session, model),
+            owed_since=_owed_since(session, model, oldest),
+            per_metric=(model.metric_series if model.metric_series is not None
+                        else per_metric_default),
         ))
     names = list(registry_metric_names())
     for m in models:
@@ -144,6 +174,25 @@ def take_snapshot(session: Session, now: datetime | None = None) -> Snapshot:
             if name not in names:
                 names.append(name)
     return Snapshot(taken_at=now, models=models, metric_names=names, notifications=notifications)
+
+
+def _owed_since(session: Session, model: MonitoredModel,
+                oldest_unfinished: datetime | None) -> datetime | None:
+    """Since when a due window has waited: the oldest planned-but-unscored window, or the
+    moment the unplanned samples became due by age (one index probe). Full windows are
+    planned within seconds of filling (by ingest or beat), so they are not looked for here;
+    the ``evaluations_stale`` alert rule checks them."""
+    candidates = [oldest_unfinished] if oldest_unfinished is not None else []
+    if model.window_max_age_seconds is not None:
+        first = session.scalar(
+            select(Sample.received_at)
+            .where(Sample.model_id == model.id,
+                   Sample.id > model.windowed_through_sample_id)
+            .order_by(Sample.id).limit(1))
+        if first is not None:
+            candidates.append(as_utc_or_none(first)
+                              + timedelta(seconds=model.window_max_age_seconds))
+    return min(candidates) if candidates else None
 
 
 def _num(value: Any) -> float:
@@ -238,7 +287,7 @@ def families(snap: Snapshot) -> Iterator[Metric]:
             outside.add_metric([m.name, s, "human"], _flag(sig.get("outside_band")))
             outside.add_metric([m.name, s, "baseline"], _flag(sig.get("outside_baseline_band")))
         metric_rows = result.get("metrics") or {}
-        for name in snap.metric_names:
+        for name in (snap.metric_names if m.per_metric else ()):
             row = metric_rows.get(name) or {}
             value.add_metric([m.name, name], _num(row.get("value")))
             mratio.add_metric([m.name, name], _num(row.get("ratio")))
@@ -259,8 +308,7 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         docs.add_metric([m.name], _num(result.get("documents")))
         for status in ("done", "failed"):
             evals.add_metric([m.name, status], float(m.evaluations.get(status, 0)))
-        pending.add_metric([m.name], float(m.evaluations.get("pending", 0)
-                                           + m.evaluations.get("running", 0)))
+        pending.add_metric([m.name], float(m.evaluations.get("pending", 0)))
         lag.add_metric([m.name], max(0.0, (now - m.owed_since).total_seconds())
                        if m.owed_since else 0.0)
         cumulative, count, total = m.durations
@@ -320,13 +368,15 @@ class DatabaseCollector:
         return self._source()
 
 
-def build_registry(session_factory, cache_key: str, ttl: float) -> CollectorRegistry:
+def build_registry(session_factory, cache_key: str, ttl: float,
+                   per_metric_default: bool = False) -> CollectorRegistry:
     """A fresh registry holding one collector (the global registry is never used)."""
 
     def source() -> list[Metric]:
         def build() -> list[Metric]:
             with session_factory() as session:
-                return list(families(take_snapshot(session)))
+                return list(families(take_snapshot(
+                    session, per_metric_default=per_metric_default)))
 
         return CACHE.get(cache_key, ttl, build)
 

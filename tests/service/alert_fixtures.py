@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from service.domain.db import session_scope
+from service.domain.evaluation import record_done, record_failed
 from service.domain.tables import Channel, Evaluation, MonitoredModel, Reference, Sample
 
 SIGNAL_RATIOS = {
@@ -114,6 +115,11 @@ def add_evaluation(model_id: int, health: str | None, *, status: str = "done",
         if sample_ids:
             model.windowed_through_sample_id = max(model.windowed_through_sample_id, last)
         s.flush()
+        # the per-model totals the pipeline keeps when it stores or fails a window
+        if status == "done":
+            record_done(s, model_id, ev.id, index, duration)
+        elif status == "failed":
+            record_failed(s, model_id)
         return ev.id
 
 

@@ -248,11 +248,12 @@ def test_references_are_immutable(client, admin_headers, reference_documents):
     ref = client.post(REFS, json={"name": "r", "documents": reference_documents},
                       headers=admin_headers).json()
     before = stored_state()
-    for method in ("put", "patch", "delete"):
+    for method in ("put", "patch"):
         r = client.request(method, f"{REFS}/{ref['id']}", json={"name": "changed"},
                            headers=admin_headers)
         assert_problem(r, 405)
     assert stored_state() == before
+    # it can only go as a whole, once nothing uses it (tests/service/test_retention.py)
 
 
 def test_unknown_reference_is_404(client):

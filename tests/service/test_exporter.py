@@ -25,6 +25,17 @@ def _fresh_cache():
     CACHE.clear()
 
 
+@pytest.fixture
+def per_metric_series(monkeypatch):
+    """Per-metric series for every model (COLLAPSEWATCH_METRICS_PER_METRIC_SERIES=1)."""
+    from service.settings import get_settings
+
+    monkeypatch.setenv("COLLAPSEWATCH_METRICS_PER_METRIC_SERIES", "1")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 def scrape(client, **headers) -> dict[str, list]:
     CACHE.clear()
     r = client.get("/metrics", headers=headers, follow_redirects=False)
@@ -50,7 +61,8 @@ def test_metrics_answers_without_redirect(client, database_url):
     assert "collapsewatch_notifications" in r.text
 
 
-def test_every_series_exists_as_soon_as_a_model_exists(client, database_url):
+def test_every_series_exists_as_soon_as_a_model_exists(client, database_url,
+                                                       per_metric_series):
     import metrics
 
     make_model("bot")
@@ -74,7 +86,7 @@ def test_every_series_exists_as_soon_as_a_model_exists(client, database_url):
     assert ref[0]["model"] == "bot" and ref[0]["reference"] == "ref" and ref[1] == 1
 
 
-def test_latest_evaluation_is_exported(client, database_url):
+def test_latest_evaluation_is_exported(client, database_url, per_metric_series):
     model_id = make_model("bot")
     add_samples(model_id, 25)
     add_evaluation(model_id, "healthy", duration=0.3)
@@ -124,7 +136,7 @@ def test_baseline_info_appears_with_a_baseline(client, database_url):
     assert info[0] == {"model": "bot", "baseline": "good-week", "sha256": "c" * 64}
 
 
-def test_labels_are_bounded(client, database_url):
+def test_labels_are_bounded(client, database_url, per_metric_series):
     model_id = make_model("bot")
     make_model("other")
     for _ in range(3):
@@ -175,3 +187,63 @@ def test_read_key_is_required_when_configured(client, database_url, monkeypatch,
     assert client.get("/metrics").status_code == 401
     key = make_key("read")
     assert client.get("/metrics", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def _series_per_model(m: dict[str, list], model: str) -> int:
+    return sum(1 for samples in m.values() for labels, _ in samples
+               if labels.get("model") == model)
+
+
+def test_per_metric_series_are_opt_in_per_model(client, database_url):
+    import metrics
+
+    quiet = make_model("quiet")
+    detailed = make_model("detailed")
+    for model_id in (quiet, detailed):
+        add_evaluation(model_id, "healthy")
+    with session_scope() as s:
+        s.get(MonitoredModel, detailed).metric_series = True
+    m = scrape(client)
+    assert {lab["model"] for lab, _ in m["collapsewatch_metric_value"]} == {"detailed"}
+    base = _series_per_model(m, "quiet")
+    # signals, health and pipeline series only; the per-metric families add six per metric
+    assert base <= 60, base
+    names = {lab["metric"] for lab, _ in m["collapsewatch_metric_value"]}
+    assert names >= {spec.name for spec in metrics.REGISTRY}
+    assert _series_per_model(m, "detailed") == base + 6 * len(names)
+    assert value(m, "collapsewatch_health_state", model="quiet", state="healthy") == 1
+
+
+def test_metrics_are_gzipped_when_the_scraper_accepts_it(client, database_url):
+    import gzip
+
+    for i in range(3):
+        add_evaluation(make_model(f"m{i}"), "healthy")
+    CACHE.clear()
+    plain = client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    raw = client.get("/metrics", headers={"Accept-Encoding": "gzip, deflate"},
+                     follow_redirects=False)
+    # httpx decodes transparently; the header and a smaller body on the wire say it was gzip
+    assert raw.headers["content-encoding"] == "gzip"
+    assert raw.text == plain.text
+    assert len(gzip.compress(plain.content)) < len(plain.content) / 3
+    refused = client.get("/metrics", headers={"Accept-Encoding": "gzip;q=0"})
+    assert "content-encoding" not in refused.headers
+
+
+def test_counters_and_latest_window_survive_retention(client, database_url):
+    from datetime import UTC, datetime, timedelta
+
+    from service.domain import retention
+    from service.domain.db import session_factory
+    from service.settings import get_settings
+
+    model_id = make_model("bot")
+    for health in ("healthy", "collapse", "collapse"):
+        add_evaluation(model_id, health, duration=0.3)
+    retention.run(session_factory(), get_settings(), now=datetime.now(UTC) + timedelta(days=401))
+    m = scrape(client)
+    assert value(m, "collapsewatch_evaluations_total", model="bot", status="done") == 3
+    assert value(m, "collapsewatch_evaluation_duration_seconds_count", model="bot") == 3
+    assert value(m, "collapsewatch_health_state", model="bot", state="collapse") == 1

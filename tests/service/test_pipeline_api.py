@@ -47,7 +47,8 @@ def test_health_before_the_first_evaluation(client, model_name, reference_profil
     # the first windows will become the baseline, and the answer says so
     assert body["baseline_status"] == "collecting"
     assert body["baseline_collection"]["windows_closed"] == 0
-    assert client.get("/api/v1/models/bot/evaluations").json() == {"evaluations": []}
+    assert client.get("/api/v1/models/bot/evaluations").json() == {"evaluations": [],
+                                                                   "next_cursor": None}
 
 
 def test_evaluations_newest_first_with_window_times(client, model_name, admin_headers,
