@@ -13,8 +13,9 @@ the caller: recording happens after the caller has the last byte, and ``record()
 appends to a queue.
 
 Paths: a request to ``/v1/REST`` goes to ``UPSTREAM/REST``, where UPSTREAM is the base URL as
-OpenAI clients take it (``https://api.openai.com/v1``, ``http://vllm:8000/v1``); any other path
-goes to the upstream's origin unchanged.
+OpenAI clients take it (``https://api.openai.com/v1``, ``http://vllm:8000/v1``; without a
+trailing ``/v1``, as in ``http://vllm:8000``, ``/v1`` is kept); any other path goes to the
+upstream's origin unchanged.
 
 What is never kept: the caller's ``Authorization``, ``api-key`` and other headers are forwarded
 to the upstream only; the proxy does not log headers, query strings or bodies, and a sample
@@ -285,7 +286,9 @@ class RecordingProxy:
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self._host_header = parts.netloc.encode("idna")
-        self._base_path = parts.path.rstrip("/").encode()
+        base = parts.path.rstrip("/").encode()
+        # the proxy's /v1 stands for the upstream's base URL, with or without its own /v1
+        self._v1_prefix = base.removesuffix(b"/v1")
         self.recorder = recorder
         self.model = model
         self.model_from_response = model_from_response
@@ -302,7 +305,7 @@ class RecordingProxy:
 
     def target(self, path: bytes) -> bytes:
         """The upstream request-target of a request-target (see the module documentation)."""
-        return self._base_path + path[3:] if path.startswith(b"/v1/") else path
+        return self._v1_prefix + path if path.startswith(b"/v1/") else path
 
     def endpoint(self, method: bytes, target: bytes) -> str | None:
         """The recorded endpoint a request calls (chat, completions, responses), or None."""

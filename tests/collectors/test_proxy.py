@@ -262,6 +262,10 @@ def test_listen_target_and_recorded_endpoints():
     assert proxy.target(b"/healthz") == b"/healthz"
     nested = RecordingProxy("http://gateway:8080/openai/v1", None, model="m")
     assert nested.target(b"/v1/chat/completions") == b"/openai/v1/chat/completions"
+    bare = RecordingProxy("http://vllm:8000", None, model="m")
+    assert bare.target(b"/v1/chat/completions") == b"/v1/chat/completions"
+    prefixed = RecordingProxy("http://gateway/llm/", None, model="m")
+    assert prefixed.target(b"/v1/completions") == b"/llm/v1/completions"
     assert proxy.endpoint(b"POST", b"/v1/chat/completions") == "chat"
     assert proxy.endpoint(b"POST", b"/v1/completions/?x=1") == "completions"
     assert proxy.endpoint(b"POST", b"/v1/responses") == "responses"
