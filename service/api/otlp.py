@@ -14,6 +14,7 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import IngestPrincipal, SettingsDep
+from service.api.errors import ProblemError
 from service.domain.db import session_scope
 from service.domain.ingest import TraceIngestResult, ingest_spans
 from service.logging import get_logger
@@ -67,6 +68,11 @@ async def post_traces(request: Request, principal: IngestPrincipal, settings: Se
     """Each LLM span becomes a sample of the monitored model its model name maps to
     (`COLLAPSEWATCH_OTLP_MODEL_RULES`); other spans are skipped. Sample id: trace id and
     span id, so a re-sent batch is stored once."""
+    try:
+        import collectors.otlp  # noqa: F401  (opentelemetry-proto, the otel extra)
+    except ImportError:
+        raise ProblemError(501, "this server cannot decode OTLP: install the otel extra "
+                           "(pip install 'collapsewatch[otel]')") from None
     body = await request.body()
     content_type = request.headers.get("content-type")
     as_json = (content_type or "").split(";", 1)[0].strip().lower() == JSON
