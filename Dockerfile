@@ -18,7 +18,7 @@ COPY metrics ./metrics
 COPY collectors ./collectors
 COPY service ./service
 COPY migrations ./migrations
-RUN pip install '.[postgres,redis]'
+RUN pip install '.[postgres,redis,otel]'
 
 USER collapsewatch
 EXPOSE 8000

