@@ -6,7 +6,7 @@ domain errors (``service.domain.errors``) for anything the caller got wrong, bef
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, func, select, update
 from sqlalchemy.orm import Session
 
 from service.channels import ChannelConfigError, DestinationRefused, channel_class
@@ -26,13 +26,14 @@ from service.domain.secrets import seal_config
 from service.domain.tables import Alert, AlertRule, Channel, MonitoredModel, Notification
 
 ALERT_STATES = ("firing", "resolved")
-# ids are positive 64-bit integers; anything else names nothing (and would not fit a query
-# parameter: SQLite raises OverflowError past 2**63 - 1)
-MAX_ID = 2**63 - 1
 
 
-def _exists(identifier: int) -> bool:
-    return 1 <= identifier <= MAX_ID
+def _may_exist(identifier: int, column) -> bool:
+    """Whether ``identifier`` fits the id column at all. Anything else names nothing, and
+    must not reach the database: PostgreSQL fails the cast to INTEGER past 2**31 - 1, SQLite
+    raises OverflowError past 2**63 - 1."""
+    wide = isinstance(column.type, BigInteger)
+    return 1 <= identifier <= (2**63 - 1 if wide else 2**31 - 1)
 
 
 def alert_public(alert: Alert, model_name: str) -> AlertPublic:
@@ -60,7 +61,7 @@ def list_alerts(session: Session, state: str | None, model: str | None,
 
 
 def get_alert(session: Session, alert_id: int) -> tuple[Alert, str]:
-    if not _exists(alert_id):
+    if not _may_exist(alert_id, Alert.id):
         raise NotFound(f"alert {alert_id} does not exist")
     row = session.execute(select(Alert, MonitoredModel.name)
                           .join(MonitoredModel, MonitoredModel.id == Alert.model_id)
@@ -174,7 +175,7 @@ def list_channels(session: Session) -> list[ChannelPublic]:
 
 
 def get_channel(session: Session, channel_id: int) -> ChannelPublic:
-    channel = session.get(Channel, channel_id) if _exists(channel_id) else None
+    channel = session.get(Channel, channel_id) if _may_exist(channel_id, Channel.id) else None
     if channel is None:
         raise NotFound(f"channel {channel_id} does not exist")
     return channel_public(channel, _notification_counts(session).get(channel.id))
@@ -182,7 +183,7 @@ def get_channel(session: Session, channel_id: int) -> ChannelPublic:
 
 def retry_dead(session: Session, channel_id: int) -> list[int]:
     """Give the channel's dead-lettered notifications a fresh set of attempts."""
-    if not _exists(channel_id) or session.get(Channel, channel_id) is None:
+    if not _may_exist(channel_id, Channel.id) or session.get(Channel, channel_id) is None:
         raise NotFound(f"channel {channel_id} does not exist")
     ids = list(session.scalars(select(Notification.id).where(
         Notification.channel_id == channel_id, Notification.status == "dead")).all())
@@ -192,7 +193,7 @@ def retry_dead(session: Session, channel_id: int) -> list[int]:
 
 
 def delete_channel(session: Session, channel_id: int) -> None:
-    channel = session.get(Channel, channel_id) if _exists(channel_id) else None
+    channel = session.get(Channel, channel_id) if _may_exist(channel_id, Channel.id) else None
     if channel is None:
         raise NotFound(f"channel {channel_id} does not exist")
     session.delete(channel)

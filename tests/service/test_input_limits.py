@@ -132,6 +132,8 @@ def test_ids_out_of_range_are_404(client, model_name, admin_headers):
         ("GET", f"/api/v1/alerts/{2**63}"),
         ("POST", f"/api/v1/alerts/{HUGE_ID}/ack"),
         ("GET", f"/api/v1/channels/{HUGE_ID}"),
+        ("GET", f"/api/v1/channels/{2**40}"),  # fits 64 bits, not the 32-bit column
+        ("GET", f"/api/v1/alerts/{2**40}"),
         ("POST", f"/api/v1/channels/{HUGE_ID}/retry"),
         ("DELETE", f"/api/v1/channels/{HUGE_ID}"),
         ("GET", f"/api/v1/references/{HUGE_ID}"),
