@@ -169,6 +169,19 @@ def test_unknown_models_are_counted_in_partial_success_and_dropped(api, database
     assert partial.rejected_spans == 1 and "may not write to model 'other'" in \
         partial.error_message
     assert stored(database_url, "other") == []
+    # one completion over COLLAPSEWATCH_MAX_TEXT_CHARS is rejected; its neighbour is stored
+    long_and_short = spans_of(
+        {"attributes": {"openinference.span.kind": "LLM", "llm.model_name": "chat-v3",
+                        "output.value": "x" * 100_001}},
+        {"attributes": {"openinference.span.kind": "LLM", "llm.model_name": "chat-v3",
+                        "output.value": "short enough"}})
+    answer = httpx.post(f"{api.url}/v1/traces", headers={"Authorization": f"Bearer {key}",
+                                                         **PROTOBUF},
+                        content=encode_spans(long_and_short).SerializeToString())
+    partial = ExportTraceServiceResponse.FromString(answer.content).partial_success
+    assert partial.rejected_spans == 1 and "over 100000 characters" in partial.error_message
+    assert [r[1] for r in stored(database_url, "chat-v3")] == ["It is in the depot.",
+                                                               "short enough"]
 
 
 def test_bad_requests_get_the_otlp_error_shape(api, database_url):
