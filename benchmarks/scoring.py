@@ -12,6 +12,8 @@ On a fixed window of fortunes (``--window`` documents, seed 2000) it times:
   (first call, which may still compute a band, and the median of the repeats), against the
   sum of the peers' times;
 * building a reference from all fortunes with human bands for three window sizes.
+* the evidence lists (``metrics.evidence``): ``metrics.score`` with and without them on
+  the same window, side by side (goal: at most 20% more).
 
 nltk Self-BLEU is quadratic: by default only the first ``--nltk-hypotheses`` documents are
 scored, each against all other documents of the window (exactly their share of a full run),
@@ -45,6 +47,7 @@ from service.demo.sample_data import human_documents
 
 SUITE_GOAL_SECONDS = 1.0
 REFERENCE_GOAL_SECONDS = 60.0
+EVIDENCE_SHARE_GOAL = 0.20  # evidence may add at most 20% to a window's scoring time
 BAND_SIZES = (100, 500, 2000)
 
 
@@ -224,7 +227,19 @@ def reference_and_suite_rows(texts: list[str], repeats: int, peer_total: Timing)
         load, reference = timed(lambda: metrics.load_profile(path))
     first, _ = timed(lambda: metrics.score(texts, reference))
     suite, _ = timed(lambda: metrics.score(texts, reference), repeats)
+    # evidence (metrics.evidence) is computed inside score; its cost is the difference
+    bare, _ = timed(lambda: metrics.score(texts, reference, with_evidence=False), repeats)
+    extra = Timing(suite.cpu - bare.cpu, suite.wall - bare.wall)
     return [
+        Row(
+            f"evidence inside metrics.score ({len(texts)} docs)",
+            extra,
+            "metrics.score without evidence",
+            bare,
+            f"<= {EVIDENCE_SHARE_GOAL * bare.cpu:.3f} s",
+            f"{extra.cpu / bare.cpu:.0%} of scoring without evidence "
+            f"(goal {EVIDENCE_SHARE_GOAL:.0%})",
+        ),
         Row(
             f"whole suite, metrics.score ({len(texts)} docs)",
             suite,

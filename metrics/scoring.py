@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from metrics.bands import Calibration, calibrate, snap_budget, summarise
+from metrics.bands import QUANTILE_METHOD, Calibration, calibrate, snap_budget, summarise
 from metrics.config import ScoreConfig
 from metrics.errors import ProfileError
+from metrics.evidence import evidence as window_evidence
 from metrics.profile import Profile
 from metrics.registry import DOWN, REGISTRY, SIGNALS, UP, compute_all
 from metrics.sample import Corpus, Sample
@@ -109,8 +110,10 @@ class _Comparison:
         self.signals = signal_ratios(self.ratios)[0]
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: undefined, on purpose
-            self.signal_low = np.nanquantile(replicate_signals, cfg.band_low, axis=0)
-            self.signal_high = np.nanquantile(replicate_signals, cfg.band_high, axis=0)
+            self.signal_low = np.nanquantile(replicate_signals, cfg.band_low, axis=0,
+                                             method=QUANTILE_METHOD)
+            self.signal_high = np.nanquantile(replicate_signals, cfg.band_high, axis=0,
+                                              method=QUANTILE_METHOD)
             # z on log ratios: signals are geometric means, so their logs are the
             # additive scale; the calibrated replicates give the spread
             logs = np.log(replicate_signals)
@@ -174,11 +177,23 @@ def health_state(human: Band, baseline: Band | None, config: ScoreConfig) -> str
 
 def encode_window(documents: Sequence[str], reference: Profile) -> tuple[Corpus, np.ndarray]:
     """Tokenise with the reference's tokenizer; canonical document order (by content)."""
-    tokens = tokenize_documents(normalize_documents(documents), reference.config.tokenizer)
-    corpus = Corpus.from_tokens(tokens)
+    corpus, keys, _ = encode_window_texts(documents, reference)
+    return corpus, keys
+
+
+def encode_window_texts(
+    documents: Sequence[str], reference: Profile
+) -> tuple[Corpus, np.ndarray, list[str]]:
+    """:func:`encode_window`, and the normalised texts in the same order (for quoting).
+
+    Documents with equal tokens ("Quit." and "quit") are ordered by their text, so the
+    quoted texts do not depend on the order documents arrived in either.
+    """
+    texts = normalize_documents(documents)
+    corpus = Corpus.from_tokens(tokenize_documents(texts, reference.config.tokenizer))
     keys = corpus.doc_keys()
-    order = np.argsort(keys, kind="stable")
-    return corpus.take(order), keys[order]
+    order = sorted(range(len(texts)), key=lambda i: (int(keys[i]), texts[i]))
+    return corpus.take(np.asarray(order, dtype=np.int64)), keys[order], [texts[i] for i in order]
 
 
 def _check_profiles(reference: Profile, baseline: Profile | None) -> None:
@@ -202,16 +217,20 @@ def score(
     baseline: Profile | None = None,
     *,
     config: ScoreConfig | None = None,
+    with_evidence: bool = True,
+    evidence_text: bool = True,
 ) -> dict:
     """Score one window of model outputs against a reference (and optionally a baseline).
 
     Returns the Score JSON. Windows below ``config.min_documents`` documents (or without
     a single token) are ``insufficient_data``: metric values are reported, bands and
     ratios are None. Raises ProfileError for a baseline built against another reference.
+    ``evidence`` (see :mod:`metrics.evidence`) is left out with ``with_evidence=False``;
+    ``evidence_text=False`` keeps it but without quoted sample text.
     """
     cfg = config or ScoreConfig()
     _check_profiles(reference, baseline)
-    corpus, keys = encode_window(documents, reference)
+    corpus, keys, texts = encode_window_texts(documents, reference)
     n_docs, tokens = corpus.n_docs, int(corpus.offsets[-1])
     budget = snap_budget(tokens, cfg.token_budget)
     sample = Sample(corpus, budget, keys)
@@ -245,6 +264,10 @@ def score(
         "metrics": _metrics_json(values, band, human, base, baseline is not None),
         "calibration": _calibration_json(human, base_cal),
     }
+    if with_evidence:
+        result["evidence"] = window_evidence(
+            sample, reference, baseline, texts=texts, quote_text=evidence_text
+        )
     extra = semantic_score_fields(sample, reference, baseline)
     if "semantic" in extra:
         result["semantic"] = extra["semantic"]
