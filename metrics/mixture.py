@@ -289,14 +289,19 @@ class MixtureModel:
         joint = (np.column_stack([self._human(u, shift, scale), fixed]) + _FLOOR) * weights
         post = joint / joint.sum(axis=1, keepdims=True)
         low, high, src_ci = self._bootstrap(u, weights, shift, scale)
+        point = float(weights[1 : 1 + k].sum())
+        # a percentile interval can miss its own point estimate when the estimate sits on
+        # the boundary (π = 0); widened to contain it, so low <= estimate <= high always
         by_source = {
-            s.name: {"estimate": float(weights[1 + j]), "low": src_ci[0][j], "high": src_ci[1][j]}
+            s.name: {"estimate": float(weights[1 + j]),
+                     "low": min(src_ci[0][j], float(weights[1 + j])),
+                     "high": max(src_ci[1][j], float(weights[1 + j]))}
             for j, s in enumerate(self._sources)
         }
         return ShareResult(
-            estimate=float(weights[1 : 1 + k].sum()),
-            low=low,
-            high=high,
+            estimate=point,
+            low=min(low, point),
+            high=max(high, point),
             by_source=by_source,
             unexplained=float(weights[-1]),
             documents=n,
