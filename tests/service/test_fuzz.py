@@ -27,7 +27,7 @@ from tests.service.api_fixtures import store_reference
 
 # examples per route and pass: valid by the schema, invalid by the schema, and valid with
 # the path naming a stored model, alert, channel, reference or key
-EXAMPLES = 10
+EXAMPLES = 8
 # written by authenticating, not by the request: not part of the "nothing changed" check
 VOLATILE = {("api_keys", "last_used_at")}
 
