@@ -228,6 +228,13 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     outside = GaugeMetricFamily("collapsewatch_signal_outside_band",
                                 "1 when the latest window's signal is outside the band",
                                 labels=["model", "signal", "band"])
+    trend = GaugeMetricFamily("collapsewatch_signal_trend",
+                              "sequential (CUSUM) statistic of the signal since the last "
+                              "baseline pin, in window sd (NaN before a scored window)",
+                              labels=["model", "signal"])
+    trend_threshold = GaugeMetricFamily("collapsewatch_signal_trend_threshold",
+                                        "the statistic above which a sustained shift alarms",
+                                        labels=["model", "signal"])
     value = GaugeMetricFamily("collapsewatch_metric_value",
                               "metric value of the latest window", labels=["model", "metric"])
     mratio = GaugeMetricFamily("collapsewatch_metric_ratio",
@@ -286,6 +293,9 @@ def families(snap: Snapshot) -> Iterator[Metric]:
                     sig_band[b].add_metric([m.name, s, bound], _num(sig.get(f"{b}_{bound}")))
             outside.add_metric([m.name, s, "human"], _flag(sig.get("outside_band")))
             outside.add_metric([m.name, s, "baseline"], _flag(sig.get("outside_baseline_band")))
+            state = (result.get("trend") or {}).get(s) or {}
+            trend.add_metric([m.name, s], _num(state.get("statistic")))
+            trend_threshold.add_metric([m.name, s], _num(state.get("threshold")))
         metric_rows = result.get("metrics") or {}
         for name in (snap.metric_names if m.per_metric else ()):
             row = metric_rows.get(name) or {}
@@ -318,7 +328,8 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     for status in NOTIFICATION_STATES:
         outbox.add_metric([status], float(snap.notifications.get(status, 0)))
 
-    yield from (*ratio.values(), *base_ratio.values(), *sig_band.values(), outside, value,
+    yield from (*ratio.values(), *base_ratio.values(), *sig_band.values(), outside, trend,
+                trend_threshold, value,
                 mratio, mbase, band, health, ref_info, base_info, ingested, last_sample, firing,
                 last_eval, docs, evals, pending, lag, duration, outbox)
 

@@ -247,3 +247,20 @@ def test_counters_and_latest_window_survive_retention(client, database_url):
     assert value(m, "collapsewatch_evaluations_total", model="bot", status="done") == 3
     assert value(m, "collapsewatch_evaluation_duration_seconds_count", model="bot") == 3
     assert value(m, "collapsewatch_health_state", model="bot", state="collapse") == 1
+
+
+def test_the_trend_statistic_and_its_threshold_are_exported(client, database_url):
+    from tests.service.alert_fixtures import score_json
+
+    model_id = make_model("bot")
+    result = score_json("early_collapse")
+    result["trend"] = {s: {"statistic": 0.0, "threshold": 5.1, "alarm": False} for s in SIGNALS}
+    result["trend"]["tail_coverage"].update(statistic=7.25, alarm=True)
+    add_evaluation(model_id, "early_collapse", result=result)
+    make_model("quiet")  # no scored window yet: NaN, so no rule can fire on it
+    m = scrape(client)
+    assert value(m, "collapsewatch_signal_trend", model="bot", signal="tail_coverage") == 7.25
+    assert value(m, "collapsewatch_signal_trend", model="bot", signal="sameness") == 0.0
+    assert value(m, "collapsewatch_signal_trend_threshold", model="bot",
+                 signal="tail_coverage") == 5.1
+    assert math.isnan(value(m, "collapsewatch_signal_trend", model="quiet", signal="diversity"))
