@@ -108,18 +108,40 @@ def read_all(paths: Sequence[str], field: str) -> list[str]:
     return docs
 
 
-def _load(path: str, what: str):
+def _load(path: str, what: str, band_context: str | None = None):
+    """Read a profile file; with ``band_context`` its bands are kept in the band cache
+    directory (keyed like the server's band cache: profile bytes, code, context)."""
     import metrics
 
     p = Path(path)
     if not p.is_file():
         raise CliError(f"{what} file {path} does not exist")
     try:
-        return metrics.load_profile(p)
+        data = p.read_bytes()
+        profile = metrics.Profile.from_bytes(data)
     except metrics.ProfileError as exc:
         raise CliError(f"{what} file {path}: {exc}") from None
     except OSError as exc:
         raise CliError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    root = band_cache_dir()
+    if band_context is not None and root is not None:
+        from metrics.band_cache_dir import DirectoryBandStore
+        from service.domain.band_cache import profile_key
+
+        profile.band_store = DirectoryBandStore(root, profile_key(data, band_context))
+    return profile
+
+
+def band_cache_dir() -> Path | None:
+    """Where the CLI keeps computed bands: ``COLLAPSEWATCH_BAND_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/collapsewatch/bands`` (``~/.cache/...``); the value ``off`` disables it."""
+    import os
+
+    explicit = os.environ.get("COLLAPSEWATCH_BAND_CACHE_DIR")
+    if explicit:
+        return None if explicit.lower() == "off" else Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "collapsewatch" / "bands"
 
 
 def _save(profile, path: str) -> None:
@@ -275,8 +297,10 @@ def cmd_baseline_build(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     import metrics
 
-    reference = _load(args.reference, "reference")
-    baseline = _load(args.baseline, "baseline") if args.baseline else None
+    reference = _load(args.reference, "reference", band_context="reference")
+    baseline = (_load(args.baseline, "baseline",
+                      band_context=f"baseline of reference {reference.sha256}")
+                if args.baseline else None)
     if baseline is not None and baseline.kind != "baseline":
         raise CliError(f"baseline file {args.baseline} holds a {baseline.kind}, not a baseline")
     if reference.kind != "reference":

@@ -1,0 +1,38 @@
+"""DirectoryBandStore: bands on local files, any failure a miss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metrics.band_cache_dir import DirectoryBandStore
+
+KEY = "ab" * 32
+
+
+def test_a_saved_band_is_loaded_back_exactly(tmp_path):
+    store = DirectoryBandStore(tmp_path, KEY)
+    matrix = np.random.default_rng(1).random((40, 7))
+    assert store.load(500, 20000) is None and store.load_any(500) is None
+    store.save(500, 20000, matrix)
+    assert np.array_equal(store.load(500, 20000), matrix)
+    assert np.array_equal(store.load_any(500), matrix)
+    assert store.load(500, 30000) is None and store.load_any(501) is None
+    # nothing half-written is left behind
+    assert [p.name for p in (tmp_path / KEY).iterdir()] == ["500-20000.npy"]
+
+
+def test_a_corrupt_or_unwritable_cache_is_a_miss(tmp_path):
+    store = DirectoryBandStore(tmp_path, KEY)
+    (tmp_path / KEY).mkdir()
+    (tmp_path / KEY / "500-20000.npy").write_bytes(b"not a numpy file")
+    assert store.load(500, 20000) is None and store.load_any(500) is None
+    blocked = DirectoryBandStore(tmp_path / "file-not-dir" / "x", KEY)
+    (tmp_path / "file-not-dir").write_text("")
+    blocked.save(10, 10, np.zeros((2, 2)))  # no exception
+    assert blocked.load(10, 10) is None
+
+
+def test_keys_are_hex_only(tmp_path):
+    with pytest.raises(ValueError):
+        DirectoryBandStore(tmp_path, "../../etc")
