@@ -110,7 +110,7 @@ def authenticate(session: Session, key: str, touch_interval_seconds: float = 60.
     """
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
     if row is None:
-        raise Unauthorized("unknown API key")
+        raise Unauthorized("unknown or revoked API key")
     now = utcnow()
     if row.revoked_at is not None:
         raise Unauthorized(f"API key {row.id} was revoked")
