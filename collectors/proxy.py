@@ -480,11 +480,15 @@ class RecordingProxy:
         headers = [(k, v) for k, v in response.headers if k not in RESPONSE_HOP_BY_HOP]
         pending = conn.send(h11.Response(status_code=status, headers=headers,
                                          reason=response.reason))
+        # A body of known length (not a stream) goes out with its head once it is here: the
+        # caller can do nothing with the head alone, and one write wakes it once, not twice.
+        # Streams (chunked, or until close) go out chunk by chunk as they arrive.
+        hold = _header(response, b"content-length") != ""
         try:
             while True:
                 event = up.conn.next_event()
                 if event is h11.NEED_DATA:
-                    if pending:  # send what is here before waiting: streams go chunk by chunk
+                    if pending and (not hold or len(pending) >= 65536):
                         writer.write(pending)
                         pending = b""
                         await writer.drain()
