@@ -368,3 +368,26 @@ def test_chunked_request_bodies_and_expect_100_continue_are_forwarded_with_a_len
             assert raw.recv(100).startswith(b"HTTP/1.1 400")
         wait_until(lambda: collected.samples, 10, "the completion")
     assert [t for _, _, t in collected.samples] == [up.answer_text("chunks")]
+
+
+def test_concurrent_streams_and_calls_each_get_their_own_answer_and_record():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with openai_upstream(chunk_delay=0.01) as up, proxy_in_thread(up.base_url) as (url, proxy,
+                                                                                  collected):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+
+        def call(i: int) -> str:
+            messages = [{"role": "user", "content": f"caller {i}"}]
+            if i % 2:
+                return client.chat.completions.create(model="m", messages=messages
+                                                      ).choices[0].message.content
+            stream = client.chat.completions.create(model="m", messages=messages, stream=True)
+            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(call, range(48)))
+        assert answers == [up.answer_text(f"caller {i}") for i in range(48)]
+        wait_until(lambda: len(collected.samples) == 48, 10, "48 recorded completions")
+        assert sorted(t for _, _, t in collected.samples) == sorted(answers)
+        assert proxy.stats.upstream_unreachable == 0
