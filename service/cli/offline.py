@@ -305,18 +305,74 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise CliError(f"baseline file {args.baseline} holds a {baseline.kind}, not a baseline")
     if reference.kind != "reference":
         raise CliError(f"reference file {args.reference} holds a {reference.kind}, not a reference")
-    docs = read_all([args.input], args.field)
+    if args.inputs.count("-") > 1:
+        raise CliError("standard input (-) can be given only once")
+    # read every file first: a bad last file fails before minutes of scoring
+    windows = [read_all([path], args.field) for path in args.inputs]
     try:
-        result = metrics.score(docs, reference, baseline)
+        results = [metrics.score(docs, reference, baseline) for docs in windows]
     except metrics.MetricsError as exc:
         raise CliError(str(exc)) from None
-    if args.format == "json":
-        print(json.dumps(result, indent=2))
+    if len(results) == 1:
+        output, health = results[0], results[0]["health"]
     else:
-        print(format_table(result))
-    if args.fail_on and SEVERITY[result["health"]] >= SEVERITY[args.fail_on]:
+        output = sequence_result(results)
+        health = output["health"]
+    if args.format == "json":
+        print(json.dumps(output, indent=2))
+    elif len(results) == 1:
+        print(format_table(output))
+    else:
+        print(format_sequence_table(output, args.inputs))
+    if args.fail_on and SEVERITY[health] >= SEVERITY[args.fail_on]:
         return 1
     return 0
+
+
+def sequence_result(results: list[dict]) -> dict:
+    """Consecutive windows (oldest first) with the sequential detector: each window gets
+    the trend over the windows up to it and its health with the trend; the final health
+    is the last window's."""
+    from metrics.trend import trend, trend_health
+
+    windows = []
+    for i, result in enumerate(results):
+        state = trend(results[: i + 1])
+        windows.append({**result, "health": trend_health(result["health"], state),
+                        "trend": state})
+    return {"windows": windows, "health": windows[-1]["health"], "trend": windows[-1]["trend"]}
+
+
+def format_sequence_table(output: dict, names: Sequence[str]) -> str:
+    """One row per window: health, signal ratios (to the baseline when there is one) with
+    z, and the detector's statistic; then the alarms in words."""
+    from metrics.trend import describe
+
+    signals = list(output["trend"])
+    head = f"{'#':>3}  {'window':<24}{'docs':>6}  {'health':<15}"
+    head += "".join(f"{name + ' (z)':>22}" for name in signals)
+    head += "".join(f"{'cusum ' + name[:4]:>12}" for name in signals)
+    lines = [head]
+    for i, (name, w) in enumerate(zip(names, output["windows"]), start=1):
+        row = f"{i:>3}  {Path(name).name[:23]:<24}{w['documents']:>6}  {w['health']:<15}"
+        for sig in signals:
+            entry = w["signals"][sig]
+            ratio = entry.get("baseline_ratio") if entry.get("z_against") == "baseline" \
+                else entry.get("ratio")
+            z = entry.get("z")
+            row += f"{_fmt(ratio, 3) + ' (' + ('-' if z is None else f'{z:+.1f}') + ')':>22}"
+        for sig in signals:
+            t = w["trend"][sig]
+            row += f"{_fmt(t['statistic'], 2) + ('*' if t['alarm'] else ' '):>12}"
+        lines.append(row)
+    threshold = next(iter(output["trend"].values()))["threshold"] if signals else None
+    lines += ["", f"health     {output['health'].upper()}"]
+    alarms = describe(output["trend"])
+    lines += [f"alarm      {text}" for text in alarms] or ["alarm      none"]
+    lines += ["", (f"ratio = to the baseline when there is one, else to human; z = standardised "
+                  f"deviation from that band; cusum = sequential statistic (* = above "
+                  f"{threshold}, a sustained shift)")]
+    return "\n".join(lines)
 
 
 def _add_input_options(p: argparse.ArgumentParser) -> None:
@@ -358,12 +414,14 @@ def register(sub) -> None:
                    help="refuse to build from fewer documents (default: 200)")
     b.set_defaults(func=cmd_baseline_build)
 
-    s = sub.add_parser("score", help="score a window of model outputs against a reference")
-    s.add_argument("input", metavar="INPUT", help=".jsonl, .txt, .csv or -")
+    s = sub.add_parser("score", help="score windows of model outputs against a reference")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help=".jsonl, .txt, .csv or -; several = consecutive windows, oldest first")
     s.add_argument("--reference", required=True, metavar="REF_FILE")
     s.add_argument("--baseline", metavar="BASE_FILE")
     _add_input_options(s)
     s.add_argument("--format", choices=["json", "table"], default="json")
     s.add_argument("--fail-on", choices=["early_collapse", "collapse"],
-                   help="exit 1 when health is at least this bad")
+                   help="exit 1 when health (the last window's, with the trend) is at "
+                        "least this bad")
     s.set_defaults(func=cmd_score)

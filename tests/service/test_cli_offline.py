@@ -284,3 +284,87 @@ def test_real_process_exit_codes(reference_file, window_file, workdir):
                          capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "does not exist" in bad.stderr
+
+
+# ---------------------------------------------------------------- sequences of windows
+
+
+@pytest.fixture(scope="module")
+def sequence_files(workdir, human_documents):
+    """Eight consecutive 80-document windows: three of fresh human text, then five where two
+    documents repeat others of the same window (a sustained rise of sameness, ~1.2 of
+    human: below the single-window size threshold of 1.5)."""
+    order = list(range(len(human_documents)))
+    random.Random(11).shuffle(order)
+    fresh = [human_documents[i] for i in order[1000:1640]]
+    files = []
+    for w in range(8):
+        docs = fresh[80 * w: 80 * (w + 1)]
+        if w >= 3:
+            docs = docs[:78] + docs[:2]
+        files.append(_write_jsonl(workdir / f"seq-{w}.jsonl", docs))
+    return files
+
+
+def test_several_windows_give_windows_final_health_and_trend(reference_file, sequence_files,
+                                                             capsys):
+    import metrics
+    from metrics.trend import trend, trend_health
+
+    code, out, _ = run(["score", "--reference", reference_file, *sequence_files], capsys)
+    assert code == 0
+    body = json.loads(out)
+    assert set(body) == {"windows", "health", "trend"}
+    assert len(body["windows"]) == 8
+    assert body["health"] == body["windows"][-1]["health"]
+    assert body["trend"] == body["windows"][-1]["trend"]
+    assert set(body["trend"]) == set(metrics.SIGNALS)
+    singles = [json.loads(run(["score", "--reference", reference_file, f], capsys)[1])
+               for f in sequence_files]
+    # each window: its own score, the trend over the windows so far, health with it
+    for i, window in enumerate(body["windows"]):
+        state = trend(singles[: i + 1])
+        assert window["trend"] == state
+        assert window["health"] == trend_health(singles[i]["health"], state)
+        assert window["signals"] == singles[i]["signals"]
+    # the sustained rise of sameness is caught although no single window is flagged for it
+    same = body["trend"]["sameness"]
+    assert same["alarm"] and same["windows"] >= 5, same
+    assert [s["health"] for s in singles] == ["healthy"] * 8
+    assert body["health"] == "early_collapse"
+
+
+def test_fail_on_applies_to_the_final_health_of_a_sequence(reference_file, sequence_files,
+                                                           capsys):
+    code, out, _ = run(["score", "--reference", reference_file, *sequence_files,
+                        "--fail-on", "early_collapse"], capsys)
+    assert code == 1 and json.loads(out)["health"] == "early_collapse"
+    code, out, _ = run(["score", "--reference", reference_file, *sequence_files[:3],
+                        "--fail-on", "early_collapse"], capsys)
+    assert json.loads(out)["health"] == "healthy" and code == 0
+
+
+def test_sequence_table_has_a_row_per_window_and_names_the_alarm(reference_file,
+                                                                sequence_files, capsys):
+    code, out, _ = run(["score", "--reference", reference_file, *sequence_files,
+                        "--format", "table"], capsys)
+    assert code == 0
+    rows = [line for line in out.splitlines() if line[:3].strip().isdigit()]
+    assert [line.split()[1] for line in rows] == [f.name for f in sequence_files]
+    assert "health     EARLY_COLLAPSE" in out
+    assert any(line.startswith("alarm      sameness ~") and "above human" in line
+               for line in out.splitlines()), out
+
+
+def test_one_file_keeps_the_single_window_output(reference_file, window_file, capsys):
+    body = json.loads(run(["score", "--reference", reference_file, window_file], capsys)[1])
+    assert "windows" not in body and "trend" not in body and body["documents"] == 80
+
+
+def test_a_bad_file_in_a_sequence_fails_before_scoring(reference_file, sequence_files, workdir,
+                                                        capsys):
+    empty = workdir / "empty-window.jsonl"
+    empty.write_text("")
+    _bad(["score", "--reference", reference_file, *sequence_files[:2], empty], capsys,
+         "no documents in")
+    _bad(["score", "--reference", reference_file, "-", "-"], capsys, "only once")
