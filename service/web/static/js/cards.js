@@ -1,6 +1,6 @@
 // One card per model: head, charts, latest window; loaded when scrolled into view.
 import { api, listOf } from "./api.js";
-import { chartSvg, seriesFor, timeDomain, timelineSvg } from "./charts.js";
+import { chartSvg, seriesFor, timeDomain, timelineSvg, trendSvg } from "./charts.js";
 import { referenceHtml } from "./fleet.js";
 import { esc, fmtClock, fmtDate, fmtInt, fmtRatio, fmtValue, healthBadge, isNum, parseTime, shortSha, timeHtml } from "./format.js";
 import { $, DEFAULT_WINDOWS, SIGNALS, SIGNAL_HINT, SIGNAL_LABEL, WINDOW_CHOICES, state } from "./state.js";
@@ -166,10 +166,16 @@ export function renderCardBody(card) {
     const svg = series.length && domain
       ? chartSvg(signal, series, domain)
       : '<p class="muted placeholder">no values yet</p>';
+    // a sustained shift (the sequential detector's alarm) since which window
+    const trend = ((latest.trend || {})[signal]) || {};
+    const badge = trend.alarm
+      ? `<span class="badge trend-alarm" title="${esc(trendText(trend))}">sustained decline since window ${esc(String(trend.since_window))}</span>`
+      : "";
     return `<figure class="chart" data-signal="${signal}">
       <figcaption><span class="sig">${esc(SIGNAL_LABEL[signal])}</span>
-        <span class="hint">${esc(SIGNAL_HINT[signal])}</span>${now}</figcaption>
+        <span class="hint">${esc(SIGNAL_HINT[signal])}</span>${badge}${now}</figcaption>
       ${svg}
+      ${domain ? trendSvg(signal, evaluations, domain) : ""}
     </figure>`;
   }).join("");
   const more = WINDOW_CHOICES.some((n) => n > card.windows);
@@ -187,6 +193,12 @@ export function renderCardBody(card) {
     <div class="timeline">${domain ? timelineSvg(evaluations, domain) : ""}</div>
     ${latestHtml(latest)}
     ${metricsTable(latest)}`;
+}
+
+function trendText(t) {
+  const pct = isNum(t.shift_estimate) ? Math.abs(t.shift_estimate * 100).toFixed(0) : "?";
+  const way = isNum(t.shift_estimate) && t.shift_estimate > 0 ? "above" : "below";
+  return `~${pct}% ${way} ${t.against || "band"} for ${t.windows} windows`;
 }
 
 export function onVisibility(entries) {

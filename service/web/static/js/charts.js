@@ -263,3 +263,32 @@ export function timelineSvg(evaluations, domain) {
   parts.push(`<text class="tick" x="${M.left - 4}" y="15" text-anchor="end">health</text>`);
   return `<svg class="timeline-svg" viewBox="0 0 ${TW} ${TH}" role="img" aria-label="health over time">${parts.join("")}</svg>`;
 }
+
+// The sequential (CUSUM) statistic of one signal per window, under its chart, with the
+// threshold above which a sustained shift alarms (docs/early-warning.md).
+export function trendSvg(signal, evaluations, domain) {
+  const pts = [];
+  let threshold = null;
+  for (const e of evaluations) {
+    const s = ((e.trend || {})[signal]) || null;
+    const t = evalTime(e);
+    if (!s || !isNum(s.statistic) || t == null) continue;
+    if (isNum(s.threshold)) threshold = s.threshold;
+    pts.push({ x: t, y: s.statistic, alarm: Boolean(s.alarm) });
+  }
+  if (!pts.length || threshold == null) return "";
+  const TH = 36;
+  const x = xScale(domain);
+  const hi = Math.max(threshold * 1.25, ...pts.map((p) => p.y));
+  const y = (v) => 4 + (1 - Math.min(v, hi) / hi) * (TH - 8);
+  const parts = [`<line class="trend-threshold" x1="${M.left}" x2="${W - M.right}" y1="${y(threshold).toFixed(1)}" y2="${y(threshold).toFixed(1)}"><title>alarm above ${threshold}</title></line>`];
+  const shown = stride(pts, MAX_POINTS);
+  if (shown.length > 1) {
+    parts.push(`<polyline class="trend-line" points="${shown.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(" ")}"/>`);
+  }
+  for (const p of shown.filter((q) => q.alarm)) {
+    parts.push(`<circle class="trend-alarm-pt" cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="1.8"/>`);
+  }
+  parts.push(`<text class="tick" x="${M.left - 4}" y="${(y(threshold) + 3).toFixed(1)}" text-anchor="end">trend</text>`);
+  return `<svg class="trend-svg" viewBox="0 0 ${W} ${TH}" role="img" aria-label="${esc(SIGNAL_LABEL[signal])} sequential statistic" data-signal="${signal}">${parts.join("")}</svg>`;
+}
