@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from service.domain import evaluation, retention
+from service.domain import retention
 from service.domain.db import session_factory, session_scope
 from service.domain.errors import Conflict
 from service.domain.tables import (
@@ -41,15 +41,14 @@ def _count(table, *where) -> int:
 
 def _scored_window(model_id: int, n: int = 10, received_at: datetime | None = None,
                    status: str = "done") -> int:
-    """A window of ``n`` new samples, scored (score rows and model_stats like store())."""
+    """A window of ``n`` new samples, scored (score rows; add_evaluation keeps model_stats
+    like store())."""
     ids = add_samples(model_id, n, received_at=received_at)
     ev = add_evaluation(model_id, "healthy", status=status, sample_ids=ids)
     if status == "done":
         with session_scope() as s:
             s.add_all(Score(evaluation_id=ev, kind="metric", name=f"m{i}", value=0.5)
                       for i in range(3))
-            index = s.get(Evaluation, ev).window_index
-            evaluation.record_done(s, model_id, ev, index, 0.2)
     return ev
 
 
