@@ -170,6 +170,61 @@ def reconfigure(settings: Settings | None = None) -> None:
 celery_app = create_celery_app()
 
 
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    from kombu.exceptions import OperationalError
+
+    errors: list[type[BaseException]] = [OperationalError, ConnectionError, TimeoutError]
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        errors += [RedisConnectionError, RedisTimeoutError]
+    except ImportError:  # the redis extra is not installed (embedded mode only)
+        pass
+    return tuple(errors)
+
+
+class BrokerOutageFilter(logging.Filter):
+    """While the broker is unreachable, Celery and kombu log a full traceback on every beat
+    tick and reconnect attempt. This keeps one line per component (logger) and outage:
+    the first such record loses its traceback and says what happened; repeats within
+    ``quiet_seconds`` are dropped. Anything else passes untouched."""
+
+    def __init__(self, quiet_seconds: float = 300.0) -> None:
+        super().__init__()
+        self.quiet_seconds = quiet_seconds
+        self._errors = _connection_errors()
+        self._last: dict[str, float] = {}
+
+    def _broker_error(self, record: logging.LogRecord) -> BaseException | None:
+        if not record.name.startswith(("celery", "kombu")) or not record.exc_info:
+            return None
+        exc = record.exc_info[1]
+        for _ in range(5):  # the error is often the cause of a wrapping one
+            if exc is None or isinstance(exc, self._errors):
+                return exc
+            exc = exc.__cause__ or exc.__context__
+        return None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = self._broker_error(record)
+        if exc is None:
+            return True
+        import time
+
+        now = time.monotonic()
+        last = self._last.get(record.name)
+        self._last[record.name] = now
+        if last is not None and now - last < self.quiet_seconds:
+            return False
+        record.msg = (f"broker unreachable ({type(exc).__name__}: {exc}); retrying, "
+                      "repeats are not logged")
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     # our JSON logs instead of Celery's own formatting (connecting here stops Celery from
@@ -178,6 +233,9 @@ def _setup_logging(**_: Any) -> None:
 
     settings = get_settings()
     configure(settings.log_level, settings.log_json)
+    outage = BrokerOutageFilter()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(outage)
     if settings.log_level.upper() != "DEBUG":
         # beat logs every message it sends and the worker every task it receives and
         # finishes (several every few seconds): keep their warnings and errors; the
