@@ -202,3 +202,29 @@ def test_startup_warns_once_without_a_key(service_env, monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="collapsewatch.secrets"):
         create_app()
     assert [r for r in caplog.records if r.name == "collapsewatch.secrets"] == []
+
+
+def test_a_worker_without_a_key_warns_once_at_startup(tmp_path):
+    """The real worker process (embedded broker): one warning line, then it keeps running."""
+    import time
+
+    from service.domain.migrate import upgrade
+    from tests.support import process
+
+    url = f"sqlite:///{tmp_path / 'cw.db'}"
+    upgrade(url)
+    env = {"COLLAPSEWATCH_DATABASE_URL": url, "COLLAPSEWATCH_DATA_DIR": str(tmp_path),
+           "COLLAPSEWATCH_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+           "COLLAPSEWATCH_SECRET_KEY": "", "COLLAPSEWATCH_LOG_JSON": "1"}
+    with process(["collapsewatch", "worker", "--pool", "threads", "--concurrency", "1"],
+                 tmp_path / "worker.log", env) as worker:
+        deadline = time.monotonic() + 60
+        while "stored in plaintext" not in worker.log() and time.monotonic() < deadline:
+            assert worker.popen.poll() is None, worker.log()
+            time.sleep(0.2)
+        time.sleep(1)
+        assert worker.popen.poll() is None, worker.log()
+        warnings = [json.loads(line) for line in worker.log().splitlines()
+                    if "stored in plaintext" in line]
+    assert len(warnings) == 1, worker.log()
+    assert warnings[0]["level"] == "warning" and warnings[0]["component"] == "worker"
