@@ -28,8 +28,9 @@ knows its own topics better than anyone else's: fresh human text sits closer to 
 synthetic side than the reference's calibration documents. With ``adapt_human`` (default)
 the human density is allowed a location and scale change in score space (within
 ``shift_range`` / ``scale_range``), fitted by maximum likelihood together with the weights;
-the source densities stay fixed. This is what keeps the estimate near the truth on human
-text from other sources (``benchmarks/mixture.py``).
+the source densities stay fixed. This reduces the bias on human text from other sources;
+it does not remove it when their scores differ by more than a shift and a stretch
+(``benchmarks/mixture.py`` and ``docs/synthetic-share.md`` give the numbers).
 
 Cost: tokenising the window, then O(T log V) per source for the LM scores and O(N·C) per EM
 iteration; the bootstrap runs its replicates as one matrix product per iteration.
