@@ -47,6 +47,7 @@ class Setup:
     replicates: int = 200
     token_budget: int | None = None  # None: ScoreConfig default
     seed: int = 0
+    semantic: bool = False  # also the semantic tables (benchmarks.semantic)
 
 
 @dataclass
@@ -233,7 +234,7 @@ def run(setup: Setup, log: Callable[[str], None] = lambda s: None) -> list[Scena
         )
     )
     out.append(accumulate)
-    tiny, _ = h.generations("replace", budget=setup.tiny_budget)
+    tiny, tgens = h.generations("replace", budget=setup.tiny_budget)
     out.append(tiny)
 
     base = h.baseline(rgens[0].model.sample(setup.baseline_docs, seed=50_000), "gen0")
@@ -256,6 +257,10 @@ def run(setup: Setup, log: Callable[[str], None] = lambda s: None) -> list[Scena
     out.append(h.fresh_baseline_windows(rgens[0].model, base))
     log("baseline scenarios done")
     out.append(h.decoding_regression(rgens[0].model))
+    if setup.semantic:
+        from benchmarks import semantic
+
+        out.extend(semantic.scenarios(h, rgens, tgens, windows=setup.windows, planted=20, log=log))
     return out
 
 
@@ -275,15 +280,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="smaller run: windows of 300, 20 windows, 100 replicates",
     )
+    p.add_argument("--semantic", action="store_true",
+                   help="also the semantic validation tables (benchmarks.semantic)")
     args = p.parse_args(argv)
     setup = (
-        Setup(window=300, windows=20, replicates=100, token_budget=args.token_budget)
+        Setup(window=300, windows=20, replicates=100, token_budget=args.token_budget,
+              semantic=args.semantic)
         if args.quick
         else Setup(
             window=args.window,
             windows=args.windows,
             replicates=args.replicates,
             token_budget=args.token_budget,
+            semantic=args.semantic,
         )
     )
     start = time.monotonic()

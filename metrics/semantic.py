@@ -444,8 +444,9 @@ def semantic_mmd(x, sem, sample):
 # ------------------------------------------------------------------ evidence
 
 # a topic is called vanished when the window has none of its documents although the
-# expected count (share × documents embedded) is at least this: P(0 | Poisson(4.6)) = 1%
-VANISHED_MIN_EXPECTED = 4.6
+# expected count (share × documents embedded) is at least this: P(0 | Poisson(4)) = 1.8%,
+# the rule the vanished words follow (metrics.evidence, min_surprise)
+VANISHED_MIN_EXPECTED = 4.0
 
 
 def vanished_topics(counts: np.ndarray, shares: np.ndarray, names: Sequence[str],
