@@ -64,6 +64,9 @@ class EvidenceConfig:
       NLL per token of a two-word document says little about the stream.
     candidates (400): the most significant n-grams considered before sub-n-grams explained
       by a longer listed n-gram are dropped.
+    min_documents (20) / min_document_frequency (3): ``overrepresented`` needs a window of
+      at least 20 documents and an n-gram in at least 3 of them: the variance comes from
+      the spread across documents, which a handful of documents cannot estimate.
     """
 
     max_n: int = 4
@@ -78,6 +81,8 @@ class EvidenceConfig:
     quote_chars: int = 200
     min_example_tokens: int = 5
     candidates: int = 400
+    min_documents: int = 20
+    min_document_frequency: int = 3
 
 
 # ------------------------------------------------------------------ n-gram tables
@@ -268,9 +273,9 @@ def overrepresented(
     background rate ("as an ai" listed, "an ai" not). O(max_n·T log T).
     """
     w_tokens = int(sample.docs.offsets[-1])
-    if w_tokens == 0 or background.tokens == 0:
+    if w_tokens == 0 or background.tokens == 0 or sample.n_docs < config.min_documents:
         return []
-    zs, orders, keys, y_ws, y_bs = [], [], [], [], []
+    zs, orders, keys, y_ws, y_bs, dfs = [], [], [], [], [], []
     for n in range(1, config.max_n + 1):
         table = NgramTable.from_groups(
             sample.memo(("groups", n), lambda n=n: doc_ngram_groups(*sample.ngrams("docs", n)))
@@ -285,11 +290,13 @@ def overrepresented(
         keys.append(table.keys)
         y_ws.append(table.count)
         y_bs.append(y_b)
+        dfs.append(table.df)
     if not zs:
         return []
     z_raw = np.concatenate(zs)
-    z_adj = bh_adjusted_z(z_raw)
-    sig = np.flatnonzero(z_adj >= config.min_z)
+    z_adj = bh_adjusted_z(z_raw)  # every n-gram was tested, listed or not
+    sig = np.flatnonzero((z_adj >= config.min_z)
+                         & (np.concatenate(dfs) >= config.min_document_frequency))
     if len(sig) == 0:
         return []
     # strongest first; among equals the longer n-gram (the phrase, not its parts)
