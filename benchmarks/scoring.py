@@ -308,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         sum(r.peer.cpu for r in rows if r.peer), sum(r.peer.wall for r in rows if r.peer)
     )
     rows += reference_and_suite_rows(texts, args.repeats, peer_total)
+    # semantic metrics (issue 16): cost per stage at a 500-document window
+    from benchmarks.semantic import cost_rows
+
+    rows += cost_rows(Row, timed, 500)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"window: {args.window} fortunes (seed 2000); load average {load} on {os.cpu_count()} CPUs"

@@ -230,6 +230,83 @@ def scenarios(harness, replace_gens: list, tiny_gens: list | None, *, windows: i
     return tables
 
 
+WINDOW_GOAL_SECONDS = 3.0  # a 500-document window's semantic metrics, embedding included
+BUILD_GOAL_SECONDS = 180.0  # the semantic part of a 5,000-document reference build
+MEMORY_GOAL_MB = 400.0  # a worker's resident memory after scoring with embeddings
+
+
+def cost_rows(row, timed, window_docs: int = 500, reference_docs: int = 5000) -> list:
+    """Cost per stage, as ``benchmarks.scoring`` rows (``row``/``timed`` are its Row and
+    timed): model load, the semantic part of a reference build, a window's embedding and
+    metrics, one band's semantic columns, and the process's peak memory."""
+    import resource
+
+    from benchmarks.detection import Setup, split_fortunes
+    from metrics import semantic as S
+    from metrics.embedding import load_embedder
+    from metrics.registry import REGISTRY
+    from metrics.sample import Corpus, Sample
+    from metrics.scoring import encode_window
+    from metrics.text import tokenize_documents
+
+    ref_docs, _, held = split_fortunes(Setup())
+    docs = ref_docs[:reference_docs]
+    load, embedder = timed(load_embedder)
+    cfg = metrics.ReferenceConfig()
+    n_cal = round(cfg.calibration_fraction * len(docs))
+    pool = Corpus.from_tokens(tokenize_documents(docs[:n_cal], cfg.tokenizer))
+    prof = Corpus.from_tokens(tokenize_documents(docs[n_cal:], cfg.tokenizer))
+    build, _ = timed(lambda: S.build_semantic(pool, prof, embedder, 0))
+    reference = metrics.build_reference(docs[:600], "cost", embedder=embedder,
+                                        config=metrics.ReferenceConfig(replicates=20))
+    ctx = reference.context()
+    window = held[:window_docs]
+
+    def embed_window() -> np.ndarray:
+        corpus, keys = encode_window(window, reference)
+        return S.window_vectors(Sample(corpus, 1000, keys), ctx.semantic)
+
+    embed, _ = timed(embed_window, 3)
+    corpus, keys = encode_window(window, reference)
+    sample = Sample(corpus, 1000, keys)
+    S.window_vectors(sample, ctx.semantic)
+    specs = [spec for spec in REGISTRY if spec.name in SEMANTIC]
+    compute, _ = timed(lambda: [sample._cache.pop("topic_counts", None)]
+                       + [spec.fn(sample, ctx) for spec in specs], 3)
+    vectors = reference.semantic.pool
+    lengths = reference.pool.lengths
+    rng = np.random.default_rng(0)
+
+    def band_columns() -> None:
+        for _ in range(200):
+            replicate = Sample(reference.pool.take(np.arange(10)), 10, np.zeros(10, np.uint64))
+            sel = rng.permutation(len(lengths))[:window_docs]
+            replicate._cache["embeddings"] = S.band_vectors(vectors, lengths, sel,
+                                                            ctx.suite.semantic_sample)
+            for spec in specs:
+                spec.fn(replicate, ctx)
+
+    band, _ = timed(band_columns)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    total = type(embed)(embed.cpu + compute.cpu, embed.wall + compute.wall)
+    sample_size = ctx.suite.semantic_sample
+    return [
+        row("embedding model load (all-MiniLM-L6-v2 int8)", load, "-", None, "<= 5", ""),
+        row(f"semantic part of a {len(docs)}-doc reference build", build, "-", None,
+            f"<= {BUILD_GOAL_SECONDS:g}",
+            f"embeds {pool.n_docs} calibration + {min(prof.n_docs, S.REF_CAP)} reference docs"),
+        row(f"window embedding ({sample_size} of {window_docs} docs)", embed, "-", None,
+            f"<= {WINDOW_GOAL_SECONDS:g}", "one onnxruntime thread"),
+        row(f"7 semantic metrics on the {sample_size} vectors", compute, "-", None, "<= 0.5", ""),
+        row(f"semantic window total ({window_docs} docs)", total, "-", None,
+            f"<= {WINDOW_GOAL_SECONDS:g}", "embedding + metrics"),
+        row("semantic columns of one 200-replicate band", band, "-", None, "<= 60",
+            "from the stored float16 pool embeddings"),
+        row("peak resident memory, MB (in the seconds columns)", type(embed)(peak_mb, peak_mb),
+            "-", None, f"<= {MEMORY_GOAL_MB:g}", "ru_maxrss after all of the above"),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.detection import Harness, Setup
     from metrics.synthetic import recursive_generations
@@ -239,8 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--windows", type=int, default=60)
     p.add_argument("--planted", type=int, default=20)
     p.add_argument("--replicates", type=int, default=200)
+    p.add_argument("--cost", action="store_true", help="only the cost per stage")
     args = p.parse_args(argv)
     start = time.monotonic()
+    if args.cost:
+        from benchmarks.scoring import Row, render, timed
+
+        print(render(cost_rows(Row, timed, args.window)))
+        return 0
 
     def log(s: str) -> None:
         print(f"[{time.monotonic() - start:6.0f}s] {s}", file=sys.stderr)

@@ -121,3 +121,11 @@ def test_provisioning_matches_the_compose_mounts():
     mounts = compose["services"]["grafana"]["volumes"]
     assert f"./dashboards/grafana/dashboards:{provider['options']['path']}:ro" in mounts
     assert "./dashboards/grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
+
+
+def test_model_detail_shows_the_semantic_metrics():
+    d = load_dashboard(GRAFANA / "dashboards" / "model-detail.json")
+    text = "\n".join(t["expr"] for _, t in targets(d))
+    for metric in ("semantic_similarity", "semantic_vendi", "semantic_recall", "topic_recall",
+                   "rare_topic_recall", "topic_entropy"):
+        assert metric in text, metric
