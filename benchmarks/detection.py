@@ -22,14 +22,25 @@ The checks of the scoring-core and baseline issues are the ``check`` lines; the 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 import metrics
 from metrics.synthetic import NGramModel, recursive_generations
+from metrics.trend import (
+    TrendConfig,
+    cusum_arl,
+    describe,
+    simulate_run_lengths,
+    trend,
+    trend_health,
+)
 from service.demo.sample_data import human_documents
 
 SEVERE = ("early_collapse", "collapse")
@@ -48,6 +59,7 @@ class Setup:
     token_budget: int | None = None  # None: ScoreConfig default
     seed: int = 0
     semantic: bool = False  # also the semantic tables (benchmarks.semantic)
+    lexical_only: bool = False  # profiles without embeddings (the lexical signals only)
 
 
 @dataclass
@@ -120,7 +132,9 @@ class Harness:
         self.log = log
         ref_docs, self.train, self.held = split_fortunes(setup)
         cfg = metrics.ReferenceConfig(replicates=setup.replicates, seed=setup.seed)
-        self.reference = metrics.build_reference(ref_docs, "fortunes", config=cfg)
+        self.embedder = None if setup.lexical_only else "default"
+        self.reference = metrics.build_reference(ref_docs, "fortunes", config=cfg,
+                                                 embedder=self.embedder)
         self.score_config = (
             metrics.ScoreConfig(token_budget=setup.token_budget)
             if setup.token_budget
@@ -132,7 +146,8 @@ class Harness:
 
     def baseline(self, docs: Sequence[str], name: str):
         cfg = metrics.ReferenceConfig(replicates=self.setup.replicates, seed=self.setup.seed)
-        return metrics.build_baseline(docs, self.reference, name, config=cfg)
+        return metrics.build_baseline(docs, self.reference, name, config=cfg,
+                                      embedder=self.embedder)
 
     # ------------------------------------------------------------------ scenarios
 
@@ -264,6 +279,158 @@ def run(setup: Setup, log: Callable[[str], None] = lambda s: None) -> list[Scena
     return out
 
 
+# ------------------------------------------------------------------ early warning (trend)
+
+ARL_SHIFTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+ARL_MEAN_ERRORS = (0.0, 0.33, 0.58)  # large pool; window = 1/10 of the pool; 3-window baseline
+
+
+def arl_table(cfg: TrendConfig) -> str:
+    """Markov-chain ARL of the CUSUM defaults (normal windows) by shift (in calibrated band
+    sd) and mean error of the band centre (the detector's reference value grows with it);
+    plus the share of baselines, their centre off by c ~ N(0, u^2), whose in-control ARL
+    is below 1,000 windows."""
+    head = ["mean_error", "k_eff"] + [f"{d:g} sd" for d in ARL_SHIFTS] + ["P(ARL0<1000)"]
+    rows = [head]
+    grid = np.linspace(-4, 4, 33)
+    weights = np.exp(-grid**2 / 2)
+    weights /= weights.sum()
+    for u in ARL_MEAN_ERRORS:
+        k = cfg.k + cfg.allowance * u
+        cells = [f"{u:.2f}", f"{k:.2f}"]
+        for d in ARL_SHIFTS:
+            y = d * math.sqrt(1 + u * u)
+            zero = cusum_arl(y, k, cfg.h)
+            steady = cusum_arl(y, k, cfg.h, steady=True)
+            cells.append(f"{zero:.0f}" if d == 0 else f"{zero:.1f}/{steady:.1f}")
+        short = sum(w for c, w in zip(grid * u, weights)
+                    if cusum_arl(c, k, cfg.h, states=150) < 1000) if u else 0.0
+        cells.append(f"{short:.1%}")
+        rows.append(cells)
+    return _table(rows)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def replicate_increments(profile, reference, n_docs: int, budget: int) -> dict[str, np.ndarray]:
+    """Per signal, the CUSUM increments a fresh in-control window would give, drawn from
+    the calibrated band's replicates (the detector's unit: spread around the centre)."""
+    from metrics.bands import calibrate
+    from metrics.scoring import metric_ratios, signal_ratios
+    from metrics.trend import COLLAPSE_SIGN
+
+    cal = calibrate(profile.band(n_docs, budget, reference), profile.pool, n_docs, budget)
+    centre = np.nanmean(cal.band, axis=0)
+    logs = np.log(signal_ratios(metric_ratios(cal.within, centre, n_docs)))
+    out = {}
+    for j, name in enumerate(metrics.SIGNALS):
+        col = logs[:, j]
+        out[name] = COLLAPSE_SIGN[name] * (col - np.nanmean(col)) / np.nanstd(col, ddof=1)
+    return out
+
+
+def simulated_arl(increments: dict[str, np.ndarray], mean_error: float, cfg: TrendConfig,
+                  shifts=(0.0, 1.0, 2.0), runs: int = 2000) -> dict[str, list[float]]:
+    """Mean run length per signal when increments are resampled band replicates (+ a
+    shift in band sd); in-control runs are censored at 20,000 windows."""
+    k = cfg.k + cfg.allowance * mean_error
+    out = {}
+    for name, inc in increments.items():
+        out[name] = [
+            float(simulate_run_lengths(inc + d * math.sqrt(1 + mean_error**2), k, cfg.h,
+                                       runs=runs if d else runs // 2,
+                                       limit=20_000 if d == 0 else 500, seed=7).mean())
+            for d in shifts
+        ]
+    return out
+
+
+def first_alarm(results: Sequence[dict]) -> int | None:
+    """1-based index of the first window whose trend (over the windows so far) alarms."""
+    for t in range(1, len(results) + 1):
+        if any(v["alarm"] for v in trend(results[:t]).values()):
+            return t
+    return None
+
+
+def stream_report(title: str, results: list[dict]) -> Scenario:
+    sc = Scenario(title)
+    zs = {s: np.array([r["signals"][s]["z"] for r in results], dtype=float)
+          for s in metrics.SIGNALS}
+    state = trend(results)
+    alarm = first_alarm(results)
+    for s in metrics.SIGNALS:
+        v = state[s]
+        sc.checks.append((
+            (f"{s}: z mean {np.nanmean(zs[s]):+.2f} sd {np.nanstd(zs[s]):.2f}; final statistic "
+            f"{v['statistic']:.2f} of {v['threshold']}"), True))
+    sc.checks.append((f"no alarm over {len(results)} windows (first alarm: {alarm})",
+                      alarm is None))
+    return sc
+
+
+def trend_run(setup: Setup, log: Callable[[str], None] = lambda s: None) -> list[str]:
+    """The ARL/delay tables and the recursive-generator streams (see docs/early-warning.md)."""
+    cfg = TrendConfig()
+    out = [(f"## CUSUM defaults k={cfg.k}, h={cfg.h}, allowance={cfg.allowance}: ARL by shift "
+           f"(Markov chain, normal windows; zero-start/steady-state)"), "", arl_table(cfg), ""]
+    h = Harness(setup, log)
+    rng = random.Random(setup.seed + 5)
+    human = [h.score(rng.sample(h.held, setup.window)) for _ in range(setup.windows)]
+    budget = human[0]["token_budget"]
+    log("human stream scored")
+    rgens = recursive_generations(h.train, setup.generations, "replace", seed=setup.seed)
+    agens = recursive_generations(h.train, setup.generations, "accumulate", seed=setup.seed)
+    base = h.baseline(rgens[0].model.sample(setup.baseline_docs, seed=50_000), "gen0")
+    fresh = [h.score(rgens[0].model.sample(setup.window, seed=60_000 + i), base)
+             for i in range(setup.windows)]
+    log("fresh generation-0 stream scored")
+
+    rows = [["band", "signal", "mean_error", "ARL0", "1 sd", "2 sd"]]
+    for label, prof, ref_arg, res in (("human", h.reference, None, human),
+                                      ("gen-0 baseline", base, h.reference, fresh)):
+        inc = replicate_increments(prof, ref_arg, setup.window, res[0]["token_budget"])
+        for name in metrics.SIGNALS:
+            u = res[0]["signals"][name]["mean_error"] or 0.0
+            arl = simulated_arl({name: inc[name]}, u, cfg)[name]
+            rows.append([label, name, f"{u:.2f}", f"{arl[0]:.0f}", f"{arl[1]:.1f}",
+                         f"{arl[2]:.1f}"])
+    out += [(f"## Simulated from band replicates (window {setup.window}, budget {budget}; "
+            "zero-start; ARL0 censored at 20,000)"), "", _table(rows), ""]
+    out.append(stream_report(f"steady stream: fresh human windows vs the reference "
+                             f"({setup.windows} x {setup.window})", human).render())
+    out.append("")
+    out.append(stream_report(f"steady stream: fresh generation-0 windows vs the generation-0 "
+                             f"baseline ({setup.windows} x {setup.window})", fresh).render())
+    out.append("")
+    for regime, gens in (("replace", rgens), ("accumulate", agens)):
+        sc = Scenario(f"{regime}: windows of one generation after pinning the generation-0 "
+                      f"baseline (first alarm, window health with the trend)")
+        for g in gens:
+            results = [h.score(g.model.sample(setup.window, seed=70_000 + 100 * g.index + i),
+                               base) for i in range(TREND_WINDOWS)]
+            alarm = first_alarm(results)
+            healths = [trend_health(r["health"], trend(results[: i + 1]))
+                       for i, r in enumerate(results)]
+            lines = describe(trend(results)) or ["no alarm"]
+            sc.checks.append(((f"gen {g.index}: first alarm at window {alarm}; health "
+                              f"{' '.join(x[:5] for x in healths)}; {lines[0]}"),
+                              (alarm is not None and alarm <= 3) if g.index and
+                              regime == "replace" else True))
+        log(f"{regime} streams done")
+        out.append(sc.render())
+        out.append("")
+    return out
+
+
+TREND_WINDOWS = 6  # windows per generation in the recursive streams
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--window", type=int, default=500)
@@ -282,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--semantic", action="store_true",
                    help="also the semantic validation tables (benchmarks.semantic)")
+    p.add_argument(
+        "--trend",
+        action="store_true",
+        help="early warning: ARL/delay tables, steady streams, recursive-generator streams",
+    )
     args = p.parse_args(argv)
     setup = (
         Setup(window=300, windows=20, replicates=100, token_budget=args.token_budget,
@@ -296,6 +468,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     start = time.monotonic()
+    if args.trend:
+        # the detector reads the lexical signals: profiles without embeddings score faster
+        setup = replace(setup, lexical_only=True)
+        lines = trend_run(
+            setup, log=lambda s: print(f"[{time.monotonic() - start:6.0f}s] {s}", file=sys.stderr)
+        )
+        print(f"# Early-warning report (window {setup.window} documents, {setup.replicates} "
+              f"band replicates)\n")
+        print("\n".join(lines))
+        print(f"{time.monotonic() - start:.0f} s")
+        return 0
     scenarios = run(
         setup, log=lambda s: print(f"[{time.monotonic() - start:6.0f}s] {s}", file=sys.stderr)
     )
