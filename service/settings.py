@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # PUBLIC_READS=1 opens reads off loopback
     require_read_key: bool = False
     public_reads: bool = False
+    # EVIDENCE_TEXT=off: evidence never quotes sample text (duplicate groups and typical
+    # examples lose their texts; n-grams and vanished terms stay), in the CLI and the API
+    evidence_text: bool = True
     listen_host: str | None = None
     # when set, /metrics needs `Authorization: Bearer <token>` (or an API key)
     metrics_token: str | None = None

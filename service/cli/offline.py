@@ -17,6 +17,7 @@ from pathlib import Path
 
 from service.cli import CliError
 from service.logging import get_logger
+from service.settings import get_settings
 
 log = get_logger("collapsewatch.cli")
 
@@ -241,7 +242,42 @@ def format_table(result: dict) -> str:
             "! = outside the human band, B = outside the baseline band"
         ),
     ]
+    if result.get("evidence") and "overrepresented" in result["evidence"]:
+        lines += ["", *format_evidence(result["evidence"])]
     return "\n".join(lines)
+
+
+def _quoted(text: str, width: int = 90) -> str:
+    return '"' + (text if len(text) <= width else text[: width - 1] + "…") + '"'
+
+
+def format_evidence(evidence: dict, top: int = 5) -> list[str]:
+    """The top ``top`` entries of each evidence list (metrics.evidence), as table lines."""
+    against = evidence.get("against", "reference")
+    lines = [f"what changed (against the {against})"]
+    over = evidence["overrepresented"][:top]
+    lines.append(f"{'over-represented n-gram':<36}{'per 10k':>9}{'before':>9}{'z':>7}")
+    lines += [
+        f"  {e['ngram'][:33]:<34}{e['window_per_10k']:>9.1f}{e['baseline_per_10k']:>9.1f}"
+        f"{e['z']:>7.1f}"
+        for e in over
+    ] or ["  none (no n-gram rose significantly)"]
+    lines.append(f"{'vanished term':<36}{'expected':>9}{'seen':>9}")
+    lines += [f"  {e['term'][:33]:<34}{e['expected']:>9.1f}{e['observed']:>9}"
+              for e in evidence["vanished"][:top]] or ["  none"]
+    lines.append("near-duplicate groups")
+    lines += [
+        f"  {g['size']} documents ({g['share']:.1%})"
+        + (": " + _quoted(g["examples"][0]) if g["examples"] else "")
+        for g in evidence["duplicates"][:top]
+    ] or ["  none"]
+    examples = evidence.get("examples") or {}
+    for side, label in (("most_typical", "most typical"), ("least_typical", "least typical")):
+        shown = examples.get(side) or []
+        if shown:
+            lines.append(f"{label} (reference LM)")
+            lines += [f"  {e['nll']:.2f} nats/token  {_quoted(e['text'], 70)}" for e in shown]
+    return lines
 
 
 # ---------------------------------------------------------------------------- commands
@@ -309,8 +345,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise CliError("standard input (-) can be given only once")
     # read every file first: a bad last file fails before minutes of scoring
     windows = [read_all([path], args.field) for path in args.inputs]
+    quote = get_settings().evidence_text and not args.no_evidence_text
     try:
-        results = [metrics.score(docs, reference, baseline) for docs in windows]
+        results = [metrics.score(docs, reference, baseline, evidence_text=quote)
+                   for docs in windows]
     except metrics.MetricsError as exc:
         raise CliError(str(exc)) from None
     if len(results) == 1:
@@ -421,6 +459,9 @@ def register(sub) -> None:
     s.add_argument("--baseline", metavar="BASE_FILE")
     _add_input_options(s)
     s.add_argument("--format", choices=["json", "table"], default="json")
+    s.add_argument("--no-evidence-text", action="store_true",
+                   help="evidence without quoted sample text (duplicate groups and typical "
+                        "examples); also COLLAPSEWATCH_EVIDENCE_TEXT=off")
     s.add_argument("--fail-on", choices=["early_collapse", "collapse"],
                    help="exit 1 when health (the last window's, with the trend) is at "
                         "least this bad")

@@ -368,3 +368,64 @@ def test_a_bad_file_in_a_sequence_fails_before_scoring(reference_file, sequence_
     _bad(["score", "--reference", reference_file, *sequence_files[:2], empty], capsys,
          "no documents in")
     _bad(["score", "--reference", reference_file, "-", "-"], capsys, "only once")
+
+
+# ---------------------------------------------------------------- evidence
+
+
+@pytest.fixture(scope="module")
+def evidence_reference(workdir, human_documents) -> Path:
+    """A 2,000-fortune reference: against the 400-document one (160 calibration documents)
+    a phrase the background never uses cannot reach z >= 3 after adjustment."""
+    src = _write_jsonl(workdir / "ref2000.jsonl", human_documents[2000:4000])
+    out = workdir / "ref2000.cwp"
+    assert main(["reference", "build", str(src), "--name", "fortunes-2000", "-o", str(out),
+                 "--band-sizes", "260", "--replicates", "40"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def planted_window(workdir, corpus) -> Path:
+    """260 fortunes with a phrase in a fifth of the documents and one text repeated four
+    times."""
+    docs = list(corpus["model"])
+    for i in range(0, len(docs), 5):
+        docs[i] = docs[i] + " I hope this helps."
+    docs[1:5] = [docs[1]] * 4
+    return _write_jsonl(workdir / "planted.jsonl", docs)
+
+
+def test_score_json_carries_evidence_and_the_table_prints_it(evidence_reference, planted_window,
+                                                              capsys):
+    code, out, _ = run(["score", "--reference", evidence_reference, planted_window], capsys)
+    evidence = json.loads(out)["evidence"]
+    assert code == 0 and evidence["against"] == "reference"
+    assert evidence["overrepresented"][0]["ngram"] == "i hope this helps"
+    assert evidence["duplicates"][0]["size"] == 4 and evidence["duplicates"][0]["examples"]
+    assert len(evidence["examples"]["most_typical"]) == 3
+    code, out, _ = run(["score", "--reference", evidence_reference, planted_window,
+                        "--format", "table"], capsys)
+    assert code == 0
+    section = out[out.index("what changed (against the reference)"):]
+    assert "i hope this helps" in section and "4 documents (1.5%)" in section
+    assert "most typical (reference LM)" in section
+
+
+def test_evidence_quotes_no_text_when_turned_off(evidence_reference, planted_window, capsys,
+                                                  monkeypatch):
+    from service.settings import get_settings
+
+    code, out, _ = run(["score", "--reference", evidence_reference, planted_window,
+                        "--no-evidence-text"], capsys)
+    evidence = json.loads(out)["evidence"]
+    assert code == 0 and evidence["duplicates"][0]["examples"] == []
+    assert evidence["examples"] == {"most_typical": [], "least_typical": []}
+    assert evidence["overrepresented"][0]["ngram"] == "i hope this helps"
+    monkeypatch.setenv("COLLAPSEWATCH_EVIDENCE_TEXT", "off")
+    get_settings.cache_clear()
+    try:
+        code, out, _ = run(["score", "--reference", evidence_reference, planted_window,
+                            "--format", "table"], capsys)
+    finally:
+        get_settings.cache_clear()
+    assert code == 0 and "4 documents (1.5%)" in out and "most typical" not in out
