@@ -145,14 +145,17 @@ class _Budget:
 def _delete_in_batches(session_maker: Callable[[], Session], table, ids_of: Callable[[Session],
                        Select], batch: int, budget: _Budget, before_delete=None) -> tuple[int, bool]:
     """Delete the rows ``ids_of`` selects, ``batch`` at a time, one transaction each.
-    Returns (rows deleted, finished)."""
+    Returns (rows deleted, finished). Only batches that delete something count against the
+    budget: finding nothing is one index probe, and a fleet of quiet models must not use up
+    a pass before it reaches the models that have something to delete."""
     total = 0
     while True:
-        if not budget.take():
+        if budget.left <= 0:
             return total, False
         with session_maker() as session, session.begin():
             ids = list(session.scalars(ids_of(session).order_by(table.c.id).limit(batch)))
             if ids:
+                budget.take()
                 if before_delete is not None:
                     before_delete(session, ids)
                 session.execute(delete(table).where(table.c.id.in_(ids))
@@ -263,7 +266,7 @@ def purge_model(session_maker: Callable[[], Session], model_id: int, batch: int,
         session_maker, Evaluation.__table__,
         lambda s: select(Evaluation.id).where(Evaluation.model_id == model_id),
         max(1, batch // 50), budget, _delete_scores)
-    if not done or not budget.take():
+    if not done or not budget.take():  # the final delete counts as a batch
         return False
     with session_maker() as session, session.begin():
         alert_ids = select(Alert.id).where(Alert.model_id == model_id).scalar_subquery()

@@ -204,3 +204,19 @@ def test_gc_dry_run_prints_what_would_go_and_changes_nothing(database_url, servi
     assert "deleted         10 samples" in capsys.readouterr().out
     assert _count(Sample) == 0
 
+
+
+def test_many_quiet_models_do_not_use_up_a_pass(database_url, service_env, monkeypatch):
+    # more models than the pass has batches: checking a model with nothing to delete is
+    # free, so the pass reaches the last model and finishes
+    monkeypatch.setenv("COLLAPSEWATCH_RETENTION_MAX_BATCHES", "3")
+    get_settings.cache_clear()
+    reference_id = None
+    for i in range(8):
+        model_id = make_model(f"quiet{i}", reference_id=reference_id)
+        with session_scope() as s:
+            reference_id = s.get(MonitoredModel, model_id).reference_id
+    busy = make_model("zz-busy", reference_id=reference_id)
+    _scored_window(busy)
+    report = _run(datetime.now(UTC) + 31 * DAY)
+    assert report.complete and report.rows["samples"] == 10
