@@ -93,6 +93,7 @@ def test_readme_release_gate_passes_human_text_and_fails_degenerate_text(tmp_pat
     result = run_block(block, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^health\s+(HEALTHY|EARLY_COLLAPSE)$", result.stdout, re.MULTILINE), result.stdout
+    assert "what changed (against the baseline)" in result.stdout
 
     # a degenerate candidate: a handful of outputs repeated over and over
     write_jsonl(tmp_path / "candidate.jsonl", (docs[2300:2310] * 40))
@@ -100,6 +101,8 @@ def test_readme_release_gate_passes_human_text_and_fails_degenerate_text(tmp_pat
     result = run_block(block, tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"^health\s+COLLAPSE$", result.stdout, re.MULTILINE), result.stdout
+    # the evidence names the repetition: ten groups of 40 identical outputs
+    assert result.stdout.count("40 documents (10.0%)") == 5, result.stdout
 
 
 def test_readme_collector_commands_answer_help():
