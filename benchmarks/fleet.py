@@ -81,7 +81,7 @@ def _reference(docs: list[str]) -> int:
         return row.id
 
 
-def _warm_band(reference_id: int, window: list[str]) -> None:
+def _warm_band(reference_id: int, window: list[str]) -> dict:
     """Score one window in this process so that the reference's band for the window size is
     in the band cache table before the timed phases (a fleet on one reference computes it
     once; without this the first phase would pay for it alone)."""
@@ -91,7 +91,7 @@ def _warm_band(reference_id: int, window: list[str]) -> None:
 
     with session_scope() as s:
         profile = reference_profile(s, reference_id)
-    metrics.score(window, profile)
+    return metrics.score(window, profile)
 
 
 def _models(prefix: str, n: int, reference_id: int, size: int) -> list[str]:
@@ -214,7 +214,8 @@ def _sizes(database_url: str) -> dict[str, int]:
 
 
 def _simulate(names: list[str], days: int, per_day: int, size: int, docs: list[str],
-              evaluations_days: int, database_url: str) -> list[tuple[int, dict, float]]:
+              evaluations_days: int, database_url: str,
+              result: dict) -> list[tuple[int, dict, float]]:
     """Days of traffic written directly, one retention pass per simulated day."""
     from sqlalchemy import insert, select, update
 
@@ -225,8 +226,6 @@ def _simulate(names: list[str], days: int, per_day: int, size: int, docs: list[s
     from service.settings import get_settings
 
     with session_scope() as s:
-        result = s.scalar(select(Evaluation.result).where(Evaluation.status == "done")
-                          .limit(1))
         ids = dict(s.execute(select(MonitoredModel.name, MonitoredModel.id)
                              .where(MonitoredModel.name.in_(names))).all())
         ref_id = s.scalar(select(MonitoredModel.reference_id).limit(1))
@@ -295,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
 
         redis.Redis.from_url(broker).flushdb()
         ref_id = _reference(docs[:1000])
-        _warm_band(ref_id, docs[-args.window_size:])
+        result = _warm_band(ref_id, docs[-args.window_size:])
         n, w, size = args.models, args.windows, args.window_size
         print(f"fleet: {n} models x {w} windows x {size} samples, PostgreSQL + Redis, "
               f"{os.cpu_count()} CPUs")
@@ -332,7 +331,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {'day':>4} {'db MiB':>8} {'samples':>10} {'evaluations':>12} "
                   f"{'scores':>10} {'pass s':>7}")
             for day, s, took in _simulate(sim, args.days, args.sim_samples_per_day, size,
-                                          docs, args.sim_evaluations_days, database_url):
+                                          docs, args.sim_evaluations_days, database_url,
+                                          result):
                 print(f"  {day:>4} {s['database'] / 2**20:>8.0f} {s['samples_rows']:>10,} "
                       f"{s['evaluations_rows']:>12,} {s['scores_rows']:>10,} {took:>7.2f}")
 
