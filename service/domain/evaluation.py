@@ -367,7 +367,8 @@ def _score_claimed(evaluation_id: int, attempt: int, settings: Settings,
         if settings.scoring_delay_seconds > 0:
             # test hook (0 in production): a slow scorer for the lease and time-limit tests
             time.sleep(settings.scoring_delay_seconds)
-        result = metrics.score(texts, reference, baseline)
+        # EVIDENCE_TEXT=off: quoted outputs are never computed, so never stored
+        result = metrics.score(texts, reference, baseline, evidence_text=settings.evidence_text)
         duration = time.perf_counter() - started
     except (metrics.MetricsError, LookupError) as exc:
         # the same input would fail the same way again: fail for good, say why

@@ -1,0 +1,49 @@
+"""Evidence through the pipeline: stored with the evaluation, quoted text only when allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.service.api_fixtures import store_reference
+from tests.service.pipeline_fixtures import (
+    WINDOW,
+    add_model,
+    evaluation,
+    ingest,
+    plan_now,
+    score_now,
+)
+
+
+@pytest.fixture
+def planted_window(pipeline_env, reference_profile, reference_documents, window_documents):
+    """One pending window of fresh human documents, one of them repeated five times."""
+    ref = store_reference(reference_profile, reference_documents)
+    add_model("bot", ref, size=WINDOW)
+    docs = list(window_documents[:WINDOW])
+    docs[1:6] = [docs[1]] * 5
+    ingest("bot", docs)
+    (evaluation_id,) = plan_now()
+    return evaluation_id
+
+
+def test_scored_window_stores_its_evidence(planted_window):
+    assert score_now(planted_window).status == "done"
+    evidence = evaluation(planted_window).result["evidence"]
+    assert evidence["against"] == "reference"
+    assert {"overrepresented", "vanished", "duplicates", "examples"} <= set(evidence)
+    group = evidence["duplicates"][0]
+    assert group["size"] == 5 and group["examples"]
+    assert evidence["examples"]["most_typical"]
+
+
+def test_evidence_text_off_stores_no_quoted_text(planted_window, monkeypatch):
+    from service.settings import get_settings
+
+    monkeypatch.setenv("COLLAPSEWATCH_EVIDENCE_TEXT", "off")
+    get_settings.cache_clear()
+    assert score_now(planted_window).status == "done"
+    evidence = evaluation(planted_window).result["evidence"]
+    assert evidence["duplicates"][0] == {"size": 5, "share": round(5 / WINDOW, 4),
+                                         "examples": []}
+    assert evidence["examples"] == {"most_typical": [], "least_typical": []}
