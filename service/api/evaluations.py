@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from service.api.deps import ReadPrincipal, SessionDep
+from service.api.deps import Principal, ReadPrincipal, SessionDep, SettingsDep
 from service.domain import history
 from service.domain.score_schemas import EvaluationList, HealthPublic
+from service.settings import Settings
 
 router = APIRouter(tags=["evaluations"])
 
@@ -22,12 +23,20 @@ def stored_json(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(jsonable_encoder(body))
 
 
+def _visible(body: dict[str, Any], principal: Principal | None, settings: Settings) -> dict:
+    """Quoted sample text in the evidence needs a key, even where reads are public."""
+    if principal is not None and settings.evidence_text:
+        return body
+    return history.without_quoted_text(body)
+
+
 @router.get("/models/{name}/evaluations", response_model=EvaluationList,
             summary="Scored windows of a model, newest first (Score JSON each)")
 def list_evaluations(
     name: str,
-    _: ReadPrincipal,
+    principal: ReadPrincipal,
     session: SessionDep,
+    settings: SettingsDep,
     since: Annotated[datetime | None, Query(description="windows ending at or after this")] = None,
     until: Annotated[datetime | None, Query(description="windows ending at or before this")] = None,
     # bounded: each item is a full Score JSON (the web page's trend asks for up to 1,000)
@@ -37,11 +46,13 @@ def list_evaluations(
     cursor: Annotated[str | None, Query(max_length=512,
                                         description="`next_cursor` of the previous page")] = None,
 ) -> JSONResponse:
-    return stored_json(history.list_evaluations(session, name, since=since, until=until,
-                                                limit=limit, status=status, cursor=cursor))
+    body = history.list_evaluations(session, name, since=since, until=until, limit=limit,
+                                    status=status, cursor=cursor)
+    return stored_json(_visible(body, principal, settings))
 
 
 @router.get("/models/{name}/health", response_model=HealthPublic,
             summary="The latest Score JSON of a model (insufficient_data before the first)")
-def model_health(name: str, _: ReadPrincipal, session: SessionDep) -> JSONResponse:
-    return stored_json(history.model_health(session, name))
+def model_health(name: str, principal: ReadPrincipal, session: SessionDep,
+                 settings: SettingsDep) -> JSONResponse:
+    return stored_json(_visible(history.model_health(session, name), principal, settings))

@@ -112,3 +112,20 @@ def model_health(session: Session, model_name: str) -> dict[str, Any]:
     body["evaluations_pending"] = _pending_count(session, model)
     body["samples_ingested"] = model.samples_ingested
     return body
+
+
+def without_quoted_text(body: dict[str, Any]) -> dict[str, Any]:
+    """A Score JSON (or an evaluation list) with the evidence's quoted sample texts removed
+    (duplicate-group examples, typical documents); n-grams and vanished terms stay. For
+    readers without a key, and for every reader when EVIDENCE_TEXT is off."""
+    from metrics.evidence import without_text
+
+    def one(score: dict[str, Any]) -> dict[str, Any]:
+        evidence = score.get("evidence")
+        if not isinstance(evidence, dict) or "duplicates" not in evidence:
+            return score
+        return {**score, "evidence": without_text(evidence)}
+
+    if isinstance(body.get("evaluations"), list):
+        return {**body, "evaluations": [one(e) for e in body["evaluations"]]}
+    return one(body)

@@ -47,3 +47,28 @@ def test_evidence_text_off_stores_no_quoted_text(planted_window, monkeypatch):
     assert evidence["duplicates"][0] == {"size": 5, "share": round(5 / WINDOW, 4),
                                          "examples": []}
     assert evidence["examples"] == {"most_typical": [], "least_typical": []}
+
+
+def test_quoted_text_needs_a_read_key_even_where_reads_are_open(planted_window, client,
+                                                                   make_key, monkeypatch):
+    """service_env listens on loopback, where reads need no key: the evidence's quoted
+    texts are still only shown to a key, and to nobody with EVIDENCE_TEXT=off."""
+    from service.settings import get_settings
+
+    assert score_now(planted_window).status == "done"
+    read = {"Authorization": f"Bearer {make_key('read')}"}
+
+    def groups(path: str, headers: dict) -> list[dict]:
+        response = client.get(f"/api/v1/models/bot/{path}", headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        score = body["evaluations"][0] if "evaluations" in body else body
+        return score["evidence"]["duplicates"]
+
+    for path in ("evaluations", "health"):
+        assert groups(path, {})[0] == {"size": 5, "share": round(5 / WINDOW, 4),
+                                       "examples": []}
+        assert groups(path, read)[0]["examples"]
+    monkeypatch.setenv("COLLAPSEWATCH_EVIDENCE_TEXT", "off")
+    get_settings.cache_clear()
+    assert groups("evaluations", read)[0]["examples"] == []
