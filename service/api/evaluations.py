@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import Principal, ReadPrincipal, SessionDep, SettingsDep
 from service.domain import history
-from service.domain.score_schemas import EvaluationList, HealthPublic
+from service.domain.score_schemas import EvaluationList, EvaluationPublic, HealthPublic
 from service.settings import Settings
 
 router = APIRouter(tags=["evaluations"])
@@ -48,6 +48,14 @@ def list_evaluations(
 ) -> JSONResponse:
     body = history.list_evaluations(session, name, since=since, until=until, limit=limit,
                                     status=status, cursor=cursor)
+    return stored_json(_visible(body, principal, settings))
+
+
+@router.get("/models/{name}/evaluations/{evaluation_id}", response_model=EvaluationPublic,
+            summary="One scored window of a model (Score JSON with its evidence)")
+def get_evaluation(name: str, evaluation_id: int, principal: ReadPrincipal, session: SessionDep,
+                   settings: SettingsDep) -> JSONResponse:
+    body = history.get_evaluation(session, name, evaluation_id)
     return stored_json(_visible(body, principal, settings))
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from service.domain.baselines import baseline_state
 from service.domain.catalog import get_model
 from service.domain.clock import as_utc_or_none
-from service.domain.errors import Invalid
+from service.domain.errors import Invalid, NotFound
 from service.domain.paging import decode_cursor, page
 from service.domain.tables import Evaluation, MonitoredModel, Reference
 
@@ -75,6 +75,15 @@ def list_evaluations(session: Session, model_name: str, *, since: datetime | Non
     rows, next_cursor = page(rows, limit, lambda e: (as_utc_or_none(e.window_end), e.id))
     return {"evaluations": [evaluation_json(session, e) for e in rows],
             "next_cursor": next_cursor}
+
+
+def get_evaluation(session: Session, model_name: str, evaluation_id: int) -> dict[str, Any]:
+    """One window of a model (any state), with its evidence; NotFound for another model's."""
+    model = get_model(session, model_name)
+    evaluation = session.get(Evaluation, evaluation_id)
+    if evaluation is None or evaluation.model_id != model.id:
+        raise NotFound(f"model {model_name!r} has no evaluation {evaluation_id}")
+    return evaluation_json(session, evaluation)
 
 
 def _pending_count(session: Session, model: MonitoredModel) -> int:

@@ -72,3 +72,18 @@ def test_quoted_text_needs_a_read_key_even_where_reads_are_open(planted_window, 
     monkeypatch.setenv("COLLAPSEWATCH_EVIDENCE_TEXT", "off")
     get_settings.cache_clear()
     assert groups("evaluations", read)[0]["examples"] == []
+
+
+def test_one_evaluation_is_served_with_its_evidence(planted_window, client, make_key):
+    assert score_now(planted_window).status == "done"
+    read = {"Authorization": f"Bearer {make_key('read')}"}
+    response = client.get(f"/api/v1/models/bot/evaluations/{planted_window}", headers=read)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == planted_window and body["evidence"]["duplicates"][0]["size"] == 5
+    assert body["evidence"]["duplicates"][0]["examples"]
+    anonymous = client.get(f"/api/v1/models/bot/evaluations/{planted_window}").json()
+    assert anonymous["evidence"]["duplicates"][0]["examples"] == []
+    missing = client.get(f"/api/v1/models/bot/evaluations/{planted_window + 999}", headers=read)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
