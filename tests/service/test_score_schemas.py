@@ -43,7 +43,8 @@ def test_stored_windows_validate_and_keep_their_bytes(client, model_name, admin_
     assert len(ids) == 2
     _store(ids[0], window_result)
 
-    r = client.get("/api/v1/models/bot/evaluations?status=all")
+    # with a key: the evidence's quoted texts are shown to key holders only
+    r = client.get("/api/v1/models/bot/evaluations?status=all", headers=admin_headers)
     assert r.status_code == 200, r.text
     parsed = EvaluationList.model_validate(r.json())
     assert [e.status for e in parsed.evaluations] == ["pending", "done"]
@@ -57,7 +58,7 @@ def test_stored_windows_validate_and_keep_their_bytes(client, model_name, admin_
         expected = history.list_evaluations(session, "bot", status="all")
     assert r.content == _wire(expected)
 
-    h = client.get("/api/v1/models/bot/health")
+    h = client.get("/api/v1/models/bot/health", headers=admin_headers)
     assert h.status_code == 200
     health = HealthPublic.model_validate(h.json())
     assert health.model == "bot" and health.id == ids[0]
