@@ -32,7 +32,8 @@ from service.api.errors import ProblemError
 from service.domain import baselines as service
 from service.domain.baseline_schemas import BaselineCreate, BaselineRequest
 from service.domain.catalog import get_model
-from service.domain.references import DocumentParseError, format_for, parse_documents
+from service.domain.documents import DocumentParseError, format_for, parse_documents
+from service.settings import get_settings
 
 router = APIRouter(tags=["baselines"])
 
@@ -102,7 +103,8 @@ async def _from_upload(request: Request) -> BaselineRequest:
     try:
         fmt = format_for(filename, _text(form.get("format")))
         documents = await run_in_threadpool(parse_documents, data, fmt,
-                                            _text(form.get("field")) or "text")
+                                            _text(form.get("field")) or "text",
+                                            get_settings().max_reference_document_chars)
     except DocumentParseError as exc:
         raise ProblemError(422, f"file {filename!r}: {exc}") from None
     return BaselineRequest(documents=documents, **common)

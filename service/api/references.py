@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 
 from service.api.deps import AdminPrincipal, ReadPrincipal, SessionDep, SettingsDep
 from service.api.errors import ProblemError, not_utf8_detail
+from service.domain import documents as doc_files
 from service.domain import references as service
 from service.domain import retention
 from service.domain.schemas import (
@@ -39,7 +40,7 @@ _MULTIPART_SCHEMA = {
         "name": {"type": "string", "description": "default: the file name without extension"},
         "field": {"type": "string", "default": "text",
                   "description": "the JSON field or CSV column holding the text"},
-        "format": {"type": "string", "enum": list(service.FORMATS),
+        "format": {"type": "string", "enum": list(doc_files.FORMATS),
                    "description": "default: from the file name's extension"},
         "description": {"type": "string"},
     },
@@ -87,12 +88,13 @@ async def _from_upload(request: Request,
         raise _invalid(exc, ("name",)) from None
     data = await upload.read()
     try:
-        data, inner_name = service.decompress_upload(
-            data, filename, service.GZIP_EXPANSION_LIMIT * settings.max_body_bytes)
-        fmt = service.format_for(inner_name, _text(form.get("format")))
-        documents = await run_in_threadpool(service.parse_documents, data, fmt,
-                                            _text(form.get("field")) or "text")
-    except service.DocumentParseError as exc:
+        data, inner_name = doc_files.decompress_upload(
+            data, filename, doc_files.GZIP_EXPANSION_LIMIT * settings.max_body_bytes)
+        fmt = doc_files.format_for(inner_name, _text(form.get("format")))
+        documents = await run_in_threadpool(doc_files.parse_documents, data, fmt,
+                                            _text(form.get("field")) or "text",
+                                            settings.max_reference_document_chars)
+    except doc_files.DocumentParseError as exc:
         raise ProblemError(422, f"file {filename!r}: {exc}") from None
     try:
         description = _DESCRIPTION.validate_python(_text(form.get("description")))

@@ -8,7 +8,6 @@ document per non-blank line), ``.csv`` (header row, column ``text`` or ``--field
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import sys
@@ -16,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.cli import CliError
+from service.domain.documents import DocumentParseError, parse_documents
 from service.logging import get_logger
 from service.settings import get_settings
 
@@ -28,74 +28,32 @@ SEVERITY = {"insufficient_data": 0, "healthy": 0, "early_collapse": 1, "collapse
 # ---------------------------------------------------------------------------- input
 
 
-def _decode(data: bytes, source: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CliError(
-            f"{source} is not valid UTF-8 (bad byte at offset {exc.start}); re-encode it as UTF-8"
-        ) from None
-
-
-def _jsonl_documents(text: str, source: str, field: str) -> list[str]:
-    docs = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CliError(f"{source} line {number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise CliError(f"{source} line {number}: expected a JSON object with a {field!r} field")
-        if field not in row:
-            raise CliError(f"{source} line {number}: no field {field!r} (choose one with --field)")
-        value = row[field]
-        if not isinstance(value, str):
-            raise CliError(f"{source} line {number}: field {field!r} is not a string")
-        docs.append(value)
-    return docs
-
-
-def _csv_documents(text: str, source: str, field: str) -> list[str]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if reader.fieldnames is None:
-        return []
-    if field not in reader.fieldnames:
-        raise CliError(
-            f"{source}: no column {field!r} (columns: {', '.join(reader.fieldnames)}; "
-            "choose one with --field)"
-        )
-    try:
-        return [row[field] or "" for row in reader]
-    except csv.Error as exc:
-        raise CliError(f"{source} line {reader.line_num}: bad CSV ({exc})") from None
-
-
 def read_documents(path: str, field: str = "text", stdin: io.BufferedReader | None = None) -> list[str]:
-    """Documents of one input (see module docstring). Raises CliError on bad input."""
+    """Documents of one input (see module docstring), read by the same reader as uploads to
+    the server (``service.domain.documents``). Raises CliError on bad input."""
     if path == "-":
-        raw = (stdin or sys.stdin.buffer).read()
-        return _jsonl_documents(_decode(raw, "standard input"), "standard input", field)
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in FORMATS:
-        raise CliError(
-            f"{path}: unsupported input format {suffix or '(no extension)'!r}; "
-            "use .jsonl, .txt, .csv or - (JSONL on stdin)"
-        )
-    if not p.is_file():
-        raise CliError(f"input file {path} does not exist")
+        raw, fmt, source = (stdin or sys.stdin.buffer).read(), "jsonl", "standard input"
+    else:
+        p = Path(path)
+        suffix = p.suffix.lower()
+        if suffix not in FORMATS:
+            raise CliError(
+                f"{path}: unsupported input format {suffix or '(no extension)'!r}; "
+                "use .jsonl, .txt, .csv or - (JSONL on stdin)"
+            )
+        if not p.is_file():
+            raise CliError(f"input file {path} does not exist")
+        try:
+            raw = p.read_bytes()
+        except OSError as exc:
+            raise CliError(f"cannot read {path}: {exc.strerror}") from None
+        fmt, source = suffix[1:], path
     try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
-    text = _decode(raw, path)
-    if suffix == ".jsonl":
-        return _jsonl_documents(text, path, field)
-    if suffix == ".csv":
-        return _csv_documents(text, path, field)
-    return [line for line in text.splitlines() if line.strip()]
+        # offline scoring takes any text: no storability or length limits here
+        return parse_documents(raw, fmt, field, storable=False,
+                               field_hint="choose another one with --field")
+    except DocumentParseError as exc:
+        raise CliError(f"{source}: {exc}") from None
 
 
 def read_all(paths: Sequence[str], field: str) -> list[str]:

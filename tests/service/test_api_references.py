@@ -105,7 +105,7 @@ def test_create_from_a_gzipped_upload(client, admin_headers, reference_documents
 
 
 def test_gzip_that_expands_too_far_is_422(client, admin_headers, monkeypatch):
-    from service.domain.references import GZIP_EXPANSION_LIMIT
+    from service.domain.documents import GZIP_EXPANSION_LIMIT
     from service.settings import get_settings
 
     monkeypatch.setenv("COLLAPSEWATCH_MAX_BODY_BYTES", "100000")
