@@ -173,6 +173,8 @@ def test_collapse_fires_and_resolves_through_prometheus_alertmanager_and_pagerdu
                                                        "documents": reference_docs}), 201)
         ok(http.post("/api/v1/models", json={
             "name": MODEL, "reference_id": ref["id"], "auto_baseline_windows": 0,
+            # the dashboards' per-metric panels need the opt-in per-metric series
+            "metric_series": True,
             "window": {"size": WINDOW, "min_size": 50, "max_age_seconds": 3600}}), 201)
         ok(http.post(f"/api/v1/models/{MODEL}/baseline", json={"documents": baseline_docs}), 201)
         ok(http.post("/api/v1/channels", json={
