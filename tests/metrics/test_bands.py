@@ -71,13 +71,21 @@ def test_band_rows_match_the_metrics_on_the_drawn_sample(pool_reference):
     """Precomputed per-document inputs (MinHash rows, NLL) give the same values as
     computing the suite on the replicate's sample from scratch."""
     ref, ctx = pool_reference, pool_reference.context()
-    band = band_matrix(ref.pool, ref.pool_doc_keys, ref.pool_doc_nll, 90, 1500, ctx, 3, seed=1)
-    from metrics.bands import BAND_DRAW, _draw
+    vectors = ref.pool_vectors(ref)
+    band = band_matrix(ref.pool, ref.pool_doc_keys, ref.pool_doc_nll, 90, 1500, ctx, 3, seed=1,
+                       pool_vectors=vectors)
+    from metrics.bands import _NO_VECTORS, BAND_DRAW, _draw
+    from metrics.semantic import band_vectors
 
     for r in range(3):
         rng = np.random.default_rng([1, 90, 0xBA5D, BAND_DRAW, r])
         order = _draw(rng, ref.pool.lengths, 90, 1500)
-        direct = compute_all(_sample(ref, order[:90], order, 1500), ctx)
+        sample = _sample(ref, order[:90], order, 1500)
+        # the semantic columns read the pool's stored embeddings in both (no model run)
+        sample._cache["embeddings"] = (
+            _NO_VECTORS if vectors is None else
+            band_vectors(vectors, ref.pool.lengths, order[:90], ctx.suite.semantic_sample))
+        direct = compute_all(sample, ctx)
         np.testing.assert_array_equal(band[r], direct)
 
 
