@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
@@ -53,7 +53,8 @@ def list_evaluations(
 
 @router.get("/models/{name}/evaluations/{evaluation_id}", response_model=EvaluationPublic,
             summary="One scored window of a model (Score JSON with its evidence)")
-def get_evaluation(name: str, evaluation_id: int, principal: ReadPrincipal, session: SessionDep,
+def get_evaluation(name: str, evaluation_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+                   principal: ReadPrincipal, session: SessionDep,
                    settings: SettingsDep) -> JSONResponse:
     body = history.get_evaluation(session, name, evaluation_id)
     return stored_json(_visible(body, principal, settings))

@@ -17,7 +17,7 @@ Rotating a key:
   2. give every api and worker process COLLAPSEWATCH_SECRET_KEY=<new> and
      COLLAPSEWATCH_SECRET_KEY_OLD=<old> (both keys read; the new one writes) and restart them
   3. run, with both variables set: collapsewatch secrets rotate
-     (--old-key <old> works too, but leaves the key in the shell history)
+     (--old-key=<old> works too, but leaves the key in the shell history)
   4. drop COLLAPSEWATCH_SECRET_KEY_OLD from the processes
 """
 

@@ -139,6 +139,10 @@ def test_ids_out_of_range_are_404(client, model_name, admin_headers):
         ("GET", f"/api/v1/references/{HUGE_ID}"),
         ("GET", "/api/v1/references/0"),
         ("GET", "/api/v1/references/not-a-number"),
+        # found by the fuzzer: a 500 (OverflowError on SQLite, bigint out of range on PostgreSQL)
+        ("GET", f"/api/v1/models/{model_name}/evaluations/{HUGE_ID}"),
+        ("GET", f"/api/v1/models/{model_name}/evaluations/{2**63}"),
+        ("GET", f"/api/v1/models/{model_name}/evaluations/0"),
     ):
         assert_problem(client.request(method, url, headers=admin_headers), 404)
     assert stored_state() == before

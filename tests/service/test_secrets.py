@@ -147,7 +147,8 @@ def test_rotation_with_a_wrong_old_key_changes_nothing(client, database_url, adm
         create_channels(client, admin_headers, srv.url)
     before = raw_configs()
     use_keys(monkeypatch, Fernet.generate_key())
-    assert main(["secrets", "rotate", "--old-key", Fernet.generate_key().decode()]) == 2
+    # "=": a Fernet key may start with "-", which argparse would take for an option
+    assert main(["secrets", "rotate", f"--old-key={Fernet.generate_key().decode()}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot be decrypted" in err
     assert raw_configs() == before
