@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from service.cli import CliError
-from service.cli.offline import _load, read_all, read_documents
+from service.cli.offline import _add_input_options, _load, read_all, read_documents
 
 
 def _components(args: argparse.Namespace):
@@ -154,8 +154,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", required=True, metavar="REF_FILE")
     p.add_argument("--source", required=True, action="append", metavar="BASE_FILE",
                    help="baseline file of a known generator (repeat for several)")
-    p.add_argument("--field", default="text",
-                   help="JSONL field / CSV column holding the text (default: text)")
+    _add_input_options(p)
     p.add_argument("--bootstrap", type=_bootstrap, default=200,
                    help="bootstrap replicates for the 95%% interval (default: 200)")
 

@@ -148,6 +148,19 @@ class WindowPolicy(BaseModel):
     min_size: int
 
 
+# per-model settings that ModelCreate and ModelUpdate share; null means the global default
+SamplesDays = Annotated[int | None, Field(
+    ge=0, le=36_500,
+    description="keep sample texts this many days (null: COLLAPSEWATCH_RETENTION_SAMPLES_DAYS)")]
+EvaluationsDays = Annotated[int | None, Field(
+    ge=1, le=36_500,
+    description="keep evaluations and scores this many days "
+                "(null: COLLAPSEWATCH_RETENTION_EVALUATIONS_DAYS)")]
+MetricSeries = Annotated[bool | None, Field(
+    description="export the per-metric Prometheus series for this model "
+                "(null: COLLAPSEWATCH_METRICS_PER_METRIC_SERIES)")]
+
+
 class ModelCreate(_In):
     name: ModelName
     reference_id: ReferenceId
@@ -157,17 +170,9 @@ class ModelCreate(_In):
         description="the first K windows become the baseline; 0 disables",
     )
     description: Description | None = None
-    samples_days: int | None = Field(
-        default=None, ge=0, le=36_500,
-        description="keep sample texts this many days (null: COLLAPSEWATCH_RETENTION_SAMPLES_DAYS)")
-    evaluations_days: int | None = Field(
-        default=None, ge=1, le=36_500,
-        description="keep evaluations and scores this many days "
-                    "(null: COLLAPSEWATCH_RETENTION_EVALUATIONS_DAYS)")
-    metric_series: bool | None = Field(
-        default=None,
-        description="export the per-metric Prometheus series for this model "
-                    "(null: COLLAPSEWATCH_METRICS_PER_METRIC_SERIES)")
+    samples_days: SamplesDays = None
+    evaluations_days: EvaluationsDays = None
+    metric_series: MetricSeries = None
 
 
 class ModelUpdate(_In):
@@ -178,17 +183,9 @@ class ModelUpdate(_In):
     reference_id: ReferenceId | None = None
     window: WindowPolicyIn | None = None
     auto_baseline_windows: int | None = Field(default=None, ge=0, le=100)
-    samples_days: int | None = Field(
-        default=None, ge=0, le=36_500,
-        description="keep sample texts this many days (null: COLLAPSEWATCH_RETENTION_SAMPLES_DAYS)")
-    evaluations_days: int | None = Field(
-        default=None, ge=1, le=36_500,
-        description="keep evaluations and scores this many days "
-                    "(null: COLLAPSEWATCH_RETENTION_EVALUATIONS_DAYS)")
-    metric_series: bool | None = Field(
-        default=None,
-        description="export the per-metric Prometheus series for this model "
-                    "(null: COLLAPSEWATCH_METRICS_PER_METRIC_SERIES)")
+    samples_days: SamplesDays = None
+    evaluations_days: EvaluationsDays = None
+    metric_series: MetricSeries = None
 
 
 class BaselineSummary(BaseModel):
