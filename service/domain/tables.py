@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -98,6 +99,15 @@ class MonitoredModel(Base):
     evaluations_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # per-metric Prometheus series for this model (null: settings.metrics_per_metric_series)
     metric_series: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # "model" (a deployed generator) or "stream" (a data source judged for its synthetic share)
+    kind: Mapped[str] = mapped_column(String(16), default="model", server_default="model")
+    # a stream's generator sources: baseline ids whose outputs may be mixed into it
+    sources: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    # a stream's mixing-ratio guard: warn when the share's lower bound exceeds it
+    max_synthetic_share: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the automatic baseline refused: why (null: not refused since the last pin)
+    baseline_rejection: Mapped[str | None] = mapped_column(Text, nullable=True)
+    baseline_rejected_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
     # set by DELETE: the model is gone for every reader at once; the reaper purges its rows
     # in bounded batches and then the model row itself
     deleted_at: Mapped[datetime | None] = _ts(nullable=True, default=False)
@@ -165,6 +175,9 @@ class BaselinePin(Base):
     new_sha256: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str | None] = mapped_column(String(200), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # pinned although it reads as collapsed against human (an admin's deliberate choice)
+    accept_collapsed: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=false())
     created_at: Mapped[datetime] = _ts()
 
 

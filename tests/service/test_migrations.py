@@ -119,3 +119,71 @@ def test_upgrade_from_0002_keeps_rows_and_widens_ids_on_postgres():
         _fill_at_0002(url)
         upgrade(url)
         _check_upgraded(url)
+
+
+# --------------------------------------------------------------------------------------------
+# 0004 -> 0005 on a database filled by the previous revision
+
+def _fill_at_0004(url: str) -> None:
+    """A model with a pinned baseline, as revision 0004 stored it."""
+    from sqlalchemy import text
+
+    engine = create_engine(url)
+    now = "2026-12-01 12:00:00+00:00"
+    with engine.begin() as c:
+        c.execute(text(
+            "INSERT INTO \"references\" (name, version, sha256, document_count, token_count, "
+            "documents_gz, profile, created_at) VALUES ('ref', 1, :sha, 200, 1000, :b, :b, "
+            ":now)"), {"sha": "a" * 64, "b": b"x", "now": now})
+        c.execute(text(
+            "INSERT INTO models (name, reference_id, baseline_id, window_size, window_min_size, "
+            "auto_baseline_windows, samples_ingested, windowed_through_sample_id, "
+            "next_window_index, created_at, updated_at) "
+            "VALUES ('m', 1, 1, 10, 5, 3, 30, 30, 3, :now, :now)"), {"now": now})
+        c.execute(text(
+            "INSERT INTO baselines (model_id, reference_id, name, sha256, source, "
+            "document_count, token_count, profile, human_ratios, created_at) "
+            "VALUES (1, 1, 'auto', :sha, 'auto', 200, 1000, :b, '{}', :now)"),
+            {"sha": "b" * 64, "b": b"x", "now": now})
+        c.execute(text(
+            "INSERT INTO baseline_pins (model_id, new_baseline_id, new_sha256, actor, reason, "
+            "created_at) VALUES (1, 1, :sha, 'auto', 'first windows', :now)"),
+            {"sha": "b" * 64, "now": now})
+    engine.dispose()
+
+
+def _check_upgraded_to_0005(url: str) -> None:
+    from sqlalchemy import text
+
+    engine = create_engine(url)
+    with engine.begin() as c:
+        row = c.execute(text("SELECT kind, sources, max_synthetic_share, baseline_rejection, "
+                             "baseline_id FROM models")).mappings().one()
+        assert row["kind"] == "model" and row["baseline_id"] == 1
+        assert row["sources"] is None and row["max_synthetic_share"] is None
+        assert row["baseline_rejection"] is None
+        pin = c.execute(text("SELECT accept_collapsed, reason FROM baseline_pins")).one()
+        assert not pin[0] and pin[1] == "first windows"
+    engine.dispose()
+    check(url)
+
+
+def test_upgrade_from_0004_keeps_models_and_pins_on_sqlite(tmp_path):
+    from service.domain.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0004")
+    _fill_at_0004(url)
+    upgrade(url)
+    _check_upgraded_to_0005(url)
+
+
+def test_upgrade_from_0004_keeps_models_and_pins_on_postgres():
+    from service.domain.migrate import upgrade
+    from tests.conftest import fresh_pg_database
+
+    with fresh_pg_database(migrate=False) as url:
+        upgrade(url, "0004")
+        _fill_at_0004(url)
+        upgrade(url)
+        _check_upgraded_to_0005(url)
