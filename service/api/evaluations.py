@@ -55,8 +55,13 @@ def list_evaluations(
             summary="One scored window of a model (Score JSON with its evidence)")
 def get_evaluation(name: str, evaluation_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
                    principal: ReadPrincipal, session: SessionDep,
-                   settings: SettingsDep) -> JSONResponse:
-    body = history.get_evaluation(session, name, evaluation_id)
+                   settings: SettingsDep,
+                   vanished_windows: Annotated[int, Query(
+                       ge=1, le=history.MAX_VANISHED_WINDOWS,
+                       description="`vanished_for_windows` lists terms gone for this many "
+                                   "scored windows up to this one")] = 3) -> JSONResponse:
+    body = history.get_evaluation(session, name, evaluation_id,
+                                  vanished_windows=vanished_windows)
     return stored_json(_visible(body, principal, settings))
 
 

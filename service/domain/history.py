@@ -77,13 +77,64 @@ def list_evaluations(session: Session, model_name: str, *, since: datetime | Non
             "next_cursor": next_cursor}
 
 
-def get_evaluation(session: Session, model_name: str, evaluation_id: int) -> dict[str, Any]:
-    """One window of a model (any state), with its evidence; NotFound for another model's."""
+# the most windows `vanished_for_windows` looks back over: each one is a stored Score JSON
+# read for its evidence, and a term gone for longer is already gone for this many
+MAX_VANISHED_WINDOWS = 50
+
+
+def vanished_for_windows(evidences: list[dict[str, Any] | None], windows: int) -> dict[str, Any]:
+    """Terms listed as vanished in each of the last ``windows`` windows.
+
+    ``evidences``: the ``evidence`` of a model's scored windows, newest first (the window
+    asked about first). Only the first ``windows`` are read; a window without evidence
+    (scored before evidence existed) lists nothing, so no term is gone across it. Terms
+    keep the newest window's order (most surprising absence first) with its expected and
+    observed counts. With fewer windows than asked for, ``terms`` is empty: a term cannot
+    have been gone for three windows of a model that has two. O(total listed terms).
+    """
+    if windows < 1:
+        raise Invalid(f"vanished_windows must be at least 1, not {windows}")
+    recent = evidences[:windows]
+    out: dict[str, Any] = {"windows": windows, "available": len(recent), "terms": []}
+    if len(recent) < windows:
+        return out
+    lists = [e.get("vanished") if isinstance(e, dict) else None for e in recent]
+    if not all(isinstance(lst, list) for lst in lists):
+        return out
+    common = set.intersection(*({v.get("term") for v in lst if isinstance(v, dict)}
+                                for lst in lists))
+    out["terms"] = [dict(v) for v in lists[0]
+                    if isinstance(v, dict) and v.get("term") in common]
+    return out
+
+
+def get_evaluation(session: Session, model_name: str, evaluation_id: int, *,
+                   vanished_windows: int = 3) -> dict[str, Any]:
+    """One window of a model (any state), with its evidence; NotFound for another model's.
+
+    A scored window also carries ``vanished_for_windows``: the vanished terms of this
+    window that every one of the model's ``vanished_windows`` scored windows up to and
+    including it lists too (computed at read time, see :func:`vanished_for_windows`)."""
+    if not 1 <= vanished_windows <= MAX_VANISHED_WINDOWS:
+        raise Invalid(f"vanished_windows must be between 1 and {MAX_VANISHED_WINDOWS}, "
+                      f"not {vanished_windows}")
     model = get_model(session, model_name)
     evaluation = session.get(Evaluation, evaluation_id)
     if evaluation is None or evaluation.model_id != model.id:
         raise NotFound(f"model {model_name!r} has no evaluation {evaluation_id}")
-    return evaluation_json(session, evaluation)
+    body = evaluation_json(session, evaluation)
+    if evaluation.status == "done":
+        results = session.scalars(
+            select(Evaluation.result)
+            .where(Evaluation.model_id == model.id, Evaluation.status == "done",
+                   Evaluation.window_index <= evaluation.window_index)
+            .order_by(Evaluation.window_index.desc(), Evaluation.id.desc())
+            .limit(vanished_windows)
+        ).all()
+        body["vanished_for_windows"] = vanished_for_windows(
+            [r.get("evidence") if isinstance(r, dict) else None for r in results],
+            vanished_windows)
+    return body
 
 
 def _pending_count(session: Session, model: MonitoredModel) -> int:

@@ -105,6 +105,42 @@ def collapsing(i: int, n: int, rng: random.Random) -> dict[str, float]:
             "sameness": sameness + rng.gauss(0, 0.03)}
 
 
+# words a collapsing model stops using one after another (vanished evidence), and the loop
+# phrases it over-produces; the duplicate example carries markup that must stay text
+VANISHING = ["albatross", "quixotic", "zephyr", "marmalade", "obelisk", "sonnet", "walrus",
+             "lantern", "tapestry", "orchard"]
+LOOP_PHRASES = ["the the same", "of the same thing", "it is what it", "and so on and"]
+MARKUP = "<img src=x onerror=\"window.__pwned=1\">"
+
+
+def collapse_evidence(i: int, n: int, *, quoted: bool = True) -> dict:
+    """Evidence (metrics.evidence shape) of window ``i`` of ``n`` of a collapsing model:
+    vanished words accumulate (word k is gone from window ``n - 1 - k`` on), loop phrases
+    rise, one duplicate group grows. ``quoted=False`` is what a reader without a key sees."""
+    gone = [w for k, w in enumerate(VANISHING) if i >= n - 1 - k]
+    f = i / max(1, n - 1)
+    size = 2 + int(10 * f)
+    examples = [f"{MARKUP} it is what it is, window {i}", "it is what it is"] if quoted else []
+    return {
+        "against": "baseline",
+        "overrepresented": [
+            {"ngram": p, "window_per_10k": round(40 * (1 + f) / (k + 1), 1),
+             "baseline_per_10k": round(4 / (k + 1), 1), "z": round(9 * (1 + f) - k, 2)}
+            for k, p in enumerate(LOOP_PHRASES)],
+        "vanished": [{"term": w, "expected": round(12.0 - k, 1), "observed": 0}
+                     for k, w in enumerate(gone)],
+        "duplicates": [{"size": size, "share": round(size / 150, 4), "examples": examples}],
+        "examples": {
+            "most_typical": [{"text": "it is what it is", "nll": 2.1, "human_percentile": 0.01}]
+            if quoted else [],
+            "least_typical": [{"text": "a walrus in an orchard", "nll": 7.9,
+                               "human_percentile": 0.6}] if quoted else [],
+        },
+        "vanished_topics": [{"topic": "sea · ships · sailors", "baseline_share": 0.05,
+                             "expected": 7.5, "observed": 0}] if f > 0.5 else [],
+    }
+
+
 def seed_reference(session: Session, name: str, documents: list[str]) -> Reference:
     normalised = json.dumps(documents).encode()
     ref = Reference(
@@ -132,8 +168,12 @@ def seed_model(session: Session, name: str, reference: Reference, *, window_size
 def seed_evaluations(session: Session, model: MonitoredModel, reference: Reference, count: int,
                      trajectory: Callable[[int, int, random.Random], dict[str, float]], *,
                      seed: int = 0, end: datetime | None = None, step_seconds: float = 60,
-                     baseline_level: float | None = None) -> None:
-    """``count`` finished evaluations, one per ``step_seconds``, the newest ending at ``end``."""
+                     baseline_level: float | None = None,
+                     evidence: Callable[[int, int], dict] | None = None,
+                     extra: Callable[[int, int, dict], None] | None = None) -> None:
+    """``count`` finished evaluations, one per ``step_seconds``, the newest ending at ``end``;
+    with ``evidence(i, count)`` as their evidence, and ``extra(i, count, result)`` changing
+    the Score JSON further, when given."""
     rng = random.Random(seed)
     end = end or datetime.now(UTC)
     size = model.window_size
@@ -142,6 +182,10 @@ def seed_evaluations(session: Session, model: MonitoredModel, reference: Referen
         window_end = end - timedelta(seconds=step_seconds * (count - 1 - i))
         result = score_json(trajectory(i, count, rng), rng, documents=size, reference=reference,
                             baseline_level=baseline_level)
+        if evidence is not None:
+            result["evidence"] = evidence(i, count)
+        if extra is not None:
+            extra(i, count, result)
         rows.append({
             "model_id": model.id, "reference_id": reference.id, "window_index": i,
             "first_sample_id": i * size + 1, "last_sample_id": (i + 1) * size,
