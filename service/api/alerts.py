@@ -31,6 +31,10 @@ from service.domain.keys import Principal
 
 router = APIRouter(tags=["alerts"])
 
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+Cursor = Annotated[str | None, Query(max_length=512,
+                                     description="`next_cursor` of the previous page")]
+
 
 def _channel_visible(principal: Principal, channel: ChannelPublic) -> bool:
     """A key limited to one model sees only the channels that serve that model alone."""
@@ -57,13 +61,15 @@ def _enqueue_after_commit(session, notification_ids: list[int]) -> None:
 def list_alerts(principal: ReadPrincipal, session: SessionDep,
                 state: Annotated[str | None, Query(description="firing | resolved")] = None,
                 model: Annotated[str | None, Query(description="model name")] = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> AlertList:
+                limit: Limit = 100, cursor: Cursor = None) -> AlertList:
+    """Newest first, paged (`limit`, `cursor` from `next_cursor`)."""
     if principal is not None and not principal.unlimited:
         # a key limited to one model lists that model's alerts only
         if model is not None:
             check_model_read(principal, model)
         model = principal.model_name
-    return AlertList(alerts=alert_config.list_alerts(session, state, model, limit))
+    alerts, next_cursor = alert_config.page_alerts(session, state, model, limit, cursor)
+    return AlertList(alerts=alerts, next_cursor=next_cursor)
 
 
 @router.get("/alerts/{alert_id}", response_model=AlertPublic)
@@ -102,9 +108,13 @@ def update_alert_rule(name: str, kind: str, body: AlertRuleUpdate, principal: Ad
 
 
 @router.get("/channels", response_model=ChannelList)
-def list_channels(principal: AdminPrincipal, session: SessionDep) -> ChannelList:
-    return ChannelList(channels=[c for c in alert_config.list_channels(session)
-                                 if _channel_visible(principal, c)])
+def list_channels(principal: AdminPrincipal, session: SessionDep, limit: Limit = 100,
+                  cursor: Cursor = None) -> ChannelList:
+    """By id, paged (`limit`, `cursor` from `next_cursor`); a key limited to one model sees
+    only the channels that serve that model alone."""
+    only = None if principal.unlimited else principal.model_name
+    channels, next_cursor = alert_config.page_channels(session, limit, cursor, only)
+    return ChannelList(channels=channels, next_cursor=next_cursor)
 
 
 @router.post("/channels", status_code=201, response_model=ChannelPublic)

@@ -22,6 +22,7 @@ from service.domain.alert_schemas import (
 from service.domain.catalog import get_model
 from service.domain.clock import utcnow
 from service.domain.errors import Conflict, Invalid, NotFound
+from service.domain.paging import decode_cursor, page
 from service.domain.secrets import seal_config
 from service.domain.tables import Alert, AlertRule, Channel, MonitoredModel, Notification
 
@@ -46,18 +47,24 @@ def alert_public(alert: Alert, model_name: str) -> AlertPublic:
     )
 
 
-def list_alerts(session: Session, state: str | None, model: str | None,
-                limit: int) -> list[AlertPublic]:
+def page_alerts(session: Session, state: str | None, model: str | None, limit: int,
+                cursor: str | None = None) -> tuple[list[AlertPublic], str | None]:
+    """One page of alerts, newest first (by id: an alert raised between pages has a higher
+    id than every cursor, so it neither repeats nor shifts later pages)."""
     if state is not None and state not in ALERT_STATES:
         raise Invalid(f"state: must be one of {', '.join(ALERT_STATES)}, got {state!r}")
+    after = decode_cursor(cursor, (int,))
     stmt = (select(Alert, MonitoredModel.name).join(MonitoredModel,
                                                     MonitoredModel.id == Alert.model_id))
     if state is not None:
         stmt = stmt.where(Alert.state == state)
     if model is not None:
         stmt = stmt.where(Alert.model_id == get_model(session, model).id)
-    rows = session.execute(stmt.order_by(Alert.id.desc()).limit(limit)).all()
-    return [alert_public(alert, name) for alert, name in rows]
+    if after is not None:
+        stmt = stmt.where(Alert.id < after[0])
+    rows = session.execute(stmt.order_by(Alert.id.desc()).limit(limit + 1)).all()
+    rows, next_cursor = page(list(rows), limit, lambda row: (row[0].id,))
+    return [alert_public(alert, name) for alert, name in rows], next_cursor
 
 
 def get_alert(session: Session, alert_id: int) -> tuple[Alert, str]:
@@ -127,9 +134,12 @@ def update_rule(session: Session, model_name: str, kind: str,
     return rule_public(rule), notification_ids
 
 
-def _notification_counts(session: Session) -> dict[int, dict[str, int]]:
-    rows = session.execute(select(Notification.channel_id, Notification.status, func.count())
-                           .group_by(Notification.channel_id, Notification.status)).all()
+def _notification_counts(session: Session,
+                         channel_ids: list[int] | None = None) -> dict[int, dict[str, int]]:
+    stmt = select(Notification.channel_id, Notification.status, func.count())
+    if channel_ids is not None:
+        stmt = stmt.where(Notification.channel_id.in_(channel_ids))
+    rows = session.execute(stmt.group_by(Notification.channel_id, Notification.status)).all()
     out: dict[int, dict[str, int]] = {}
     for channel_id, status, n in rows:
         out.setdefault(channel_id, {})[status] = n
@@ -168,10 +178,26 @@ def create_channel(session: Session, body: ChannelCreate) -> ChannelPublic:
     return channel_public(channel)
 
 
-def list_channels(session: Session) -> list[ChannelPublic]:
-    counts = _notification_counts(session)
-    return [channel_public(c, counts.get(c.id))
-            for c in session.scalars(select(Channel).order_by(Channel.id)).all()]
+def page_channels(session: Session, limit: int, cursor: str | None = None,
+                  only: str | None = None) -> tuple[list[ChannelPublic], str | None]:
+    """One page of channels by id. ``only``: the channels that serve that model alone (what a
+    key limited to one model may see); filtered here so every page but the last is full."""
+    after = decode_cursor(cursor, (int,))
+    last = after[0] if after is not None else 0
+    rows: list[Channel] = []
+    # an id past the 32-bit column names no channel (PostgreSQL would refuse the comparison)
+    while len(rows) <= limit and last < 2**31 - 1:
+        # channels are few; scanning in id order keeps the filter in one place for both
+        # databases (``models`` is a JSON list, compared differently by each)
+        batch = list(session.scalars(select(Channel).where(Channel.id > last)
+                                     .order_by(Channel.id).limit(limit + 1)))
+        if not batch:
+            break
+        last = batch[-1].id
+        rows += [c for c in batch if only is None or c.models == [only]]
+    rows, next_cursor = page(rows[:limit + 1], limit, lambda c: (c.id,))
+    counts = _notification_counts(session, [c.id for c in rows])
+    return [channel_public(c, counts.get(c.id)) for c in rows], next_cursor
 
 
 def get_channel(session: Session, channel_id: int) -> ChannelPublic:

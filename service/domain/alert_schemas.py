@@ -47,6 +47,8 @@ class AlertPublic(BaseModel):
 
 class AlertList(BaseModel):
     alerts: list[AlertPublic]
+    next_cursor: str | None = Field(
+        None, description="pass as `cursor` for the next page; null on the last page")
 
 
 class RuleParams(BaseModel):
@@ -142,6 +144,8 @@ class ChannelPublic(BaseModel):
 
 class ChannelList(BaseModel):
     channels: list[ChannelPublic]
+    next_cursor: str | None = Field(
+        None, description="pass as `cursor` for the next page; null on the last page")
 
 
 class RetryResult(BaseModel):
