@@ -32,6 +32,39 @@ def _reference_or_422(session: Session, reference_id: int) -> None:
                                 "create one with POST /api/v1/references")
 
 
+def check_stream(session: Session, kind: str, sources: list[int] | None,
+                 max_synthetic_share: float | None, reference_id: int) -> None:
+    """Invalid unless a model's stream fields fit together: a ``model`` has no sources and
+    no share limit; a ``stream`` names at least one source, each an existing baseline built
+    against the stream's reference (the mixture compares both on that reference's LM)."""
+    if kind == "model":
+        if sources:
+            raise Invalid("sources: only a stream has sources; send kind: \"stream\"")
+        if max_synthetic_share is not None:
+            raise Invalid("max_synthetic_share: only a stream has a synthetic share; "
+                          "send kind: \"stream\"")
+        return
+    if not sources:
+        raise Invalid("sources: a stream needs at least one baseline id (the generators "
+                      "whose outputs may be mixed into it)")
+    if len(set(sources)) != len(sources):
+        raise Invalid(f"sources: baseline ids must be distinct, got {sources}")
+    found = {r.id: r for r in session.execute(
+        select(Baseline.id, Baseline.name, Reference.sha256)
+        .join(Reference, Reference.id == Baseline.reference_id)
+        .where(Baseline.id.in_(sources)))}
+    for position, baseline_id in enumerate(sources):
+        if baseline_id not in found:
+            raise Invalid(f"sources[{position}]: baseline {baseline_id} does not exist")
+    reference_sha = session.scalar(select(Reference.sha256).where(Reference.id == reference_id))
+    for position, baseline_id in enumerate(sources):
+        if found[baseline_id].sha256 != reference_sha:
+            raise Invalid(f"sources[{position}]: baseline {baseline_id} "
+                          f"({found[baseline_id].name!r}) was built against another reference "
+                          f"than the stream's (reference {reference_id}); use a baseline "
+                          "built against the stream's reference")
+
+
 def resolve_window(change: WindowPolicyIn | None, current: WindowPolicy) -> WindowPolicy:
     """``current`` with the fields present in ``change`` replaced; min_size <= size."""
     values = current.model_dump()
@@ -90,10 +123,14 @@ def _baseline_summaries(session: Session, ids: set[int]) -> dict[int, BaselineSu
 
 
 def baseline_status(model: MonitoredModel, has_baseline: bool) -> str:
-    """"set", or "collecting" while the first windows may still become the baseline, or
-    "none" (the one place this is decided; /models, /health and .../baseline all say it)."""
+    """"set", or "rejected" when the automatic baseline was refused by the guard (its
+    windows read collapse against human; ``baseline_rejection`` says why, and later windows
+    are still tried), or "collecting" while the first windows may still become the baseline,
+    or "none" (the one place this is decided; /models, /health and .../baseline all say it)."""
     if has_baseline:
         return "set"
+    if model.baseline_rejection:
+        return "rejected"
     if model.auto_baseline_windows > 0:
         return "collecting"
     return "none"
@@ -107,9 +144,13 @@ def _public(model: MonitoredModel, references: dict[int, ReferenceSummary],
         id=model.id, name=model.name, description=model.description,
         reference=references[model.reference_id], window=_window_of(model),
         auto_baseline_windows=model.auto_baseline_windows, baseline=baseline,
-        baseline_status=status, samples_ingested=model.samples_ingested,
+        baseline_status=status,
+        baseline_rejection=model.baseline_rejection if status == "rejected" else None,
+        samples_ingested=model.samples_ingested,
         last_sample_at=model.last_sample_at, samples_days=model.samples_days,
         evaluations_days=model.evaluations_days, metric_series=model.metric_series,
+        kind=model.kind or "model", sources=list(model.sources or []),
+        max_synthetic_share=model.max_synthetic_share,
         created_at=model.created_at,
         updated_at=model.updated_at,
     )
@@ -130,6 +171,7 @@ def model_public(session: Session, model: MonitoredModel) -> ModelPublic:
 
 def create_model(session: Session, settings: Settings, body: ModelCreate) -> ModelPublic:
     _reference_or_422(session, body.reference_id)
+    check_stream(session, body.kind, body.sources, body.max_synthetic_share, body.reference_id)
     window = resolve_window(body.window, default_window(settings))
     auto = (settings.auto_baseline_windows if body.auto_baseline_windows is None
             else body.auto_baseline_windows)
@@ -139,7 +181,9 @@ def create_model(session: Session, settings: Settings, body: ModelCreate) -> Mod
         window_min_size=window.min_size, auto_baseline_windows=auto,
         samples_ingested=0, windowed_through_sample_id=0, next_window_index=0,
         samples_days=body.samples_days, evaluations_days=body.evaluations_days,
-        metric_series=body.metric_series,
+        metric_series=body.metric_series, kind=body.kind,
+        sources=list(body.sources) if body.sources else None,
+        max_synthetic_share=body.max_synthetic_share,
     )
     session.add(model)
     try:
@@ -205,5 +249,17 @@ def update_model(session: Session, name: str, body: ModelUpdate) -> ModelPublic:
             })
             model.reference_id = body.reference_id
             model.baseline_id = None
+    if fields & {"kind", "sources", "max_synthetic_share", "reference_id"}:
+        if "kind" in fields:
+            if body.kind is None:
+                raise Invalid("kind: send \"model\" or \"stream\"")
+            model.kind = body.kind
+        if "sources" in fields:
+            model.sources = list(body.sources) if body.sources else None
+        if "max_synthetic_share" in fields:  # null removes the guard
+            model.max_synthetic_share = body.max_synthetic_share
+        # the resulting model must fit together (a new reference must suit the sources)
+        check_stream(session, model.kind or "model", model.sources,
+                     model.max_synthetic_share, model.reference_id)
     session.commit()
     return model_public(session, model)

@@ -159,6 +159,22 @@ EvaluationsDays = Annotated[int | None, Field(
 MetricSeries = Annotated[bool | None, Field(
     description="export the per-metric Prometheus series for this model "
                 "(null: COLLAPSEWATCH_METRICS_PER_METRIC_SERIES)")]
+# a stream (a data source, not a deployed model) is judged for its synthetic share against
+# the baselines of known generators (docs/synthetic-share.md)
+ModelKind = Annotated[Literal["model", "stream"], Field(
+    description="model: a deployed generator; stream: a data source whose windows also get "
+                "a synthetic_share estimated against its sources")]
+# each source adds a dimension to the mixture's score space: a few keep a window's estimate
+# within its cost budget (benchmarks/stream.py)
+MAX_SOURCES = 3
+Sources = Annotated[list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None, Field(
+    max_length=MAX_SOURCES,
+    description="a stream's generator sources: baseline ids (of any model) built against the "
+                "stream's reference")]
+MaxSyntheticShare = Annotated[float | None, Field(
+    ge=0.0, le=1.0,
+    description="a stream's mixing-ratio guard: the synthetic_share alert fires when the "
+                "share's lower bound exceeds it (null: no guard)")]
 
 
 class ModelCreate(_In):
@@ -173,6 +189,9 @@ class ModelCreate(_In):
     samples_days: SamplesDays = None
     evaluations_days: EvaluationsDays = None
     metric_series: MetricSeries = None
+    kind: ModelKind = "model"
+    sources: Sources = None
+    max_synthetic_share: MaxSyntheticShare = None
 
 
 class ModelUpdate(_In):
@@ -186,6 +205,9 @@ class ModelUpdate(_In):
     samples_days: SamplesDays = None
     evaluations_days: EvaluationsDays = None
     metric_series: MetricSeries = None
+    kind: ModelKind | None = None
+    sources: Sources = None
+    max_synthetic_share: MaxSyntheticShare = None
 
 
 class BaselineSummary(BaseModel):
@@ -206,15 +228,23 @@ class ModelPublic(BaseModel):
     window: WindowPolicy
     auto_baseline_windows: int
     baseline: BaselineSummary | None
-    baseline_status: Literal["set", "collecting", "none"] = Field(
+    baseline_status: Literal["set", "collecting", "rejected", "none"] = Field(
         description="set: a baseline is pinned; collecting: the first windows will become "
-                    "the baseline; none: no baseline and none is being collected",
+                    "the baseline; rejected: the automatic baseline was refused (its windows "
+                    "read collapse against human), later windows are still tried; none: no "
+                    "baseline and none is being collected",
     )
+    baseline_rejection: str | None = Field(
+        default=None, description="why the automatic baseline was refused (rejected only)")
     samples_ingested: int
     last_sample_at: UtcDatetime
     samples_days: int | None = Field(default=None, description="null: the global default")
     evaluations_days: int | None = Field(default=None, description="null: the global default")
     metric_series: bool | None = Field(default=None, description="null: the global default")
+    kind: Literal["model", "stream"] = "model"
+    sources: list[int] = Field(default_factory=list,
+                               description="a stream's source baseline ids (empty for a model)")
+    max_synthetic_share: float | None = None
     created_at: Utc
     updated_at: Utc
 
