@@ -14,6 +14,7 @@ caller enqueues the delivery tasks after the commit.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -211,18 +212,93 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def window_summary(model_name: str, kind: str, evaluation: Evaluation, windows: int) -> str:
+def _phrase(signal: str) -> str:
+    return signal.replace("_", " ")
+
+
+def signal_view(result: dict[str, Any] | None, signal: str) -> dict[str, Any] | None:
+    """One signal of a Score JSON as the alert texts show it: the ratio and band it is judged
+    by (the baseline's when the window has one, else the human reference's) and how far it
+    sits outside that band in its collapse direction (``excess``, > 0 means outside).
+
+    ``excess`` is the stored ``z`` turned towards collapse when present (the scorer's
+    standardised log-ratio deviation), else the log distance from the band edge, so that
+    signals with bands of different widths compare on one scale.
+    """
+    sig = ((result or {}).get("signals") or {}).get(signal) or {}
+    with_baseline = bool((result or {}).get("baseline")) and sig.get("baseline_ratio") is not None
+    against = "baseline" if with_baseline else "human"
+    ratio = sig.get("baseline_ratio") if with_baseline else sig.get("ratio")
+    if ratio is None:
+        return None
+    low = sig.get("baseline_low") if with_baseline else sig.get("human_low")
+    high = sig.get("baseline_high") if with_baseline else sig.get("human_high")
+    falls = SIGNAL_FALLS.get(signal, True)
+    z = sig.get("z")
+    if z is not None and (sig.get("z_against") in (None, against)):
+        excess = -float(z) if falls else float(z)
+    else:
+        edge = low if falls else high
+        if edge is None or edge <= 0 or ratio <= 0:
+            edge = 1.0
+        # a ratio of 0 (a signal gone entirely) is as far outside as anything gets
+        excess = (math.log(edge / ratio) if falls else math.log(ratio / edge)) \
+            if ratio > 0 else 1e6
+    return {"signal": signal, "ratio": float(ratio), "against": against, "low": low,
+            "high": high, "excess": excess}
+
+
+def _describe_signal(view: dict[str, Any], band: bool = True) -> str:
+    text = f"{_phrase(view['signal'])} {_fmt(view['ratio'])}× {view['against']}"
+    if band and view["low"] is not None and view["high"] is not None:
+        text += f" (band {_fmt(view['low'])}–{_fmt(view['high'])})"
+    return text
+
+
+def worst_signal(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The signal furthest outside its band in its collapse direction (None: no signals)."""
+    views = [v for v in (signal_view(result, s) for s in SIGNALS) if v is not None]
+    return max(views, key=lambda v: v["excess"]) if views else None
+
+
+def headline(model_name: str, kind: str, result: dict[str, Any] | None, windows: int) -> str:
+    """The one line a phone shows: the model, the alert, its worst signal and its size.
+
+    When no signal sits outside its band (an early collapse the sequential trend detector
+    found inside the band), the trend's own line says what moved.
+    """
+    head = f"{model_name}: {TITLES.get(kind, kind)}"
+    worst = worst_signal(result)
+    sustained = describe_trend((result or {}).get("trend") or {})
+    if sustained and (worst is None or worst["excess"] <= 0):
+        return f"{head} — {sustained[0]}"
+    if worst is None:
+        return f"{head} — {windows} window{'s' if windows != 1 else ''}"
+    return f"{head} — {_describe_signal(worst)}, {windows} window{'s' if windows != 1 else ''}"
+
+
+def _window_span(indices: Sequence[int]) -> str:
+    if not indices:
+        return ""
+    first, last = min(indices), max(indices)
+    return f"window {last}" if first == last else f"windows {first}–{last}"
+
+
+def _all_signals(result: dict[str, Any] | None) -> str:
+    views = [v for v in (signal_view(result, s) for s in SIGNALS) if v is not None]
+    return "; ".join(_describe_signal(v) for v in views)
+
+
+def window_summary(model_name: str, kind: str, evaluation: Evaluation, windows: int,
+                   indices: Sequence[int] = ()) -> str:
+    """The firing text of a window rule: headline, the run of windows, every signal."""
     result = evaluation.result or {}
-    parts = []
-    for signal in SIGNALS:
-        human = signal_ratio(result, signal, "human")
-        base = signal_ratio(result, signal, "baseline") if result.get("baseline") else None
-        text = f"{signal} {_fmt(human)}x human"
-        if base is not None:
-            text += f" / {_fmt(base)}x baseline"
-        parts.append(text)
-    text = (f"model '{model_name}' is in {evaluation.health} for {windows} consecutive "
-            f"window(s) (latest window {evaluation.window_index}): " + "; ".join(parts))
+    span = _window_span(indices) or f"latest window {evaluation.window_index}"
+    state = ("is in collapse" if kind == "collapse"
+             else "shows early collapse (tails thinning)")
+    text = (f"{headline(model_name, kind, result, windows)}. Model '{model_name}' {state} for "
+            f"{windows} consecutive window(s) ({span}, latest health {evaluation.health}): "
+            + _all_signals(result))
     # a sustained shift (the sequential detector) says which signal, since when, how much
     sustained = describe_trend(result.get("trend") or {})
     if sustained:
@@ -230,10 +306,52 @@ def window_summary(model_name: str, kind: str, evaluation: Evaluation, windows: 
     return text
 
 
+def resolve_summary(model_name: str, kind: str, evaluation: Evaluation, windows: int,
+                    indices: Sequence[int] = ()) -> str:
+    """What is true when a window rule resolves: the current values and the clearing windows."""
+    result = evaluation.result or {}
+    span = _window_span(indices) or f"window {evaluation.window_index}"
+    how = "healthy" if kind == "early_collapse" else "out of collapse"
+    return (f"{model_name}: {TITLES.get(kind, kind)} resolved — {how} for {windows} consecutive "
+            f"window(s) ({span}); now {evaluation.health}: " + _all_signals(result))
+
+
 def alert_payload(alert: Alert, model_name: str, event: str, settings: Settings | None = None
                   ) -> dict[str, Any]:
-    """Everything a channel needs, frozen into the outbox row."""
+    """Everything a channel needs, frozen into the outbox row.
+
+    ``evidence``: the top phrases and vanished terms of the window that fired the alert
+    (``alert.last_evaluation_id``), n-grams only: quoted sample text never goes to a channel,
+    whatever EVIDENCE_TEXT says. A resolve carries none (its window is the healthy one).
+    ``url``: the page, scrolled to the model and that window."""
+    from urllib.parse import quote
+
+    from sqlalchemy.orm import object_session
+
     s = settings or get_settings()
+    session = object_session(alert)
+    ev = (session.get(Evaluation, alert.last_evaluation_id)
+          if session is not None and alert.last_evaluation_id is not None else None)
+    link = f"{s.link_base_url}/#model={quote(model_name, safe='')}"
+    if ev is not None and ev.model_id == alert.model_id:
+        link += f"&window={ev.window_index}&evaluation={ev.id}"
+    found = ((ev.result or {}).get("evidence") if ev is not None and event != "resolve"
+             else None)
+    evidence = None
+    if isinstance(found, dict):
+        def pick(rows: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+            # named fields only, so a list that ever grows a quoting field cannot leak it;
+            # phrases are n-grams of at most 4 words, cut anyway to keep the page small
+            return [{k: (r.get(k)[:120] if isinstance(r.get(k), str) else r.get(k))
+                     for k in keys} for r in (rows if isinstance(rows, list) else [])[:5]
+                    if isinstance(r, dict)]
+        evidence = {
+            "against": found.get("against"),
+            "window": ev.window_index,
+            "overrepresented": pick(found.get("overrepresented"),
+                                    ("ngram", "window_per_10k", "baseline_per_10k", "z")),
+            "vanished": pick(found.get("vanished"), ("term", "expected", "observed")),
+        }
     return {
         "event": event,
         "alert_id": alert.id,
@@ -249,7 +367,8 @@ def alert_payload(alert: Alert, model_name: str, event: str, settings: Settings 
         "resolved_at": _iso(alert.resolved_at),
         "acknowledged_at": _iso(alert.acknowledged_at),
         "acknowledged_by": alert.acknowledged_by,
-        "url": f"{s.public_url.rstrip('/')}/api/v1/alerts?model={model_name}",
+        "url": link,
+        "evidence": evidence,
     }
 
 
@@ -266,18 +385,63 @@ def matching_channels(session: Session, model_name: str, severity: str) -> list[
             and (not c.models or model_name in c.models)]
 
 
-def _write_outbox(session: Session, alert: Alert, model_name: str, event: str) -> list[int]:
-    """Outbox rows for one alert event; an acknowledgement or a resolve goes to the channels
-    that got the trigger."""
-    if event in ("acknowledge", "resolve"):
-        channel_ids = session.scalars(
-            select(Notification.channel_id)
-            .where(Notification.alert_id == alert.id, Notification.event == "trigger")).all()
-    else:
-        channel_ids = [c.id for c in matching_channels(session, model_name, alert.severity)]
+INCIDENT_EVENTS = ("trigger", "update")
+
+
+def incident_channels(session: Session, alert: Alert) -> list[int]:
+    """Channels this alert's incident was announced to (its trigger, or the update that
+    carried the incident over from the alert it superseded)."""
+    return sorted(set(session.scalars(
+        select(Notification.channel_id)
+        .where(Notification.alert_id == alert.id,
+               Notification.event.in_(INCIDENT_EVENTS))).all()))
+
+
+def _event_text(alert: Alert, model_name: str, event: str) -> tuple[str | None, str | None]:
+    """(title, summary) a channel shows for this event, or None to keep the alert's own.
+
+    A trigger's and an update's title is the headline (the worst signal and its size: what
+    a phone shows first); a resolve says what is true now, an acknowledgement who took it
+    and when, not the firing text again.
+    """
+    details = alert.details or {}
+    title = TITLES.get(alert.kind, alert.kind)
+    if event in INCIDENT_EVENTS:
+        summary = alert.summary
+        if event == "update" and details.get("supersedes_summary"):
+            summary = f"{details['supersedes_summary']}. {alert.summary}"
+        return details.get("headline"), summary
+    if event == "resolve":
+        return None, details.get("resolved_summary") or (
+            f"{model_name}: {title} resolved — {details.get('resolved_because', 'resolved')}")
+    if event == "acknowledge":
+        when = as_utc_or_none(alert.acknowledged_at)
+        started = as_utc_or_none(alert.started_at)
+        stamp = when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else "now"
+        since = f"; firing since {started.strftime('%Y-%m-%d %H:%M:%S UTC')}" if started else ""
+        return None, (f"{model_name}: {title} acknowledged by {alert.acknowledged_by} at "
+                      f"{stamp}{since}")
+    return None, None
+
+
+def _write_outbox(session: Session, alert: Alert, model_name: str, event: str,
+                  channel_ids: Sequence[int] | None = None) -> list[int]:
+    """Outbox rows for one alert event. A trigger goes to the channels that match the alert;
+    an acknowledgement, a resolve or an update to the channels of its incident (unless
+    ``channel_ids`` names them)."""
+    if channel_ids is None:
+        if event in ("acknowledge", "resolve", "update"):
+            channel_ids = incident_channels(session, alert)
+        else:
+            channel_ids = [c.id for c in matching_channels(session, model_name, alert.severity)]
     if not channel_ids:
         return []
     payload = alert_payload(alert, model_name, event)
+    title, summary = _event_text(alert, model_name, event)
+    if title:
+        payload["title"] = title
+    if summary:
+        payload["summary"] = summary
     now = utcnow()
     insert_missing(session, Notification.__table__, [
         {"alert_id": alert.id, "channel_id": cid, "event": event, "payload": payload,
@@ -296,13 +460,21 @@ def open_alert(session: Session, model_id: int, kind: str) -> Alert | None:
                           .order_by(Alert.id.desc()).limit(1))
 
 
-def fire(session: Session, model: MonitoredModel, rule: AlertRule, summary: str,
-         details: dict[str, Any], evaluation_id: int | None = None) -> tuple[Alert, list[int]]:
+def _new_alert(session: Session, model: MonitoredModel, rule: AlertRule, summary: str,
+               details: dict[str, Any], evaluation_id: int | None,
+               key: str | None = None) -> Alert:
     alert = Alert(model_id=model.id, rule_id=rule.id, kind=rule.kind, severity=rule.severity,
-                  state="firing", dedup_key=dedup_key(model.name, rule.kind), summary=summary,
-                  details=details, started_at=utcnow(), last_evaluation_id=evaluation_id)
+                  state="firing", dedup_key=key or dedup_key(model.name, rule.kind),
+                  summary=summary, details=details, started_at=utcnow(),
+                  last_evaluation_id=evaluation_id)
     session.add(alert)
     session.flush()
+    return alert
+
+
+def fire(session: Session, model: MonitoredModel, rule: AlertRule, summary: str,
+         details: dict[str, Any], evaluation_id: int | None = None) -> tuple[Alert, list[int]]:
+    alert = _new_alert(session, model, rule, summary, details, evaluation_id)
     ids = _write_outbox(session, alert, model.name, "trigger")
     log.warning("alert firing", extra={"model": model.name, "kind": rule.kind,
                                        "severity": rule.severity, "alert_id": alert.id,
@@ -311,10 +483,11 @@ def fire(session: Session, model: MonitoredModel, rule: AlertRule, summary: str,
 
 
 def resolve(session: Session, alert: Alert, model_name: str, reason: str,
-            evaluation_id: int | None = None) -> list[int]:
+            evaluation_id: int | None = None, summary: str | None = None) -> list[int]:
     alert.state = "resolved"
     alert.resolved_at = utcnow()
-    alert.details = {**(alert.details or {}), "resolved_because": reason}
+    alert.details = {**(alert.details or {}), "resolved_because": reason,
+                     **({"resolved_summary": summary} if summary else {})}
     if evaluation_id is not None:
         alert.last_evaluation_id = evaluation_id
     session.flush()
@@ -322,6 +495,43 @@ def resolve(session: Session, alert: Alert, model_name: str, reason: str,
     log.info("alert resolved", extra={"model": model_name, "kind": alert.kind,
                                       "alert_id": alert.id, "notifications": len(ids)})
     return ids
+
+
+def hand_over(session: Session, model: MonitoredModel, old: Alert, rule: AlertRule,
+              summary: str, details: dict[str, Any], evaluation_id: int) -> tuple[Alert, list[int]]:
+    """One incident per model: the window alert ``old`` gives way to a ``rule.kind`` alert.
+
+    Like an Alertmanager inhibit rule, the critical ``collapse`` and the warning
+    ``early_collapse`` never page side by side: when collapse fires over a firing warning
+    (escalation), or the warning takes over when collapse clears while the model is still in
+    early collapse (downgrade), the old alert is closed as superseded with no resolve sent
+    (nothing recovered), and the new one keeps the incident's dedup key. The channels that
+    already have the incident get an ``update`` (PagerDuty folds it into the open incident);
+    channels new to it (a critical-only pager on escalation) get their first ``trigger``.
+    """
+    verb = "escalated to" if severity_rank(rule.severity) > severity_rank(old.severity) \
+        else "downgraded to"
+    old_title = TITLES.get(old.kind, old.kind)
+    details = {**details, "supersedes": old.id,
+               "supersedes_summary": f"{verb} {TITLES.get(rule.kind, rule.kind)} from "
+                                     f"{old_title} (alert {old.id})"}
+    new = _new_alert(session, model, rule, summary, details, evaluation_id, key=old.dedup_key)
+    old.state = "resolved"
+    old.resolved_at = utcnow()
+    old.details = {**(old.details or {}), "superseded_by": new.id,
+                   "resolved_because": f"superseded: {verb} {rule.kind} (alert {new.id})"}
+    session.flush()
+    known = incident_channels(session, old)
+    ids = _write_outbox(session, new, model.name, "update", known) if known else []
+    if verb == "escalated to":
+        fresh = [c.id for c in matching_channels(session, model.name, new.severity)
+                 if c.id not in known]
+        if fresh:
+            ids += _write_outbox(session, new, model.name, "trigger", fresh)
+    log.warning("alert handed over", extra={"model": model.name, "kind": rule.kind,
+                                            "severity": rule.severity, "alert_id": new.id,
+                                            "superseded": old.id, "notifications": len(ids)})
+    return new, ids
 
 
 @dataclass
@@ -340,13 +550,51 @@ class Outcome:
         self.evaluations_seen += other.evaluations_seen
 
 
-def _starting_point(session: Session, model_id: int, rule: AlertRule) -> int:
-    """For a new counter row: start a few windows back instead of replaying all history."""
-    keep = max(rule.fire_after_windows, rule.resolve_after_windows)
-    ids = session.scalars(select(Evaluation.id)
-                          .where(Evaluation.model_id == model_id, Evaluation.status == "done")
-                          .order_by(Evaluation.id.desc()).limit(keep + 1)).all()
-    return ids[-1] if len(ids) > keep else 0
+# how far back the first check of a model reads its history (and a run is traced back)
+HISTORY_LIMIT = 500
+
+
+def _starting_point(session: Session, model_id: int) -> int | None:
+    """For new counter rows: the newest finished window that no unfinished one precedes
+    (None: there is none yet, the walk starts at the beginning)."""
+    unfinished = session.scalar(select(func.min(Evaluation.id)).where(
+        Evaluation.model_id == model_id, Evaluation.status.in_(("pending", "running"))))
+    stmt = select(func.max(Evaluation.id)).where(Evaluation.model_id == model_id,
+                                                 Evaluation.status == "done")
+    if unfinished is not None:
+        stmt = stmt.where(Evaluation.id < unfinished)
+    return session.scalar(stmt)
+
+
+def _run(session: Session, model_id: int, rule: AlertRule, upto_id: int, verdict: str,
+         inclusive: bool) -> list[int]:
+    """Window indices of the unbroken run of ``verdict`` windows ending at ``upto_id``
+    (uninformative windows neither extend nor break it), newest first."""
+    cond = Evaluation.id <= upto_id if inclusive else Evaluation.id < upto_id
+    rows = session.execute(
+        select(Evaluation.window_index, Evaluation.health, Evaluation.result)
+        .where(Evaluation.model_id == model_id, Evaluation.status == "done", cond)
+        .order_by(Evaluation.id.desc()).limit(HISTORY_LIMIT)).all()
+    out = []
+    for index, health, result in rows:
+        v = classify(rule.kind, health, result, rule.params)
+        if v is None:
+            continue
+        if v != verdict:
+            break
+        out.append(index)
+    return out
+
+
+def _seed(session: Session, model_id: int, rule: AlertRule, before_id: int) -> Counters:
+    """Counters as if every finished window before ``before_id`` had been counted: a model
+    whose first check comes after several windows counts all of them (not just the few the
+    check replays), without replaying old fire/resolve pairs."""
+    for verdict in (BAD, GOOD):
+        run = _run(session, model_id, rule, before_id, verdict, inclusive=False)
+        if run:
+            return Counters(bad=len(run)) if verdict == BAD else Counters(good=len(run))
+    return Counters()
 
 
 def evaluate_model(session: Session, model_id: int) -> Outcome:
@@ -355,6 +603,7 @@ def evaluate_model(session: Session, model_id: int) -> Outcome:
     Evaluations are taken in id (window) order and counted once per rule
     (``alert_states.last_evaluation_id``). A pending or running evaluation stops the walk, so
     windows that finish out of order are still counted in order; failed ones are skipped.
+    ``collapse`` and ``early_collapse`` are one incident per model (see ``hand_over``).
     """
     outcome = Outcome()
     model = session.get(MonitoredModel, model_id)
@@ -362,10 +611,16 @@ def evaluate_model(session: Session, model_id: int) -> Outcome:
         return outcome
     states = _lock_states(session, model_id, WINDOW_KINDS)
     rules = ensure_rules(session, model)
-    for kind in WINDOW_KINDS:
-        state = states[kind]
-        if state.last_evaluation_id is None:
-            state.last_evaluation_id = _starting_point(session, model_id, rules[kind])
+    if any(states[k].last_evaluation_id is None for k in WINDOW_KINDS):
+        begin = _starting_point(session, model_id)
+        for kind in WINDOW_KINDS:
+            state = states[kind]
+            if state.last_evaluation_id is not None:
+                continue
+            state.last_evaluation_id = 0 if begin is None else begin - 1
+            if begin is not None:
+                seeded = _seed(session, model_id, rules[kind], begin)
+                state.consecutive_bad, state.consecutive_good = seeded.bad, seeded.good
     start = min(states[k].last_evaluation_id or 0 for k in WINDOW_KINDS)
     evaluations = session.scalars(
         select(Evaluation).where(Evaluation.model_id == model_id, Evaluation.id > start)
@@ -378,37 +633,101 @@ def evaluate_model(session: Session, model_id: int) -> Outcome:
                 states[kind].last_evaluation_id = max(states[kind].last_evaluation_id or 0, ev.id)
             continue
         outcome.evaluations_seen += 1
-        for kind in WINDOW_KINDS:
-            state, rule = states[kind], rules[kind]
-            if ev.id <= (state.last_evaluation_id or 0):
-                continue
-            state.last_evaluation_id = ev.id
-            if not rule.enabled:
-                continue
-            verdict = classify(kind, ev.health, ev.result, rule.params)
-            current = open_alert(session, model_id, kind)
-            counters, action = step(Counters(state.consecutive_bad, state.consecutive_good),
-                                    verdict, current is not None, rule.fire_after_windows,
-                                    rule.resolve_after_windows)
-            state.consecutive_bad, state.consecutive_good = counters.bad, counters.good
-            if action == "fire":
-                details = {"evaluation_id": ev.id, "window_index": ev.window_index,
-                           "health": ev.health, "windows": counters.bad,
-                           "signals": (ev.result or {}).get("signals"),
-                           "thresholds_crossed": crossed_thresholds(ev.result, rule.params or {})}
-                summary = window_summary(model.name, kind, ev, counters.bad)
-                alert, ids = fire(session, model, rule, summary, details, ev.id)
-                outcome.fired.append(alert.id)
-                outcome.notification_ids += ids
-            elif action == "resolve" and current is not None:
-                outcome.notification_ids += resolve(
-                    session, current, model.name,
-                    f"{counters.good} consecutive healthy window(s)", ev.id)
-                outcome.resolved.append(current.id)
-            elif current is not None and verdict == BAD:
-                current.last_evaluation_id = ev.id
+        _count_window(session, model, ev, states, rules, outcome)
     session.flush()
     return outcome
+
+
+def _count_window(session: Session, model: MonitoredModel, ev: Evaluation,
+                  states: dict[str, AlertState], rules: dict[str, AlertRule],
+                  outcome: Outcome) -> None:
+    """Advance both window rules by one window, then act on them as one incident."""
+    steps: dict[str, tuple[str | None, str | None, Alert | None]] = {}
+    for kind in WINDOW_KINDS:
+        state, rule = states[kind], rules[kind]
+        if ev.id <= (state.last_evaluation_id or 0):
+            continue
+        state.last_evaluation_id = ev.id
+        if not rule.enabled:
+            continue
+        verdict = classify(kind, ev.health, ev.result, rule.params)
+        current = open_alert(session, model.id, kind)
+        counters, action = step(Counters(state.consecutive_bad, state.consecutive_good),
+                                verdict, current is not None, rule.fire_after_windows,
+                                rule.resolve_after_windows)
+        state.consecutive_bad, state.consecutive_good = counters.bad, counters.good
+        steps[kind] = (action, verdict, current)
+
+    def firing_text(kind: str) -> tuple[str, dict[str, Any]]:
+        rule = rules[kind]
+        run = _run(session, model.id, rule, ev.id, BAD, inclusive=True) or [ev.window_index]
+        windows = max(states[kind].consecutive_bad, 1)
+        details = {"evaluation_id": ev.id, "window_index": ev.window_index,
+                   "health": ev.health, "windows": windows,
+                   "first_window": min(run[:windows]), "signals": (ev.result or {}).get("signals"),
+                   "worst_signal": worst_signal(ev.result),
+                   "headline": headline(model.name, kind, ev.result, windows),
+                   "thresholds_crossed": crossed_thresholds(ev.result, rule.params or {})}
+        return window_summary(model.name, kind, ev, windows, run[:windows]), details
+
+    def resolve_text(kind: str) -> str:
+        rule = rules[kind]
+        run = _run(session, model.id, rule, ev.id, GOOD, inclusive=True) or [ev.window_index]
+        windows = max(states[kind].consecutive_good, 1)
+        return resolve_summary(model.name, kind, ev, windows, run[:windows])
+
+    early = rules["early_collapse"]
+    handed_to_early = False
+    c_action, c_verdict, c_current = steps.get("collapse", (None, None, None))
+    if c_action == "fire":
+        summary, details = firing_text("collapse")
+        warning = open_alert(session, model.id, "early_collapse")
+        if warning is not None:
+            alert, ids = hand_over(session, model, warning, rules["collapse"], summary, details,
+                                   ev.id)
+            outcome.resolved.append(warning.id)
+        else:
+            alert, ids = fire(session, model, rules["collapse"], summary, details, ev.id)
+        outcome.fired.append(alert.id)
+        outcome.notification_ids += ids
+    elif c_action == "resolve" and c_current is not None:
+        if early.enabled and states["early_collapse"].consecutive_bad >= early.fire_after_windows:
+            # still in early collapse: the warning takes the incident over, no new page
+            summary, details = firing_text("early_collapse")
+            alert, ids = hand_over(session, model, c_current, early, summary, details, ev.id)
+            outcome.resolved.append(c_current.id)
+            outcome.fired.append(alert.id)
+            outcome.notification_ids += ids
+            handed_to_early = True
+        else:
+            outcome.notification_ids += resolve(
+                session, c_current, model.name,
+                f"{states['collapse'].consecutive_good} consecutive window(s) not in collapse",
+                ev.id, resolve_text("collapse"))
+            outcome.resolved.append(c_current.id)
+    elif c_current is not None and c_verdict == BAD:
+        c_current.last_evaluation_id = ev.id
+
+    if "early_collapse" not in steps or handed_to_early:
+        return
+    e_action, e_verdict, e_current = steps["early_collapse"]
+    if e_current is not None and e_current.state != "firing":
+        return  # superseded by the collapse alert in this very window
+    if open_alert(session, model.id, "collapse") is not None:
+        return  # the critical inhibits the warning
+    if e_action == "fire":
+        summary, details = firing_text("early_collapse")
+        alert, ids = fire(session, model, early, summary, details, ev.id)
+        outcome.fired.append(alert.id)
+        outcome.notification_ids += ids
+    elif e_action == "resolve" and e_current is not None:
+        outcome.notification_ids += resolve(
+            session, e_current, model.name,
+            f"{states['early_collapse'].consecutive_good} consecutive healthy window(s)",
+            ev.id, resolve_text("early_collapse"))
+        outcome.resolved.append(e_current.id)
+    elif e_current is not None and e_verdict == BAD:
+        e_current.last_evaluation_id = ev.id
 
 
 # ---------------------------------------------------------------------------------------------

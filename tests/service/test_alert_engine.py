@@ -144,13 +144,12 @@ def test_collapse_fires_after_two_windows_with_outbox_rows(database_url, service
     assert first.fired == [] and alerts(model_id) == []
     add_evaluation(model_id, "collapse")
     second = evaluate(model_id)
-    assert sorted(alerts(model_id)) == [("collapse", "critical", "firing"),
-                                        ("early_collapse", "warning", "firing")]
-    # critical goes to both channels, warning only to the webhook
+    # the critical inhibits the warning: one alert, one trigger per channel
+    assert alerts(model_id) == [("collapse", "critical", "firing")]
     sent = notifications()
-    assert len(second.notification_ids) == len(sent) == 3
+    assert len(second.notification_ids) == len(sent) == 2
     by_channel = sorted((c, e) for _, c, e in sent)
-    assert by_channel == [(pd, "trigger"), (hook, "trigger"), (hook, "trigger")]
+    assert by_channel == [(pd, "trigger"), (hook, "trigger")]
     with session_scope() as s:
         a = s.scalar(select(Alert).where(Alert.kind == "collapse"))
         assert a.dedup_key == dedup_key("bot", "collapse")
@@ -169,9 +168,9 @@ def test_each_evaluation_is_counted_once(database_url, service_env):
                        .where(AlertState.model_id == model_id, AlertState.kind == "collapse"))
     assert bad == 1
     add_evaluation(model_id, "collapse")
-    assert len(evaluate(model_id).fired) == 2
+    assert len(evaluate(model_id).fired) == 1
     assert evaluate(model_id).fired == []
-    assert len(alerts(model_id)) == 2
+    assert len(alerts(model_id)) == 1
 
 
 def test_resolves_after_two_healthy_windows_to_the_channels_that_got_the_trigger(
@@ -187,11 +186,10 @@ def test_resolves_after_two_healthy_windows_to_the_channels_that_got_the_trigger
     assert evaluate(model_id).resolved == []
     add_evaluation(model_id, "healthy")
     out = evaluate(model_id)
-    assert len(out.resolved) == 2
-    assert sorted(alerts(model_id)) == [("collapse", "critical", "resolved"),
-                                        ("early_collapse", "warning", "resolved")]
+    assert len(out.resolved) == 1
+    assert alerts(model_id) == [("collapse", "critical", "resolved")]
     resolves = [(c, e) for _, c, e in notifications() if e == "resolve"]
-    assert resolves == [(hook, "resolve"), (hook, "resolve")]
+    assert resolves == [(hook, "resolve")]
 
 
 def test_collapse_resolves_to_early_collapse_while_the_warning_stays(database_url, service_env):
@@ -263,8 +261,13 @@ def test_new_counter_rows_start_a_few_windows_back(database_url, service_env):
     for health in ["collapse"] * 6 + ["healthy"] * 3:
         add_evaluation(model_id, health)
     out = evaluate(model_id)
-    # history before the last two windows is not replayed: no fire/resolve pairs from the past
-    assert out.evaluations_seen == 2
+    # history is not replayed (no fire/resolve pairs from the past): it seeds the counters
+    # and the newest window is counted on top
+    assert out.evaluations_seen == 1
+    with session_scope() as s:
+        good = s.scalar(select(AlertState.consecutive_good)
+                        .where(AlertState.model_id == model_id, AlertState.kind == "collapse"))
+    assert good == 3
     assert alerts(model_id) == []
 
 
@@ -289,10 +292,9 @@ def test_concurrent_evaluations_of_one_model_fire_once(database_url, service_env
     for t in threads:
         t.join(60)
     assert not errors
-    assert sorted(alerts(model_id)) == [("collapse", "critical", "firing"),
-                                        ("early_collapse", "warning", "firing")]
+    assert alerts(model_id) == [("collapse", "critical", "firing")]
     with session_scope() as s:
-        assert s.scalar(select(func.count()).select_from(Notification)) == 2
+        assert s.scalar(select(func.count()).select_from(Notification)) == 1
         assert s.scalar(select(AlertState.consecutive_bad)
                         .where(AlertState.kind == "collapse")) == 2
 
