@@ -1,6 +1,7 @@
 // One card per model: head, charts, latest window; loaded when scrolled into view.
 import { api, listOf } from "./api.js";
 import { chartSvg, seriesFor, timeDomain, timelineSvg, trendSvg } from "./charts.js";
+import { showEvidence } from "./evidence.js";
 import { referenceHtml } from "./fleet.js";
 import { esc, fmtClock, fmtDate, fmtInt, fmtRatio, fmtValue, healthBadge, isNum, parseTime, shortSha, timeHtml } from "./format.js";
 import { $, DEFAULT_WINDOWS, SIGNALS, SIGNAL_HINT, SIGNAL_LABEL, WINDOW_CHOICES, state } from "./state.js";
@@ -37,7 +38,7 @@ export function ensureCards() {
         <div class="card-body"><p class="muted placeholder">Charts load when this model is
         on screen.</p></div>`;
       card = { el, name: v.name, windows: DEFAULT_WINDOWS, evaluations: null, loading: false,
-        stale: true, visible: false, error: null };
+        stale: true, visible: false, error: null, selectedId: null, evidence: null };
       state.cards.set(v.name, card);
       state.observer.observe(el);
     }
@@ -192,7 +193,9 @@ export function renderCardBody(card) {
       <span class="muted">· ${fmtInt(evaluations.length)} windows${truncated}</span></div>
     <div class="timeline">${domain ? timelineSvg(evaluations, domain) : ""}</div>
     ${latestHtml(latest)}
+    <div class="evidence-slot"></div>
     ${metricsTable(latest)}`;
+  showEvidence(card);
 }
 
 function trendText(t) {

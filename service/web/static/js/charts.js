@@ -225,7 +225,7 @@ export function chartSvg(signal, series, domain) {
   // points stay visible even when far outside the typical range
   for (const p of shown) {
     const cls = `pt${p.outside ? " outside" : ""}`;
-    parts.push(`<circle class="${cls}" cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="${shown.length > 80 ? 1.8 : 2.6}" data-ratio="${p.y}"><title>${esc(pointTitle(p, signal))}</title></circle>`);
+    parts.push(`<circle class="${cls}" cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="${shown.length > 80 ? 1.8 : 2.6}" data-ratio="${p.y}" data-evaluation-id="${esc(p.id)}"><title>${esc(pointTitle(p, signal))}</title></circle>`);
   }
   return `<svg class="chart-svg" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(SIGNAL_LABEL[signal])} ratio over time" data-signal="${signal}" data-points="${shown.length}">${parts.join("")}</svg>`;
 }

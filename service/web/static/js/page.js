@@ -2,6 +2,7 @@
 import { acknowledge, loadAlerts, renderAlerts } from "./alerts.js";
 import { showError } from "./api.js";
 import { ensureCards, loadCard, onVisibility } from "./cards.js";
+import { selectWindow } from "./evidence.js";
 import { renderFleet } from "./fleet.js";
 import { fmtClock } from "./format.js";
 import { forgetKey, openKeyForm, setupKeyForm } from "./keyform.js";
@@ -53,6 +54,13 @@ export function setupEvents() {
     const ack = event.target.closest("button.ack");
     if (ack) {
       acknowledge(ack.dataset.alertId);
+    }
+    // a window's point on a chart opens its "What changed" panel; "show latest" goes back
+    const point = event.target.closest("svg.chart-svg circle.pt[data-evaluation-id]");
+    const back = event.target.closest("button.ev-latest");
+    if (point || back) {
+      const card = state.cards.get((point || back).closest("article.card").dataset.model);
+      if (card) selectWindow(card, point ? point.dataset.evaluationId : null);
     }
   });
   document.addEventListener("change", (event) => {

@@ -20,6 +20,8 @@ export const HEALTH_LABEL = {
   collapse: "collapse",
   insufficient_data: "insufficient data",
 };
+// "gone for N windows": how many scored windows a vanished word must be missing from
+export const VANISHED_WINDOWS = 3;
 export const WINDOW_CHOICES = [50, 200, 1000];
 export const DEFAULT_WINDOWS = 200;
 // Enough points to show the shape on a ~400 px wide chart; more only costs DOM nodes.
