@@ -91,6 +91,21 @@ def _load(path: str, what: str, band_context: str | None = None):
     return profile
 
 
+def _embedder():
+    """The embedding model exactly as the worker gets it (``COLLAPSEWATCH_EMBEDDING_MODEL``
+    and ``_TOKENIZER``, else the pinned default): (embedder, None) or (None, why). A model
+    configured but unloadable is a one-line error, not a silently lexical profile; without
+    a configured model and without the default one, scoring stays lexical (as the worker)."""
+    from service.domain.profiles import configured_embedder
+
+    settings = get_settings()
+    embedder, reason = configured_embedder()
+    if embedder is None and (settings.embedding_model is not None
+                             or settings.embedding_tokenizer is not None):
+        raise CliError(f"COLLAPSEWATCH_EMBEDDING_MODEL: {reason}")
+    return embedder, reason
+
+
 def band_cache_dir() -> Path | None:
     """Where the CLI keeps computed bands: ``COLLAPSEWATCH_BAND_CACHE_DIR``, else
     ``$XDG_CACHE_HOME/collapsewatch/bands`` (``~/.cache/...``); the value ``off`` disables it."""
@@ -249,7 +264,8 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
         band_sizes=args.band_sizes, min_documents=args.min_documents, replicates=args.replicates
     )
     try:
-        profile = metrics.build_reference(docs, args.name, config=cfg)
+        profile = metrics.build_reference(docs, args.name, config=cfg,
+                                          embedder=_embedder()[0])
     except metrics.MetricsError as exc:
         raise CliError(str(exc)) from None
     _save(profile, args.output)
@@ -267,13 +283,15 @@ def cmd_baseline_build(args: argparse.Namespace) -> int:
     import metrics
 
     reference = _load(args.reference, "reference")
+    reference.use_embedder(*_embedder())
     docs = read_all(args.inputs, args.field)
     cfg = metrics.ReferenceConfig(
         band_sizes=args.band_sizes, min_documents=args.min_documents,
         replicates=reference.config.replicates, seed=reference.config.seed,
     )
     try:
-        baseline = metrics.build_baseline(docs, reference, args.name, config=cfg)
+        baseline = metrics.build_baseline(docs, reference, args.name, config=cfg,
+                                          embedder=_embedder()[0])
     except metrics.MetricsError as exc:
         raise CliError(str(exc)) from None
     _save(baseline, args.output)
@@ -299,6 +317,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise CliError(f"baseline file {args.baseline} holds a {baseline.kind}, not a baseline")
     if reference.kind != "reference":
         raise CliError(f"reference file {args.reference} holds a {reference.kind}, not a reference")
+    reference.use_embedder(*_embedder())
     if args.inputs.count("-") > 1:
         raise CliError("standard input (-) can be given only once")
     # read every file first: a bad last file fails before minutes of scoring
