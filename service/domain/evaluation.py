@@ -32,7 +32,8 @@ from sqlalchemy.orm import Session
 from service.domain.baselines import ensure_auto_baseline
 from service.domain.clock import utcnow
 from service.domain.db import insert_missing, is_postgres
-from service.domain.profiles import baseline_profile, reference_profile
+from service.domain.probes import attach_probe_topics, probe_inputs
+from service.domain.profiles import baseline_profile, reference_profile, stream_mixture
 from service.domain.tables import (
     Baseline,
     Evaluation,
@@ -157,6 +158,40 @@ def choose_baseline(session: Session, evaluation: Evaluation) -> int | None:
     if baseline.last_sample_id is not None and evaluation.last_sample_id <= baseline.last_sample_id:
         return None
     return baseline.id
+
+
+def synthetic_share(session: Session, evaluation: Evaluation) -> Any:
+    """For a stream's window: a callable giving the ``synthetic_share`` fields of its Score
+    JSON from the window's texts (None for a model). The mixture is fetched here, inside the
+    read session (built at most once per reference and sources, see
+    ``service.domain.profiles.stream_mixture``); the estimate runs outside it.
+
+    A share that cannot be estimated (a source deleted, or built against another reference
+    than this window's) does not fail the window: its collapse scores stand, and
+    ``synthetic_share_unavailable`` says why."""
+    import metrics
+
+    kind, sources = session.execute(
+        select(MonitoredModel.kind, MonitoredModel.sources)
+        .where(MonitoredModel.id == evaluation.model_id)).one()
+    if kind != "stream":
+        return None
+    try:
+        if not sources:
+            raise LookupError("the stream has no sources")
+        mixture = stream_mixture(session, evaluation.reference_id, list(sources))
+    except (LookupError, metrics.MetricsError) as exc:
+        reason = f"{exc}"
+        return lambda texts: {"synthetic_share_unavailable": reason}
+
+    def estimate(texts: list[str]) -> dict[str, Any]:
+        try:
+            share = mixture.estimate(texts).to_dict()["synthetic_share"]
+        except metrics.MetricsError as exc:
+            return {"synthetic_share_unavailable": f"{exc}"}
+        return {"synthetic_share": share}
+
+    return estimate
 
 
 def window_texts(session: Session, evaluation: Evaluation) -> list[str]:
@@ -363,12 +398,17 @@ def _score_claimed(evaluation_id: int, attempt: int, settings: Settings,
             reference = reference_profile(session, evaluation.reference_id)
             baseline = baseline_profile(session, baseline_id) if baseline_id else None
             texts = window_texts(session, evaluation)
+            share = synthetic_share(session, evaluation)
+            probes = probe_inputs(session, evaluation, baseline_id)
             session.rollback()  # release the read snapshot before the long computation
         if settings.scoring_delay_seconds > 0:
             # test hook (0 in production): a slow scorer for the lease and time-limit tests
             time.sleep(settings.scoring_delay_seconds)
         # EVIDENCE_TEXT=off: quoted outputs are never computed, so never stored
         result = metrics.score(texts, reference, baseline, evidence_text=settings.evidence_text)
+        attach_probe_topics(result, reference, probes)  # rare-topic probes, per probe topic
+        if share is not None:  # a stream: what part of it known generators wrote
+            result = {**result, **share(texts)}
         duration = time.perf_counter() - started
     except (metrics.MetricsError, LookupError) as exc:
         # the same input would fail the same way again: fail for good, say why

@@ -96,3 +96,82 @@ def baseline_profile(session: Session, baseline_id: int) -> Any:
         lambda: session.scalar(select(Baseline.profile).where(Baseline.id == baseline_id)),
         band_context=f"baseline of reference {row.reference_id}",
     )
+
+
+class MixtureCache:
+    """Built mixture models of streams (``metrics.mixture.MixtureModel``), keyed by the
+    reference's and the sources' sha256: a stream's windows share one build (one bigram LM
+    per source and the calibration scores), which is redone only when a source or the
+    reference changes. Builds are serialised: they are rare, and two threads building the
+    same model at once would only waste a core."""
+
+    def __init__(self, max_entries: int = 16) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
+        self.builds = 0  # how many mixtures were built (observability, tests)
+
+    def get(self, key: tuple, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        with self._build_lock:
+            with self._lock:
+                if key in self._items:  # built by another thread meanwhile
+                    return self._items[key]
+            mixture = build()
+            with self._lock:
+                self.builds += 1
+                self._items[key] = mixture
+                while len(self._items) > self.max_entries:
+                    self._items.popitem(last=False)
+        return mixture
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+MIXTURES = MixtureCache()
+
+
+def source_names(rows: list[tuple[int, str]]) -> dict[int, str]:
+    """How each source baseline is named in ``synthetic_share.by_source`` and in the
+    Prometheus ``source`` label: its name, or ``name#id`` when two sources share a name."""
+    counts: dict[str, int] = {}
+    for _, name in rows:
+        counts[name] = counts.get(name, 0) + 1
+    return {bid: name if counts[name] == 1 else f"{name}#{bid}" for bid, name in rows}
+
+
+def stream_mixture(session: Session, reference_id: int, source_ids: list[int]) -> Any:
+    """The mixture model of a stream's window: the reference's profile against the baselines
+    ``source_ids``, built once per (reference sha256, source sha256s) per process.
+
+    LookupError when the reference or a source no longer exists; ``metrics.ProfileError``
+    when a source was built against another reference."""
+    from dataclasses import replace
+
+    from metrics.mixture import MixtureModel
+
+    ref_sha = session.scalar(select(Reference.sha256).where(Reference.id == reference_id))
+    if ref_sha is None:
+        raise LookupError(f"reference {reference_id} does not exist")
+    rows = {r.id: r for r in session.execute(
+        select(Baseline.id, Baseline.name, Baseline.sha256).where(Baseline.id.in_(source_ids)))}
+    missing = [bid for bid in source_ids if bid not in rows]
+    if missing:
+        raise LookupError(f"source baseline {missing[0]} does not exist")
+    names = source_names([(bid, rows[bid].name) for bid in source_ids])
+    key = (ref_sha, tuple((bid, rows[bid].sha256, names[bid]) for bid in source_ids))
+
+    def build() -> Any:
+        reference = reference_profile(session, reference_id)
+        # the by_source keys are the stored baselines' names, not the names inside their
+        # profile files (a shallow copy: the cached profile itself is shared)
+        sources = [replace(baseline_profile(session, bid), name=names[bid]) for bid in source_ids]
+        return MixtureModel(reference, sources)
+
+    return MIXTURES.get(key, build)

@@ -55,6 +55,21 @@ class MetricScore(_Open):
     z: float | None = None
 
 
+class ShareInterval(_Open):
+    estimate: float
+    low: float = Field(description="lower bound of the 95% bootstrap interval")
+    high: float = Field(description="upper bound of the 95% bootstrap interval")
+
+
+class SyntheticShare(ShareInterval):
+    """A stream's window: the share written by its known sources (docs/synthetic-share.md)."""
+
+    by_source: dict[str, ShareInterval] = Field(
+        description="per source baseline, by its name (name#id when two share a name)")
+    unexplained: float = Field(description="share that fits neither the human reference nor "
+                                           "any source")
+
+
 class ScoreJSON(_Open):
     """One scored window, as ``collapsewatch score --format json`` prints it."""
 
@@ -66,6 +81,11 @@ class ScoreJSON(_Open):
     health: Health | None
     signals: dict[str, SignalScore]
     metrics: dict[str, MetricScore]
+    synthetic_share: SyntheticShare | None = Field(
+        None, description="streams only: the share of the window written by the stream's "
+                          "sources, with its 95% interval")
+    synthetic_share_unavailable: str | None = Field(
+        None, description="streams only: why no synthetic_share could be estimated")
 
 
 class EvaluationPublic(ScoreJSON):
@@ -105,6 +125,7 @@ class HealthPublic(ScoreJSON):
     created_at: datetime | None
     model: str
     baseline_status: str
+    baseline_rejection: str | None = None  # why the automatic baseline was refused
     baseline_collection: BaselineCollection | None = None
     evaluations_pending: int
     samples_ingested: int
