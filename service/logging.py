@@ -8,6 +8,10 @@ import sys
 from datetime import UTC, datetime
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# the keys every line has; an ``extra`` field of the same name is written as
+# ``extra_<name>`` instead of replacing it (``extra={"event": ...}`` once replaced the
+# message, so "notification sent" never reached the log)
+BASE_KEYS = ("ts", "level", "logger", "event", "exc")
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,7 +24,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
-                out[key] = value
+                out[f"extra_{key}" if key in BASE_KEYS else key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     # examples lose their texts; n-grams and vanished terms stay), in the CLI and the API
     evidence_text: bool = True
     listen_host: str | None = None
+    # the port the API listens on (set by `collapsewatch api/serve` next to LISTEN_HOST)
+    listen_port: int | None = None
     # when set, /metrics needs `Authorization: Bearer <token>` (or an API key)
     metrics_token: str | None = None
     # comma-separated origins allowed to call the API from a browser (none by default)
@@ -123,14 +125,21 @@ class Settings(BaseSettings):
     # how long a due window may wait for its evaluation
     alert_evaluations_stale_seconds: int = 900
     notify_timeout_seconds: float = 10.0
-    notify_max_attempts: int = 8
+    # a notification is retried (backoff doubling from BASE up to MAX, each delay shortened
+    # by a random share of up to JITTER so that many rows do not retry in lockstep) until
+    # RETRY_HOURS after it was written; then it is dead-lettered, which Prometheus alerts on
+    # (collapsewatch_channel_notifications_dead). MAX_ATTEMPTS > 0 also caps the attempts.
+    notify_retry_hours: float = 6.0
+    notify_max_attempts: int = 0
     notify_backoff_base_seconds: float = 5.0
     notify_backoff_max_seconds: float = 900.0
+    notify_backoff_jitter: float = Field(default=0.2, ge=0.0, le=1.0)
     liveness_interval_seconds: float = 30.0
     outbox_sweep_interval_seconds: float = 10.0
     # a row claimed for sending and not finished within this time is retried
     notify_lease_seconds: float = 120.0
-    # shown in notifications as a link back to the service
+    # shown in notifications as a link back to the service; unset, links use the address
+    # the API listens on (LISTEN_HOST and LISTEN_PORT, see link_base_url)
     public_url: str = "http://127.0.0.1:8000"
     # comma-separated hosts a channel may call even though they resolve to loopback, private
     # or link-local addresses (e.g. an internal webhook receiver); empty: public hosts only
@@ -155,6 +164,22 @@ class Settings(BaseSettings):
         if self.broker_url:
             return self.broker_url
         return f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def link_base_url(self) -> str:
+        """Where links in notifications point: PUBLIC_URL when it is set, else the address
+        the API listens on (a wildcard address becomes this machine's name, the one part of
+        it another machine can reach), else the PUBLIC_URL default."""
+        if "public_url" in self.model_fields_set or not self.listen_host or not self.listen_port:
+            return self.public_url.rstrip("/")
+        host = self.listen_host.strip("[]")
+        if host in ("0.0.0.0", "::", ""):
+            import socket
+
+            host = socket.getfqdn() or socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 literal in a URL
+        return f"http://{host}:{self.listen_port}"
 
     @property
     def embedded_broker(self) -> bool:

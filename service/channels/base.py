@@ -69,6 +69,30 @@ def json_body(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
 
 
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else "?"
+
+
+def evidence_lines(payload: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The payload's evidence as two lists of short lines: phrases that took over, with
+    their rate change, and vanished terms with how often they were expected. Empty when the
+    event carries no evidence. Only the n-gram lists are read: quoted sample text is never
+    sent to a channel."""
+    evidence = payload.get("evidence")
+    if not isinstance(evidence, dict):
+        return [], []
+    against = "baseline" if evidence.get("against") == "baseline" else "human reference"
+    phrases = [
+        f"\"{row.get('ngram', '')}\": {_num(row.get('baseline_per_10k'))} → "
+        f"{_num(row.get('window_per_10k'))} per 10k tokens ({against}; z {_num(row.get('z'))})"
+        for row in evidence.get("overrepresented") or [] if isinstance(row, dict)]
+    vanished = [
+        f"\"{row.get('term', '')}\": seen {_num(row.get('observed'))}, expected "
+        f"{_num(round(row['expected'], 1) if isinstance(row.get('expected'), float) else None)}"
+        for row in evidence.get("vanished") or [] if isinstance(row, dict)]
+    return phrases, vanished
+
+
 class NotificationChannel(ABC):
     """Base class: subclasses set ``kind``, validate their config and build one request."""
 

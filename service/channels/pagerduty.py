@@ -16,6 +16,7 @@ from service.channels.base import (
     Message,
     NotificationChannel,
     OutgoingRequest,
+    evidence_lines,
     json_body,
     require_http_url,
 )
@@ -69,7 +70,7 @@ class PagerDutyChannel(NotificationChannel):
                 "component": p.get("model"),
                 "group": "collapsewatch",
                 "class": p.get("kind"),
-                "custom_details": {"summary": p.get("summary"), **(p.get("details") or {})},
+                "custom_details": self.custom_details(p),
             },
             "client": "collapsewatch",
         }
@@ -77,6 +78,20 @@ class PagerDutyChannel(NotificationChannel):
             body["client_url"] = p["url"]
             body["links"] = [{"href": p["url"], "text": "collapsewatch alert"}]
         return body
+
+    @staticmethod
+    def custom_details(p: dict[str, Any]) -> dict[str, Any]:
+        """The alert's details, plus what changed in the window that fired: phrases that
+        took over and vanished terms, one readable line each (n-grams only)."""
+        details: dict[str, Any] = {"summary": p.get("summary"), **(p.get("details") or {})}
+        phrases, vanished = evidence_lines(p)
+        if phrases:
+            details["phrases_that_took_over"] = phrases
+        if vanished:
+            details["vanished_terms"] = vanished
+        if p.get("url"):
+            details["page"] = p["url"]
+        return details
 
     def build_request(self, message: Message) -> OutgoingRequest:
         return OutgoingRequest(self.config["url"], json_body(self.event_body(message)), {})

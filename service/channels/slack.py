@@ -13,6 +13,7 @@ from service.channels.base import (
     Message,
     NotificationChannel,
     OutgoingRequest,
+    evidence_lines,
     json_body,
     require_http_url,
 )
@@ -37,6 +38,27 @@ def format_text(message: Message) -> str:
     return "\n".join(line for line in lines if line)
 
 
+def _escape(text: str) -> str:
+    # Slack's mrkdwn control characters: a phrase from model output must not become a
+    # link or an @channel mention (https://api.slack.com/reference/surfaces/formatting)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def evidence_block(message: Message) -> dict[str, Any] | None:
+    """A section listing the phrases that took over (with their rate change) and the terms
+    that vanished in the window that fired; None when the event carries no evidence."""
+    phrases, vanished = evidence_lines(message.payload)
+    if not phrases and not vanished:
+        return None
+    parts = []
+    if phrases:
+        parts.append("*Phrases that took over*\n" + "\n".join(f"• {_escape(x)}" for x in phrases))
+    if vanished:
+        parts.append("*Vanished terms*\n" + "\n".join(f"• {_escape(x)}" for x in vanished))
+    # a section's text may hold at most 3000 characters (Block Kit reference)
+    return {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(parts)[:3000]}}
+
+
 class SlackChannel(NotificationChannel):
     kind = "slack"
     # the webhook URL itself is the credential
@@ -53,6 +75,9 @@ class SlackChannel(NotificationChannel):
 
     def build_request(self, message: Message) -> OutgoingRequest:
         text = format_text(message)
-        block = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-        body = json_body({"text": text, "blocks": [block]})
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+        evidence = evidence_block(message)
+        if evidence is not None:
+            blocks.append(evidence)
+        body = json_body({"text": text, "blocks": blocks})
         return OutgoingRequest(self.config["webhook_url"], body, {})

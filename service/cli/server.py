@@ -24,19 +24,22 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _announce_listen_host(host: str) -> None:
-    """Tell the app (and uvicorn's worker processes) where it listens: reads are private
-    off loopback (see service.api.deps.reads_private)."""
+def _announce_listen_host(host: str, port: int | None = None) -> None:
+    """Tell the app (and uvicorn's worker processes, and `serve`'s worker) where it
+    listens: reads are private off loopback (see service.api.deps.reads_private), and links
+    in notifications point there unless PUBLIC_URL is set (Settings.link_base_url)."""
     import os
 
     os.environ["COLLAPSEWATCH_LISTEN_HOST"] = host
+    if port is not None:
+        os.environ["COLLAPSEWATCH_LISTEN_PORT"] = str(port)
     get_settings.cache_clear()
 
 
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    _announce_listen_host(args.host)
+    _announce_listen_host(args.host, args.port)
     _configure_logging()
     uvicorn.run("service.api.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_config=None, access_log=False)
@@ -46,7 +49,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.demo.embedded import run_embedded
 
-    _announce_listen_host(args.host)
+    _announce_listen_host(args.host, args.port)
     _configure_logging()
     return run_embedded(host=args.host, port=args.port, demo=args.demo)
 

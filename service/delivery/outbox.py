@@ -1,8 +1,11 @@
 """Outbox delivery: claim a notification row, send it once, record the result.
 
 A row moves ``pending → sending → sent``; a retryable failure puts it back to ``pending``
-with ``next_attempt_at`` pushed out by exponential backoff, a permanent failure or the last
-allowed attempt makes it ``dead`` (with ``last_error``). Claiming is one conditional UPDATE,
+with ``next_attempt_at`` pushed out by capped exponential backoff with jitter, for up to
+``NOTIFY_RETRY_HOURS`` after the row was written (a receiver that is down for an hour still
+gets the page when it comes back); a permanent failure or a failure past that horizon makes
+it ``dead`` (with ``last_error``). Dead rows are their own alert, through Prometheus
+(``collapsewatch_channel_notifications_dead``), not through the channel that failed. Claiming is one conditional UPDATE,
 so of two workers handed the same id only one sends. A worker that dies mid-send leaves the
 row ``sending`` with an expired lease; the sweeper hands it out again (at-least-once; the
 idempotency key and PagerDuty's dedup_key make that repeat harmless).
@@ -10,6 +13,7 @@ idempotency key and PagerDuty's dedup_key make that repeat harmless).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,7 +35,15 @@ FINAL = ("sent", "dead")
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     """Delay before attempt ``attempt + 1``: base, 2*base, 4*base, ... capped."""
-    return min(cap, base * (2 ** max(0, attempt - 1)))
+    # the exponent is bounded so that hours of attempts cannot overflow a float
+    return min(cap, base * (2 ** min(max(0, attempt - 1), 60)))
+
+
+def jittered(delay: float, jitter: float, rng: random.Random | None = None) -> float:
+    """``delay`` shortened by a random share of up to ``jitter``: rows that failed together
+    (one receiver outage) spread out instead of retrying in lockstep when it comes back
+    ("Exponential Backoff And Jitter", AWS Architecture Blog, 2015)."""
+    return delay * (1.0 - jitter * (rng or random).random())
 
 
 @dataclass(frozen=True)
@@ -66,11 +78,12 @@ def _wait_for_trigger(session: Session, row: Notification, now: datetime) -> flo
 
 
 def _claim(notification_id: int, settings: Settings, now: datetime
-           ) -> tuple[Delivery | None, Message | None, Channel | None, int]:
+           ) -> tuple[Delivery | None, Message | None, Channel | None, int, datetime | None]:
     with session_scope() as session:
         row = session.get(Notification, notification_id)
         if row is None:
-            return Delivery("skipped", notification_id, error="no such notification"), None, None, 0
+            return (Delivery("skipped", notification_id, error="no such notification"), None,
+                    None, 0, None)
         wait = _wait_for_trigger(session, row, now)
         if wait is not None:
             session.execute(update(Notification)
@@ -78,7 +91,7 @@ def _claim(notification_id: int, settings: Settings, now: datetime
                                    Notification.status == "pending")
                             .values(next_attempt_at=now + timedelta(seconds=wait))
                             .execution_options(synchronize_session=False))
-            return Delivery("waiting", notification_id, delay=wait), None, None, 0
+            return Delivery("waiting", notification_id, delay=wait), None, None, 0, None
         claimed = session.execute(
             update(Notification)
             .where(Notification.id == notification_id, _due(now))
@@ -87,11 +100,11 @@ def _claim(notification_id: int, settings: Settings, now: datetime
             .execution_options(synchronize_session=False)
         ).rowcount
         if claimed != 1:
-            return Delivery("skipped", notification_id), None, None, 0
+            return Delivery("skipped", notification_id), None, None, 0, None
         session.refresh(row)
         channel = session.get(Channel, row.channel_id)
         message = Message(notification_id=row.id, event=row.event, payload=dict(row.payload))
-        return None, message, channel, row.attempts
+        return None, message, channel, row.attempts, as_utc_or_none(row.created_at)
 
 
 def _finish(notification_id: int, attempt: int, values: dict) -> bool:
@@ -110,11 +123,12 @@ def deliver(notification_id: int, settings: Settings | None = None,
     """Claim, send and record one notification. Safe to call any number of times."""
     s = settings or get_settings()
     now = now or utcnow()
-    early, message, channel, attempt = _claim(notification_id, s, now)
+    early, message, channel, attempt, created_at = _claim(notification_id, s, now)
     if early is not None:
         return early
     assert message is not None
-    context = {"notification_id": notification_id, "attempt": attempt, "event": message.event}
+    context = {"notification_id": notification_id, "attempt": attempt,
+               "notification_event": message.event}
     try:
         if channel is None:
             raise DeliveryError("channel was deleted", retryable=False)
@@ -134,27 +148,37 @@ def deliver(notification_id: int, settings: Settings | None = None,
                                 retryable=False) from exc
         sender.send(message)
     except DeliveryError as exc:
-        return _failed(notification_id, attempt, exc, s, now, context)
+        return _failed(notification_id, attempt, exc, s, now, context, created_at)
     except Exception as exc:  # a bug in a channel must not leave the row stuck in 'sending'
         log.exception("notification channel crashed", extra=context)
         return _failed(notification_id, attempt,
                        DeliveryError(f"channel crashed ({type(exc).__name__}); see the log",
-                                     retryable=True), s, now, context)
+                                     retryable=True), s, now, context, created_at)
     _finish(notification_id, attempt, {"status": "sent", "sent_at": utcnow(), "last_error": None})
     log.info("notification sent", extra=context)
     return Delivery("sent", notification_id)
 
 
 def _failed(notification_id: int, attempt: int, exc: DeliveryError, s: Settings,
-            now: datetime, context: dict) -> Delivery:
+            now: datetime, context: dict, created_at: datetime | None) -> Delivery:
     error = str(exc)[:2000]
-    if not exc.retryable or attempt >= s.notify_max_attempts:
+    # the last moment a retry may happen: NOTIFY_RETRY_HOURS after the row was written
+    give_up_at = (created_at or now) + timedelta(hours=s.notify_retry_hours)
+    left = (give_up_at - now).total_seconds()
+    capped = 0 < s.notify_max_attempts <= attempt
+    if not exc.retryable or capped or left <= 0:
         _finish(notification_id, attempt, {"status": "dead", "last_error": error})
-        log.error("notification dead-lettered", extra={**context, "error": error})
+        why = ("permanent failure" if not exc.retryable
+               else "attempts exhausted" if capped else "retry horizon passed")
+        log.error("notification dead-lettered", extra={**context, "error": error,
+                                                       "reason": why})
         return Delivery("dead", notification_id, error=error)
-    delay = backoff_seconds(attempt, s.notify_backoff_base_seconds, s.notify_backoff_max_seconds)
+    delay = jittered(backoff_seconds(attempt, s.notify_backoff_base_seconds,
+                                     s.notify_backoff_max_seconds), s.notify_backoff_jitter)
     if exc.retry_after is not None:
         delay = min(max(delay, exc.retry_after), s.notify_backoff_max_seconds)
+    # one last attempt exactly at the horizon rather than none after the last long wait
+    delay = max(0.0, min(delay, left))
     _finish(notification_id, attempt, {"status": "pending", "last_error": error,
                                        "next_attempt_at": now + timedelta(seconds=delay)})
     log.warning("notification failed; will retry",
@@ -170,4 +194,4 @@ def due_ids(session: Session, now: datetime | None = None, limit: int = 500) -> 
                                 .limit(limit)).all())
 
 
-__all__ = ["Delivery", "backoff_seconds", "deliver", "due_ids"]
+__all__ = ["Delivery", "backoff_seconds", "deliver", "due_ids", "jittered"]

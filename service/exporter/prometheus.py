@@ -96,6 +96,8 @@ class Snapshot:
     models: list[ModelSnapshot]
     metric_names: list[str]
     notifications: dict[str, int]
+    # (channel, kind, severity) -> dead-lettered notifications still kept
+    dead_letters: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
 def _seconds(ts: datetime | None) -> float:
@@ -141,6 +143,7 @@ def take_snapshot(session: Session, now: datetime | None = None,
         firing.setdefault(model_id, {})[severity] = n
     notifications = dict(session.execute(
         select(Notification.status, func.count()).group_by(Notification.status)).all())
+    dead_letters = _dead_letters(session)
 
     models = []
     for model, ref_name, ref_sha, base_name, base_sha, stats in rows:
@@ -173,7 +176,28 @@ def take_snapshot(session: Session, now: datetime | None = None,
         for name in ((m.result or {}).get("metrics") or {}):
             if name not in names:
                 names.append(name)
-    return Snapshot(taken_at=now, models=models, metric_names=names, notifications=notifications)
+    return Snapshot(taken_at=now, models=models, metric_names=names, notifications=notifications,
+                    dead_letters=dead_letters)
+
+
+def _dead_letters(session: Session) -> dict[tuple[str, str, str], int]:
+    """Dead-lettered notifications per channel and alert severity: a page that could not be
+    delivered is announced by Prometheus, not by the channel that failed."""
+    from service.domain.tables import Alert, Channel
+
+    rows = session.execute(
+        select(Channel.name, Channel.kind, Alert.severity, func.count())
+        .select_from(Notification)
+        .join(Channel, Channel.id == Notification.channel_id)
+        .join(Alert, Alert.id == Notification.alert_id)
+        .where(Notification.status == "dead")
+        .group_by(Channel.name, Channel.kind, Alert.severity)).all()
+    # every channel has its series from the start (0), so that the first dead letter is an
+    # increase Prometheus can see, not a new series
+    out = {(name, kind, severity): 0 for name, kind in
+           session.execute(select(Channel.name, Channel.kind)).all() for severity in SEVERITIES}
+    out.update({(name, kind, severity): int(n) for name, kind, severity, n in rows})
+    return out
 
 
 def _owed_since(session: Session, model: MonitoredModel,
@@ -327,11 +351,17 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         duration.add_metric([m.name], buckets, total)
     for status in NOTIFICATION_STATES:
         outbox.add_metric([status], float(snap.notifications.get(status, 0)))
+    dead = GaugeMetricFamily(
+        "collapsewatch_channel_notifications_dead",
+        "notifications given up on (dead-lettered) and still kept, per channel and alert "
+        "severity", labels=["channel", "kind", "severity"])
+    for (channel, kind, severity), n in sorted(snap.dead_letters.items()):
+        dead.add_metric([channel, kind, severity], float(n))
 
     yield from (*ratio.values(), *base_ratio.values(), *sig_band.values(), outside, trend,
                 trend_threshold, value,
                 mratio, mbase, band, health, ref_info, base_info, ingested, last_sample, firing,
-                last_eval, docs, evals, pending, lag, duration, outbox)
+                last_eval, docs, evals, pending, lag, duration, outbox, dead)
 
 
 def _le(bound: float) -> str:

@@ -85,7 +85,7 @@ def exported_metric_names() -> set[str]:
                           result=score_json("healthy"), health="healthy",
                           last_evaluation_at=datetime.now(UTC))
     snap = Snapshot(taken_at=datetime.now(UTC), models=[model], metric_names=["distinct_2"],
-                    notifications={})
+                    notifications={}, dead_letters={("pager", "pagerduty", "critical"): 0})
 
     class Static:
         def collect(self):
