@@ -172,6 +172,23 @@ def add_semantic(i: int, n: int, result: dict, *, available: bool = True) -> Non
         }
 
 
+def add_share(i: int, n: int, result: dict) -> None:
+    """A stream's ``synthetic_share`` (metrics.mixture's shape): rising from 2% to 40% over
+    the windows, split 3:1 between two sources, with a 95% interval of +-0.04."""
+    f = i / max(1, n - 1)
+    estimate = 0.02 + 0.38 * f
+
+    def interval(v: float) -> dict:
+        return {"estimate": round(v, 4), "low": round(max(0.0, v - 0.04), 4),
+                "high": round(min(1.0, v + 0.04), 4)}
+
+    result["synthetic_share"] = {
+        **interval(estimate),
+        "by_source": {"vendor-a": interval(0.75 * estimate), "vendor-b": interval(0.25 * estimate)},
+        "unexplained": 0.01,
+    }
+
+
 def seed_reference(session: Session, name: str, documents: list[str]) -> Reference:
     normalised = json.dumps(documents).encode()
     ref = Reference(

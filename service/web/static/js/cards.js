@@ -3,6 +3,7 @@ import { api, listOf } from "./api.js";
 import { chartSvg, seriesFor, timeDomain, timelineSvg, trendSvg } from "./charts.js";
 import { showEvidence } from "./evidence.js";
 import { referenceHtml } from "./fleet.js";
+import { shareFigure, showsShare } from "./share.js";
 import { esc, fmtClock, fmtDate, fmtInt, fmtRatio, fmtValue, healthBadge, isNum, parseTime, shortSha, timeHtml } from "./format.js";
 import { $, DEFAULT_WINDOWS, SEMANTIC_METRICS, SIGNALS, SIGNAL_HINT, SIGNAL_LABEL, WINDOW_CHOICES, state } from "./state.js";
 
@@ -75,6 +76,7 @@ export function renderCardHead(card, v) {
     <div class="title-row">
       <h3>${esc(v.name)}</h3>
       ${v.demo ? '<span class="tag demo">demo</span>' : ""}
+      ${v.kind === "stream" ? '<span class="tag stream" title="a data stream: its synthetic share is estimated">stream</span>' : ""}
       ${healthBadge(v.health)}
     </div>
     ${v.description ? `<p class="desc">${esc(v.description)}</p>` : ""}
@@ -202,6 +204,7 @@ export function renderCardBody(card) {
     isNum(((e.signals || {})[sig] || {}).baseline_ratio)));
   body.innerHTML = `
     <div class="charts">${charts}</div>
+    ${showsShare(view, evaluations) ? `<div class="share-row">${shareFigure(view, evaluations, domain)}</div>` : ""}
     <div class="legend"><span class="lg ratio"></span>ratio to human
       <span class="lg band"></span>human band <span class="lg mean"></span>human mean
       ${hasBaseline ? '<span class="lg base"></span>baseline level <span class="lg baseband"></span>baseline band' : ""}

@@ -28,6 +28,8 @@ export function modelView(m) {
     samples: m.samples_ingested ?? null,
     lastEval,
     hasHealthInList: inList,
+    kind: m.kind || "model",
+    maxSyntheticShare: m.max_synthetic_share ?? null,
   };
 }
 

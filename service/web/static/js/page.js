@@ -56,7 +56,8 @@ export function setupEvents() {
       acknowledge(ack.dataset.alertId);
     }
     // a window's point on a chart opens its "What changed" panel; "show latest" goes back
-    const point = event.target.closest("svg.chart-svg circle.pt[data-evaluation-id]");
+    const point = event.target.closest(
+      "svg.chart-svg circle.pt[data-evaluation-id], svg.share-svg circle.share-pt[data-evaluation-id]");
     const back = event.target.closest("button.ev-latest");
     if (point || back) {
       const card = state.cards.get((point || back).closest("article.card").dataset.model);
