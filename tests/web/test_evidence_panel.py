@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from service.domain.db import session_scope
+from service.domain.tables import Evaluation, MonitoredModel
 from tests.web import seeding
 
 WINDOWS = 12
@@ -121,4 +123,29 @@ def test_window_without_evidence_says_so(live_server, browser_page, human_docume
     panel = _open(page, live_server.url)
     assert "No evidence is stored" in panel.inner_text()
     assert panel.locator("li.phrase").count() == 0
+    assert problems.all() == []
+
+
+def _evaluation_ids(model: str) -> dict[int, int]:
+    with session_scope() as session:
+        rows = session.execute(
+            select(Evaluation.window_index, Evaluation.id)
+            .join(MonitoredModel, MonitoredModel.id == Evaluation.model_id)
+            .where(MonitoredModel.name == model)).all()
+        return dict(rows)
+
+
+def test_alert_link_opens_the_panel_of_the_window_it_fired_on(live_server, browser_page,
+                                                              human_documents):
+    _seed(human_documents)
+    ids = _evaluation_ids("fading")
+    page, problems = browser_page
+    # the link alerts carry (service/domain/alerts.py)
+    page.goto(f"{live_server.url}/#model=fading&window=4&evaluation={ids[4]}")
+    page.locator("#model-fading").scroll_into_view_if_needed()
+    page.wait_for_selector("#model-fading section.evidence[data-window-index='4']")
+    assert "(latest)" not in page.locator("#model-fading .ev-head").inner_text()
+    # another link in the same tab changes only the hash
+    page.evaluate(f"location.hash = 'model=fading&window=6&evaluation={ids[6]}'")
+    page.wait_for_selector("#model-fading section.evidence[data-window-index='6']")
     assert problems.all() == []

@@ -1,7 +1,7 @@
 // One card per model: head, charts, latest window; loaded when scrolled into view.
 import { api, listOf } from "./api.js";
 import { chartSvg, seriesFor, timeDomain, timelineSvg, trendSvg } from "./charts.js";
-import { showEvidence } from "./evidence.js";
+import { linkedWindow, showEvidence } from "./evidence.js";
 import { referenceHtml } from "./fleet.js";
 import { shareFigure, showsShare } from "./share.js";
 import { esc, fmtClock, fmtDate, fmtInt, fmtRatio, fmtValue, healthBadge, isNum, parseTime, shortSha, timeHtml } from "./format.js";
@@ -40,6 +40,9 @@ export function ensureCards() {
         on screen.</p></div>`;
       card = { el, name: v.name, windows: DEFAULT_WINDOWS, evaluations: null, loading: false,
         stale: true, visible: false, error: null, selectedId: null, evidence: null };
+      // a card opened from an alert's link shows the window the alert fired on
+      const link = linkedWindow();
+      if (link && link.model === v.name) card.selectedId = link.evaluation;
       state.cards.set(v.name, card);
       state.observer.observe(el);
     }

@@ -207,6 +207,16 @@ export async function showEvidence(card) {
   }
 }
 
+// The window an alert links to: the notifications' URL is /#model=NAME&window=I&evaluation=ID
+// (service/domain/alerts.py). Null when the address names no evaluation.
+export function linkedWindow(hash = location.hash) {
+  const params = new URLSearchParams(String(hash || "").replace(/^#/, ""));
+  const model = params.get("model");
+  const evaluation = Number(params.get("evaluation"));
+  if (!model || !Number.isInteger(evaluation) || evaluation < 1) return null;
+  return { model, evaluation };
+}
+
 // Choose the window whose evidence the card shows (null: the latest).
 export function selectWindow(card, evaluationId) {
   card.selectedId = evaluationId == null ? null : Number(evaluationId);

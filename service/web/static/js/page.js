@@ -2,7 +2,7 @@
 import { acknowledge, loadAlerts, renderAlerts } from "./alerts.js";
 import { showError } from "./api.js";
 import { ensureCards, loadCard, onVisibility } from "./cards.js";
-import { selectWindow } from "./evidence.js";
+import { linkedWindow, selectWindow } from "./evidence.js";
 import { renderFleet } from "./fleet.js";
 import { fmtClock } from "./format.js";
 import { forgetKey, openKeyForm, setupKeyForm } from "./keyform.js";
@@ -75,9 +75,19 @@ export function setupEvents() {
   });
 }
 
+export function setupLinks() {
+  // a new alert link opened in the same tab changes only the hash
+  window.addEventListener("hashchange", () => {
+    const link = linkedWindow();
+    const card = link && state.cards.get(link.model);
+    if (card) selectWindow(card, link.evaluation);
+  });
+}
+
 export function start() {
   state.observer = new IntersectionObserver(onVisibility, { rootMargin: "200px 0px" });
   setupKeyForm();
   setupEvents();
+  setupLinks();
   refresh();
 }
