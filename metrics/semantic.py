@@ -19,13 +19,14 @@ Every metric is a small pure function of unit vectors; cost in its docstring.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 
 from metrics.embedding import Embedder
+from metrics.text import normalize_documents, tokenize_documents
 
 REF_CAP = 1000  # profile-part documents embedded as the fixed reference set
 RARE_SHARE = 0.20  # rare topics: the smallest ones holding about this share of documents
@@ -482,3 +483,108 @@ def score_fields(sample, reference, baseline=None) -> dict:
             topics = vanished_topics(counts, ref.shares, ref.names, "reference")
     out["vanished_topics"] = topics
     return out
+
+
+# ------------------------------------------------------------------ rare-topic probes
+
+# a probe topic's "home": the fewest reference topics, most common first, that hold at least
+# this share of the baseline's answers to it (one topic when the answers agree; a probe topic
+# whose answers straddle two reference topics keeps both)
+PROBE_HOME_SHARE = 0.5
+PROBE_LANDED_SHOWN = 3
+
+
+def probe_landing(vectors: Mapping[str, np.ndarray], centroids: np.ndarray, names: Sequence[str],
+                  baseline: Mapping[str, np.ndarray] | None = None) -> list[dict]:
+    """Per probe topic (a prober's ``attributes.topic``): where its answers land among the
+    reference topics (nearest centroid by cosine, as :func:`topic_counts`), and how many
+    still land in the topics the baseline's answers to the same probe topic landed in.
+
+    ``vectors`` / ``baseline``: probe topic -> unit embeddings of its answers (window /
+    baseline). Without baseline answers for a probe topic, ``home_topics`` and the on-topic
+    counts are None: the landing alone is reported. Worst share on topic first.
+    Cost: O((n + m)·k·d) for n window and m baseline answers, k topics."""
+    out = []
+    for probe in sorted(vectors):
+        x = vectors[probe]
+        if len(x) == 0:
+            continue
+        counts = topic_counts(x, centroids)
+        entry: dict = {
+            "probe_topic": probe,
+            "answers": len(x),
+            "landed": [{"topic": names[j], "answers": int(counts[j])}
+                       for j in np.argsort(-counts, kind="stable")[:PROBE_LANDED_SHOWN]
+                       if counts[j] > 0],
+            "home_topics": None, "on_topic": None, "on_topic_share": None,
+            "baseline_answers": 0, "baseline_on_topic": None, "baseline_on_topic_share": None,
+        }
+        base = None if baseline is None else baseline.get(probe)
+        if base is not None and len(base) > 0:
+            base_counts = topic_counts(base, centroids)
+            order = np.argsort(-base_counts, kind="stable")
+            cum = np.cumsum(base_counts[order]) / base_counts.sum()
+            home = order[: int(np.searchsorted(cum, PROBE_HOME_SHARE - 1e-12)) + 1]
+            on, base_on = int(counts[home].sum()), int(base_counts[home].sum())
+            entry.update(
+                home_topics=[names[j] for j in home], on_topic=on,
+                on_topic_share=round(on / len(x), 4), baseline_answers=len(base),
+                baseline_on_topic=base_on, baseline_on_topic_share=round(base_on / len(base), 4),
+            )
+        out.append(entry)
+    out.sort(key=lambda e: (e["on_topic_share"] is None, e["on_topic_share"] or 0.0))
+    return out
+
+
+def describe_probe(entry: dict) -> str:
+    """One line for the on-call: "linguistics probes: 2/10 answers still on topic
+    (baseline 9/10)"."""
+    if entry["on_topic"] is None:
+        where = ", ".join(f"{t['topic']} ({t['answers']})" for t in entry["landed"])
+        return (f"{entry['probe_topic']} probes: {entry['answers']} answers, landing in "
+                f"{where or 'no topic'} (no baseline answers to compare)")
+    return (f"{entry['probe_topic']} probes: {entry['on_topic']}/{entry['answers']} answers "
+            f"still on topic (baseline {entry['baseline_on_topic']}/"
+            f"{entry['baseline_answers']})")
+
+
+def embed_probe_answers(answers: Sequence[tuple[str, str]], reference,
+                        embedder: Embedder | None = None) -> dict[str, np.ndarray] | None:
+    """(probe topic, answer text) pairs -> probe topic -> unit embeddings, tokenised and
+    embedded exactly as window documents are (the reference's tokenizer, tokens joined by
+    spaces). None when no model can embed them for this reference. Empty answers are left
+    out (they land nowhere)."""
+    if embedder is None:
+        sem = reference.context().semantic
+        embedder = None if sem is None else sem.embedder
+    if embedder is None or not answers:
+        return None if embedder is None else {}
+    texts = [" ".join(t) for t in tokenize_documents(
+        normalize_documents([text for _, text in answers]), reference.config.tokenizer)]
+    keep = [i for i, t in enumerate(texts) if t]
+    unique: dict[str, int] = {}
+    for i in keep:
+        unique.setdefault(texts[i], len(unique))
+    vectors = embedder.embed(list(unique)) if unique else np.zeros((0, embedder.dim))
+    out: dict[str, list[np.ndarray]] = {}
+    for i in keep:
+        out.setdefault(answers[i][0], []).append(vectors[unique[texts[i]]])
+    return {topic: np.vstack(rows).astype(np.float32) for topic, rows in out.items()}
+
+
+def probe_topics(reference, window: Sequence[tuple[str, str]],
+                 baseline: Sequence[tuple[str, str]] = ()) -> list[dict] | None:
+    """The evidence's ``probe_topics``: :func:`probe_landing` of a window's rare-topic probe
+    answers against the baseline's answers to the same probes (``(probe topic, text)``
+    pairs). None when the window has no such answers or they cannot be embedded."""
+    if not window or reference.semantic is None or reference.semantic.centroids is None:
+        return None
+    vectors = embed_probe_answers(window, reference)
+    if not vectors:
+        return None
+    base = embed_probe_answers(baseline, reference) if baseline else None
+    sem = reference.semantic
+    entries = probe_landing(vectors, sem.centroids, sem.names, base)
+    for entry in entries:
+        entry["summary"] = describe_probe(entry)
+    return entries
