@@ -88,7 +88,8 @@ def acknowledge_alert(alert_id: int, principal: OperatorPrincipal,
     _, model_name = alert_config.get_alert(session, alert_id)
     if not principal.allows("operator", model_name):
         raise ProblemError(404, f"alert {alert_id} does not exist")
-    alert, notification_ids = alert_config.acknowledge(session, alert_id, principal.label)
+    alert, notification_ids = alert_config.acknowledge(
+        session, alert_id, alert_config.actor_name(session, principal.key_id, principal.label))
     _enqueue_after_commit(session, notification_ids)
     return alert
 

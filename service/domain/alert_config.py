@@ -24,7 +24,14 @@ from service.domain.clock import utcnow
 from service.domain.errors import Conflict, Invalid, NotFound
 from service.domain.paging import decode_cursor, page
 from service.domain.secrets import seal_config
-from service.domain.tables import Alert, AlertRule, Channel, MonitoredModel, Notification
+from service.domain.tables import (
+    Alert,
+    AlertRule,
+    ApiKey,
+    Channel,
+    MonitoredModel,
+    Notification,
+)
 
 ALERT_STATES = ("firing", "resolved")
 
@@ -91,6 +98,15 @@ def alert_detail(session: Session, alert_id: int) -> AlertPublic:
         last_error=n.last_error, next_attempt_at=n.next_attempt_at, sent_at=n.sent_at)
         for n, name in rows]
     return out
+
+
+def actor_name(session: Session, key_id: int, fallback: str) -> str:
+    """Who acknowledged, as people know the key: its description (``fallback``, e.g.
+    ``key:<id>``, when it has none)."""
+    description = session.scalar(select(ApiKey.description).where(ApiKey.id == key_id)) \
+        if _may_exist(key_id, ApiKey.id) else None
+    name = " ".join((description or "").split())
+    return (name or fallback)[:200]  # acknowledged_by is VARCHAR(200)
 
 
 def acknowledge(session: Session, alert_id: int, actor: str) -> tuple[AlertPublic, list[int]]:

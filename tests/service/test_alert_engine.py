@@ -299,6 +299,149 @@ def test_concurrent_evaluations_of_one_model_fire_once(database_url, service_env
                         .where(AlertState.kind == "collapse")) == 2
 
 
+def payloads(event: str) -> list[dict]:
+    with session_scope() as s:
+        return list(s.scalars(select(Notification.payload).where(Notification.event == event)
+                              .order_by(Notification.id)))
+
+
+def test_windows_scored_before_the_first_check_are_counted(database_url, service_env):
+    model_id = make_model()
+    for _ in range(4):
+        add_evaluation(model_id, "collapse")
+    evaluate(model_id)
+    with session_scope() as s:
+        a = s.scalar(select(Alert).where(Alert.kind == "collapse"))
+        assert a.details["windows"] == 4 and a.details["first_window"] == 0
+        assert "for 4 consecutive window(s) (windows 0–3" in a.summary
+        assert a.details["headline"].endswith(", 4 windows")
+
+
+def test_a_run_broken_by_a_healthy_window_counts_from_after_it(database_url, service_env):
+    model_id = make_model()
+    for health in ("collapse", "healthy", "collapse", "insufficient_data", "collapse"):
+        add_evaluation(model_id, health)
+    evaluate(model_id)
+    with session_scope() as s:
+        a = s.scalar(select(Alert).where(Alert.kind == "collapse"))
+        # the uninformative window neither counts nor breaks the run
+        assert a.details["windows"] == 2 and "(windows 2–4" in a.summary
+
+
+def test_the_warning_does_not_read_like_the_critical_and_names_its_worst_signal(
+        database_url, service_env):
+    model_id = make_model()
+    make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    for _ in range(2):
+        add_evaluation(model_id, "early_collapse")
+    evaluate(model_id)
+    with session_scope() as s:
+        a = s.scalar(select(Alert).where(Alert.kind == "early_collapse"))
+        assert "is in collapse" not in a.summary and "early collapse" in a.summary
+    # diversity 0.95, tail coverage 0.55, sameness 1.1 against a 0.92-1.08 baseline band:
+    # tail coverage is furthest outside
+    expected = ("bot: early collapse (tails thinning) — tail coverage 0.55× baseline "
+                "(band 0.92–1.08), 2 windows")
+    (trigger,) = payloads("trigger")
+    assert trigger["title"] == expected and trigger["summary"].startswith(expected)
+
+
+def test_the_worst_signal_is_the_one_furthest_outside_in_its_collapse_direction():
+    # sameness rising is collapse, diversity rising is not
+    result = score_json("collapse", ratios=(1.3, 0.9, 1.5))
+    assert engine.worst_signal(result)["signal"] == "sameness"
+    # a stored z is preferred to the ratio (it knows the band's spread)
+    for name, z in (("diversity", -9.0), ("tail_coverage", -2.0), ("sameness", 3.0)):
+        result["signals"][name]["z"] = z
+    assert engine.worst_signal(result)["signal"] == "diversity"
+    line = engine.headline("m", "collapse", result, 3)
+    assert line == "m: collapse — diversity 1.30× baseline (band 0.92–1.08), 3 windows"
+
+
+def test_the_resolve_says_what_is_true_now_and_which_windows_cleared_it(
+        database_url, service_env):
+    model_id = make_model()
+    make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    for health in ("collapse", "collapse", "healthy", "healthy"):
+        add_evaluation(model_id, health)
+        evaluate(model_id)
+    (trigger,) = payloads("trigger")
+    (resolved,) = payloads("resolve")
+    text = resolved["summary"]
+    assert text.startswith("bot: collapse resolved — out of collapse for 2 consecutive "
+                           "window(s) (windows 2–3); now healthy: ")
+    assert "tail coverage 0.97× baseline" in text and "sameness 1.01× baseline" in text
+    assert text != trigger["summary"] and "0.20×" not in text
+
+
+def test_the_acknowledgement_says_who_and_when(database_url, service_env):
+    model_id = make_model()
+    make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    for _ in range(2):
+        add_evaluation(model_id, "collapse")
+    evaluate(model_id)
+    with session_scope() as s:
+        alert = s.scalar(select(Alert))
+        engine.acknowledge(s, alert, "bot", "on-call: Ada")
+    (ack,) = payloads("acknowledge")
+    assert ack["summary"].startswith("bot: collapse acknowledged by on-call: Ada at 20")
+    assert "firing since" in ack["summary"] and "0.20×" not in ack["summary"]
+
+
+def test_collapse_over_a_firing_warning_escalates_the_same_incident(database_url, service_env):
+    model_id = make_model()
+    hook = make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    pd = make_channel("pd", "pagerduty", {"routing_key": "k" * 32}, min_severity="critical")
+    for health in ("early_collapse", "early_collapse", "collapse", "collapse"):
+        add_evaluation(model_id, health)
+        evaluate(model_id)
+    assert alerts(model_id) == [("early_collapse", "warning", "resolved"),
+                                ("collapse", "critical", "firing")]
+    # the webhook already had the incident: an update; the critical-only pager: its trigger
+    assert [(c, e) for _, c, e in notifications()] == [(hook, "trigger"), (hook, "update"),
+                                                       (pd, "trigger")]
+    (update,) = payloads("update")
+    assert update["summary"].startswith("escalated to collapse from early collapse")
+    assert update["dedup_key"] == dedup_key("bot", "early_collapse")
+    # while collapse fires the warning stays quiet, and recovery resolves once, everywhere
+    for _ in range(2):
+        add_evaluation(model_id, "healthy")
+        evaluate(model_id)
+    assert [(c, e) for _, c, e in notifications()][3:] == [(hook, "resolve"), (pd, "resolve")]
+
+
+def test_a_downgrade_keeps_the_incident_without_a_new_page(database_url, service_env):
+    model_id = make_model()
+    hook = make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    for health in ("collapse", "collapse", "early_collapse", "early_collapse"):
+        add_evaluation(model_id, health)
+        evaluate(model_id)
+    assert [(c, e) for _, c, e in notifications()] == [(hook, "trigger"), (hook, "update")]
+    (update,) = payloads("update")
+    assert update["severity"] == "warning" and update["kind"] == "early_collapse"
+    assert update["summary"].startswith("downgraded to early collapse (tails thinning) from "
+                                        "collapse")
+    for _ in range(2):
+        add_evaluation(model_id, "healthy")
+        evaluate(model_id)
+    assert [(c, e) for _, c, e in notifications()][2:] == [(hook, "resolve")]
+
+
+def test_alerts_without_a_rule_still_notify(database_url, service_env):
+    model_id = make_model()
+    make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    with session_scope() as s:
+        alert = Alert(model_id=model_id, rule_id=None, kind="baseline_rejected",
+                      severity="warning", state="firing", dedup_key="collapsewatch/bot/b",
+                      summary="refused", details={})
+        s.add(alert)
+        s.flush()
+        assert len(engine._write_outbox(s, alert, "bot", "trigger")) == 1
+        assert len(engine.resolve(s, alert, "bot", "pinned by admin")) == 1
+    (resolved,) = payloads("resolve")
+    assert resolved["summary"] == "bot: baseline_rejected resolved — pinned by admin"
+
+
 # ---------------------------------------------------------------------------- time rules
 
 
