@@ -144,7 +144,9 @@ def test_alert_link_opens_the_panel_of_the_window_it_fired_on(live_server, brows
     page.goto(f"{live_server.url}/#model=fading&window=4&evaluation={ids[4]}")
     page.locator("#model-fading").scroll_into_view_if_needed()
     page.wait_for_selector("#model-fading section.evidence[data-window-index='4']")
-    assert "(latest)" not in page.locator("#model-fading .ev-head").inner_text()
+    panel = page.locator("#model-fading section.evidence")
+    assert panel.get_attribute("data-evaluation-id") == str(ids[4])
+    assert "(latest)" not in panel.locator(".ev-head").inner_text()
     # another link in the same tab changes only the hash
     page.evaluate(f"location.hash = 'model=fading&window=6&evaluation={ids[6]}'")
     page.wait_for_selector("#model-fading section.evidence[data-window-index='6']")

@@ -153,8 +153,8 @@ export function evidencePanel(body, { latest = true } = {}) {
   if (!latest) {
     head.append(el("button", { type: "button", class: "ghost small ev-latest" }, "show latest"));
   }
-  const panel = el("section", { class: "evidence", "data-evaluation-id": body.id,
-    "data-window-index": body.window_index }, head);
+  const panel = el("section", { class: latest ? "evidence" : "evidence selected-window",
+    "data-evaluation-id": body.id, "data-window-index": body.window_index }, head);
   if (!evidence || !Object.keys(evidence).some((k) => k !== "vanished_topics")) {
     panel.append(el("p", { class: "muted ev-none" },
       "No evidence is stored for this window (it was scored without it)."));
@@ -191,19 +191,27 @@ export async function showEvidence(card) {
   }
   if (!cached) slot.replaceChildren(el("p", { class: "muted small" }, "loading what changed…"));
   else slot.replaceChildren(cached.panel);
+  // the same window asked for twice (a link handled by two listeners, a refresh while the
+  // first request runs) is fetched once
+  if (card.evidenceLoading === key) return;
+  card.evidenceLoading = key;
   try {
     const body = await api(`/models/${encodeURIComponent(card.name)}/evaluations/` +
       `${encodeURIComponent(id)}?vanished_windows=${VANISHED_WINDOWS}`);
     const panel = evidencePanel(body, { latest: id === latest.id });
     card.evidence = { key, panel };
+    // a newer choice made while this one loaded wins
+    const current = card.selectedId ?? (card.evaluations || []).at(-1)?.id;
     const now = card.el.querySelector(".evidence-slot");
-    if (now) now.replaceChildren(panel);
+    if (now && current === id) now.replaceChildren(panel);
   } catch (exc) {
     const now = card.el.querySelector(".evidence-slot");
     if (now) {
       now.replaceChildren(el("p", { class: "error-line" },
         `Could not load window ${id}: ${exc.message}`));
     }
+  } finally {
+    if (card.evidenceLoading === key) card.evidenceLoading = null;
   }
 }
 
