@@ -286,7 +286,10 @@ def test_fifty_models_with_a_thousand_evaluations_load_lazily(
     page, problems = browser_page
     evaluation_requests: list[str] = []
     page.on("request", lambda r: evaluation_requests.append(r.url)
-            if "/evaluations" in r.url else None)
+            if "/evaluations?" in r.url else None)
+    detail_requests: list[str] = []  # one window's evidence per loaded card ("What changed")
+    page.on("request", lambda r: detail_requests.append(r.url)
+            if re.search(r"/evaluations/\d+", r.url) else None)
 
     started = time.monotonic()
     page.goto(live_server.url + "/")
@@ -302,6 +305,7 @@ def test_fifty_models_with_a_thousand_evaluations_load_lazily(
     # lazy: a handful of cards around the one on screen, never all fifty
     assert 1 <= len(evaluation_requests) <= 10, evaluation_requests
     assert all("limit=200" in url for url in evaluation_requests)
+    assert len(detail_requests) <= len(evaluation_requests), detail_requests
     points = page.locator("#model-model-30 svg.chart-svg").first.locator("circle.pt").count()
     assert points <= 200
 
@@ -318,7 +322,8 @@ def test_fifty_models_with_a_thousand_evaluations_load_lazily(
     timings = {"fleet_with_health_seconds": round(fleet_seconds, 2),
                "first_chart_after_click_seconds": round(chart_seconds, 2),
                "thousand_windows_seconds": round(thousand_seconds, 2),
-               "evaluation_requests": len(evaluation_requests)}
+               "evaluation_requests": len(evaluation_requests),
+               "evidence_requests": len(detail_requests)}
     (artifacts_dir / "web-fleet-timings.json").write_text(json.dumps(timings, indent=2))
     print("web page, 50 models x 1,000 evaluations:", timings)
     assert problems.all() == []
