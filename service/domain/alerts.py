@@ -691,7 +691,10 @@ def _count_window(session: Session, model: MonitoredModel, ev: Evaluation,
         outcome.fired.append(alert.id)
         outcome.notification_ids += ids
     elif c_action == "resolve" and c_current is not None:
-        if early.enabled and states["early_collapse"].consecutive_bad >= early.fire_after_windows:
+        # (a warning firing beside collapse, left from before one incident per model, has its
+        # own pages: then collapse resolves as usual, closing its own incident)
+        if early.enabled and open_alert(session, model.id, "early_collapse") is None and \
+                states["early_collapse"].consecutive_bad >= early.fire_after_windows:
             # still in early collapse: the warning takes the incident over, no new page
             summary, details = firing_text("early_collapse")
             alert, ids = hand_over(session, model, c_current, early, summary, details, ev.id)

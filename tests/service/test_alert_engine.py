@@ -427,6 +427,26 @@ def test_a_downgrade_keeps_the_incident_without_a_new_page(database_url, service
     assert [(c, e) for _, c, e in notifications()][2:] == [(hook, "resolve")]
 
 
+def test_a_warning_left_firing_beside_collapse_keeps_its_own_incident(database_url,
+                                                                      service_env):
+    model_id = make_model()
+    hook = make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    for _ in range(2):
+        add_evaluation(model_id, "collapse")
+    evaluate(model_id)
+    with session_scope() as s:  # both firing, as an older release left them
+        model = s.get(MonitoredModel, model_id)
+        engine.fire(s, model, engine.ensure_rules(s, model)["early_collapse"], "old", {})
+    for _ in range(2):
+        add_evaluation(model_id, "early_collapse")
+        evaluate(model_id)
+    # collapse closes its own incident with a resolve; the old warning goes on, no new one
+    assert alerts(model_id) == [("collapse", "critical", "resolved"),
+                                ("early_collapse", "warning", "firing")]
+    assert [(c, e) for _, c, e in notifications()] == [(hook, "trigger"), (hook, "trigger"),
+                                                       (hook, "resolve")]
+
+
 def test_alerts_without_a_rule_still_notify(database_url, service_env):
     model_id = make_model()
     make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
