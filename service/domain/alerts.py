@@ -567,14 +567,15 @@ def _starting_point(session: Session, model_id: int) -> int | None:
 
 
 def _run(session: Session, model_id: int, rule: AlertRule, upto_id: int, verdict: str,
-         inclusive: bool) -> list[int]:
+         inclusive: bool, limit: int = HISTORY_LIMIT) -> list[int]:
     """Window indices of the unbroken run of ``verdict`` windows ending at ``upto_id``
-    (uninformative windows neither extend nor break it), newest first."""
+    (uninformative windows neither extend nor break it), newest first; at most ``limit``
+    windows are read."""
     cond = Evaluation.id <= upto_id if inclusive else Evaluation.id < upto_id
     rows = session.execute(
         select(Evaluation.window_index, Evaluation.health, Evaluation.result)
         .where(Evaluation.model_id == model_id, Evaluation.status == "done", cond)
-        .order_by(Evaluation.id.desc()).limit(HISTORY_LIMIT)).all()
+        .order_by(Evaluation.id.desc()).limit(limit)).all()
     out = []
     for index, health, result in rows:
         v = classify(rule.kind, health, result, rule.params)
@@ -660,8 +661,10 @@ def _count_window(session: Session, model: MonitoredModel, ev: Evaluation,
 
     def firing_text(kind: str) -> tuple[str, dict[str, Any]]:
         rule = rules[kind]
-        run = _run(session, model.id, rule, ev.id, BAD, inclusive=True) or [ev.window_index]
         windows = max(states[kind].consecutive_bad, 1)
+        # the run is known to be ``windows`` long: read little more than that
+        run = _run(session, model.id, rule, ev.id, BAD, inclusive=True,
+                   limit=windows + 20) or [ev.window_index]
         details = {"evaluation_id": ev.id, "window_index": ev.window_index,
                    "health": ev.health, "windows": windows,
                    "first_window": min(run[:windows]), "signals": (ev.result or {}).get("signals"),
@@ -672,8 +675,9 @@ def _count_window(session: Session, model: MonitoredModel, ev: Evaluation,
 
     def resolve_text(kind: str) -> str:
         rule = rules[kind]
-        run = _run(session, model.id, rule, ev.id, GOOD, inclusive=True) or [ev.window_index]
         windows = max(states[kind].consecutive_good, 1)
+        run = _run(session, model.id, rule, ev.id, GOOD, inclusive=True,
+                   limit=windows + 20) or [ev.window_index]
         return resolve_summary(model.name, kind, ev, windows, run[:windows])
 
     early = rules["early_collapse"]

@@ -358,6 +358,16 @@ def test_the_worst_signal_is_the_one_furthest_outside_in_its_collapse_direction(
     assert line == "m: collapse — diversity 1.30× baseline (band 0.92–1.08), 3 windows"
 
 
+def test_a_trend_driven_warning_keeps_the_trend_line_on_the_phone():
+    # every signal inside its band; the sequential detector saw tail coverage drift down
+    result = score_json("early_collapse", ratios=(1.0, 0.95, 1.02))
+    result["trend"] = {"tail_coverage": {"alarm": True, "shift_estimate": -0.08, "windows": 6,
+                                         "since_window": 12, "against": "baseline"}}
+    assert engine.headline("m", "early_collapse", result, 2) == (
+        "m: early collapse (tails thinning) — tail coverage ~8% below baseline for 6 windows "
+        "(since window 12)")
+
+
 def test_the_resolve_says_what_is_true_now_and_which_windows_cleared_it(
         database_url, service_env):
     model_id = make_model()
