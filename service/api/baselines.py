@@ -7,7 +7,8 @@
 * ``multipart/form-data``: ``file`` (.jsonl/.txt/.csv documents) or ``profile`` (a baseline
   profile file from ``collapsewatch baseline build``), with the same optional fields.
 A model that already has a baseline keeps it unless ``replace`` is true (re-pinning is
-explicit, and recorded with who, when and the old and new sha256).
+explicit, and recorded with who, when and the old and new sha256). A baseline whose own
+profile reads collapse against human is refused (422) unless ``accept_collapsed`` is true.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ _MULTIPART_SCHEMA = {
                     "description": "a baseline profile built with `collapsewatch baseline build`"},
         "name": {"type": "string"}, "reason": {"type": "string"},
         "replace": {"type": "boolean", "default": False},
+        "accept_collapsed": {"type": "boolean", "default": False},
         "field": {"type": "string", "default": "text"},
         "format": {"type": "string", "enum": ["jsonl", "txt", "csv"]},
     },
@@ -95,7 +97,8 @@ async def _from_upload(request: Request) -> BaselineRequest:
         raise ProblemError(422, "attach exactly one of the multipart fields 'file' "
                                 "(model outputs) or 'profile' (a baseline profile file)")
     common = {"name": _text(form.get("name")), "reason": _text(form.get("reason")),
-              "replace": _flag(form.get("replace"), "replace")}
+              "replace": _flag(form.get("replace"), "replace"),
+              "accept_collapsed": _flag(form.get("accept_collapsed"), "accept_collapsed")}
     if isinstance(profile, UploadFile):
         return BaselineRequest(profile=await profile.read(), **common)
     filename = upload.filename or ""

@@ -24,6 +24,9 @@ class BaselineCreate(BaseModel):
     name: BaselineName | None = None
     reason: Description | None = None
     replace: bool = Field(default=False, description="required to replace an existing baseline")
+    accept_collapsed: bool = Field(
+        default=False, description="pin a baseline whose own profile reads collapse against "
+                                   "human on purpose (refused otherwise; recorded on the pin)")
 
     @model_validator(mode="after")
     def _one_source(self) -> BaselineCreate:
@@ -47,8 +50,10 @@ class BaselineRequest(BaseModel):
     name: str | None = None
     reason: str | None = None
     replace: bool = False
+    accept_collapsed: bool = False
 
     @classmethod
     def from_body(cls, body: BaselineCreate) -> BaselineRequest:
         return cls(documents=body.documents, start=body.from_, end=body.to, name=body.name,
-                   reason=body.reason, replace=body.replace)
+                   reason=body.reason, replace=body.replace,
+                   accept_collapsed=body.accept_collapsed)

@@ -6,6 +6,14 @@ automatically from the model's first K windows (``auto_baseline_windows``, defau
 windows are taken when K windows hold fewer documents than a profile needs). Every change
 of a model's baseline is a row in ``baseline_pins`` (who, when, old and new sha256).
 Evaluations store the baseline they were scored with, so re-pinning never rewrites history.
+
+The baseline guard (docs/early-warning.md, "Baseline guard"): a baseline is what the model is
+judged against from then on, so a collapsed one would make collapse read ``healthy``. The
+automatic baseline is refused when one of its windows reads ``collapse`` against human, or
+when its pooled profile's ratios to human cross the same ``collapse`` thresholds
+(:func:`collapse_against_human`); the model is then ``rejected`` with the reason, a
+``baseline_rejected`` warning fires, and the next K windows are tried. A deliberate pin of
+such a profile needs ``accept_collapsed``, which ``baseline_pins`` records.
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ from sqlalchemy.orm import Session
 
 from service.domain.baseline_schemas import BaselineRequest
 from service.domain.catalog import baseline_status
-from service.domain.clock import as_utc_or_none
+from service.domain.clock import as_utc_or_none, utcnow
 from service.domain.db import is_postgres
 from service.domain.errors import Conflict, Invalid
+from service.domain.event_alerts import BASELINE_REJECTED, fire_event, resolve_event
 from service.domain.profiles import configured_embedder, reference_profile
 from service.domain.references import documents_for_profile
 from service.domain.tables import (
@@ -39,6 +48,39 @@ from service.settings import Settings
 log = get_logger("collapsewatch.baselines")
 
 AUTO_ACTOR = "auto"
+
+
+# ---------------------------------------------------------------- the guard's rule
+
+
+def collapse_thresholds() -> tuple[float, float]:
+    """(diversity ratio at or below which, sameness ratio at or above which) a profile reads
+    collapse against human: the product's own single-window ``collapse`` rule
+    (``metrics.ScoreConfig``), the one place the guard takes its floor from."""
+    import metrics
+
+    cfg = metrics.ScoreConfig()
+    return cfg.collapse_diversity_ratio, cfg.collapse_sameness_ratio
+
+
+def collapse_against_human(human_ratios: dict[str, Any] | None) -> str | None:
+    """Why a baseline profile reads ``collapse`` against human, or None.
+
+    ``human_ratios`` are the pooled profile's signal ratios to the human reference (band
+    means at a window of min(500, documents), ``metrics.build_baseline``). They average a
+    whole baseline, so their own error is small next to the thresholds (a profile of fresh
+    human text reads 1.00 +- 0.03, docs/early-warning.md); the size rule alone is the test.
+    A profile without ratios (none stored) is not judged.
+    """
+    diversity_floor, sameness_ceiling = collapse_thresholds()
+    ratios = human_ratios or {}
+    found = []
+    diversity, sameness = ratios.get("diversity"), ratios.get("sameness")
+    if diversity is not None and diversity <= diversity_floor:
+        found.append(f"diversity {diversity:.2f}x human (collapse at <= {diversity_floor})")
+    if sameness is not None and sameness >= sameness_ceiling:
+        found.append(f"sameness {sameness:.2f}x human (collapse at >= {sameness_ceiling})")
+    return "; ".join(found) or None
 
 
 # ---------------------------------------------------------------- building profiles
@@ -187,11 +229,15 @@ def pin_profile(
     session: Session, model_id: int, profile: Any, *, source: str, actor: str | None,
     reason: str | None = None, replace: bool = False, range_from: datetime | None = None,
     range_to: datetime | None = None, last_sample_id: int | None = None,
-    only_if_unset: bool = False,
+    only_if_unset: bool = False, accept_collapsed: bool = False,
 ) -> Baseline | None:
     """Store ``profile`` as a baseline and make it the model's current one, recording the
     change. The caller commits. Raises AlreadyPinned when the model has a baseline and
-    ``replace`` is false; returns None when ``only_if_unset`` and one appeared meanwhile."""
+    ``replace`` is false; returns None when ``only_if_unset`` and one appeared meanwhile.
+    A pin ends a refused automatic baseline: the rejection is cleared and its
+    ``baseline_rejected`` alert resolved (delivered by the outbox sweep).
+    ``accept_collapsed`` is recorded on the pin (the admin pinned a profile that reads
+    collapse against human on purpose)."""
     model = lock_model_row(session, model_id)
     if model is None:
         raise LookupError(f"model {model_id} does not exist")
@@ -212,14 +258,18 @@ def pin_profile(
     session.add(BaselinePin(
         model_id=model.id, old_baseline_id=old.id if old else None, new_baseline_id=row.id,
         old_sha256=old.sha256 if old else None, new_sha256=row.sha256, actor=actor,
-        reason=reason,
+        reason=reason, accept_collapsed=accept_collapsed,
     ))
     session.execute(update(MonitoredModel).where(MonitoredModel.id == model.id)
-                    .values(baseline_id=row.id).execution_options(synchronize_session=False))
+                    .values(baseline_id=row.id, baseline_rejection=None,
+                            baseline_rejected_at=None)
+                    .execution_options(synchronize_session=False))
+    resolve_event(session, model.id, model.name, BASELINE_REJECTED,
+                  f"baseline {row.name!r} pinned by {actor}")
     log.info("baseline pinned", extra={
         "model": model.name, "baseline_id": row.id, "sha256": row.sha256, "source": source,
         "old_sha256": old.sha256 if old else None, "actor": actor,
-        "documents": row.document_count,
+        "documents": row.document_count, "accept_collapsed": accept_collapsed,
     })
     return row
 
@@ -235,15 +285,16 @@ def default_name(session: Session, model: MonitoredModel) -> str:
 
 def auto_baseline_windows(session: Session, model: MonitoredModel,
                           settings: Settings) -> list[Evaluation] | None:
-    """The first windows that make the automatic baseline: the first K, extended until they
-    hold enough documents for a profile. None while not enough windows are closed."""
+    """The windows that make the automatic baseline: the first K, extended until they hold
+    enough documents for a profile. After a refused candidate, the first K closed after the
+    refusal (``baseline_rejected_at``). None while not enough windows are closed."""
     want = model.auto_baseline_windows
     if want <= 0:
         return None
-    rows = session.scalars(
-        select(Evaluation).where(Evaluation.model_id == model.id)
-        .order_by(Evaluation.window_index, Evaluation.id)
-    )
+    stmt = select(Evaluation).where(Evaluation.model_id == model.id)
+    if model.baseline_rejected_at is not None:
+        stmt = stmt.where(Evaluation.created_at > model.baseline_rejected_at)
+    rows = session.scalars(stmt.order_by(Evaluation.window_index, Evaluation.id))
     chosen: list[Evaluation] = []
     seen: set[int] = set()
     documents = 0
@@ -262,11 +313,70 @@ def baseline_collecting(model: MonitoredModel) -> bool:
     return model.auto_baseline_windows > 0 and model.baseline_id is None
 
 
-def ensure_auto_baseline(model_id: int, settings: Settings, session_maker) -> Baseline | None:
-    """Build and pin the automatic baseline if it is due and its windows are closed.
+@dataclass
+class _Candidate:
+    """One candidate window: its texts and, when it was already scored against human with
+    the model's reference, the health it read (else None: the guard scores it)."""
 
-    Runs in a worker. The profile is built outside any lock (it takes a while); pinning
-    re-checks under the model lock, so two workers racing here pin one baseline.
+    window_index: int
+    texts: list[str]
+    health: str | None
+    signals: dict[str, Any]
+
+
+def _stored_verdict(evaluation: Evaluation, reference_id: int) -> tuple[str | None, dict]:
+    """The window's own verdict against human, if it was scored without a baseline and with
+    the model's current reference (``window_health``: the verdict before the trend
+    detector, which never raises a window to collapse anyway)."""
+    if (evaluation.status != "done" or evaluation.baseline_id is not None
+            or evaluation.reference_id != reference_id or not evaluation.result):
+        return None, {}
+    result = evaluation.result
+    return (result.get("window_health") or evaluation.health), result.get("signals") or {}
+
+
+def _signal_text(signals: dict[str, Any]) -> str:
+    parts = []
+    for name in ("diversity", "sameness"):
+        ratio = (signals.get(name) or {}).get("ratio")
+        if ratio is not None:
+            parts.append(f"{name} {ratio:.2f}x human")
+    return ", ".join(parts)
+
+
+def guard_candidate(candidates: Sequence[_Candidate], reference: Any) -> tuple[str | None, dict]:
+    """(reason, details) when a candidate window reads ``collapse`` against human, else
+    (None, {}). Windows not scored yet (the last one usually: the candidate is taken as a
+    worker starts scoring it) are scored here against human, as the window itself will be."""
+    import metrics
+
+    collapsed = []
+    for c in candidates:
+        health, signals = c.health, c.signals
+        if health is None:
+            result = metrics.score(c.texts, reference, None, with_evidence=False)
+            health, signals = result["health"], result.get("signals") or {}
+        if health == "collapse":
+            collapsed.append({"window_index": c.window_index, "signals": {
+                name: (signals.get(name) or {}).get("ratio") for name in metrics.SIGNALS}})
+            c.signals = signals
+    if not collapsed:
+        return None, {}
+    first = next(c for c in candidates if c.window_index == collapsed[0]["window_index"])
+    indexes = ", ".join(str(w["window_index"]) for w in collapsed)
+    reason = (f"{len(collapsed)} of the {len(candidates)} candidate windows "
+              f"(window {indexes}) read collapse against human "
+              f"(window {first.window_index}: {_signal_text(first.signals)})")
+    return reason, {"collapsed_windows": collapsed}
+
+
+def ensure_auto_baseline(model_id: int, settings: Settings, session_maker) -> Baseline | None:
+    """Build and pin the automatic baseline if it is due and its windows are closed, unless
+    the guard refuses the candidate (then the model is ``rejected``; see the module doc).
+
+    Runs in a worker. The profile is built outside any lock (it takes a while); pinning or
+    refusing re-checks under the model lock, so two workers racing here pin one baseline
+    and refuse a candidate once.
     """
     import metrics
 
@@ -277,15 +387,16 @@ def ensure_auto_baseline(model_id: int, settings: Settings, session_maker) -> Ba
         windows = auto_baseline_windows(session, model, settings)
         if windows is None:
             return None
-        texts: list[str] = []
+        reference_id = model.reference_id
+        candidates: list[_Candidate] = []
         for w in windows:
-            texts.extend(session.scalars(
+            health, signals = _stored_verdict(w, reference_id)
+            candidates.append(_Candidate(w.window_index, list(session.scalars(
                 select(Sample.text).where(Sample.model_id == model.id,
                                           Sample.id >= w.first_sample_id,
                                           Sample.id <= w.last_sample_id)
-                .order_by(Sample.id)))
+                .order_by(Sample.id))), health, signals))
         name = default_name(session, model)
-        reference_id = model.reference_id
         try:
             reference = reference_profile(session, reference_id)
         except LookupError:
@@ -293,26 +404,58 @@ def ensure_auto_baseline(model_id: int, settings: Settings, session_maker) -> Ba
         first = min((w.window_start for w in windows if w.window_start), default=None)
         last = max((w.window_end for w in windows if w.window_end), default=None)
         last_sample_id = max(w.last_sample_id for w in windows)
+        rejected_at = model.baseline_rejected_at
         model_name = model.name
         session.rollback()
-    try:
-        profile = metrics.build_baseline(documents_for_profile(texts), reference, name,
-                                         embedder=configured_embedder()[0])
-    except metrics.MetricsError as exc:
-        # e.g. too many empty outputs: more windows will be taken once they close
-        log.warning("automatic baseline not built yet", extra={
-            "model": model_name, "windows": len(windows), "error": str(exc)})
-        return None
+    profile = None
+    reason, details = guard_candidate(candidates, reference)
+    if reason is None:
+        texts = [t for c in candidates for t in c.texts]
+        try:
+            profile = metrics.build_baseline(documents_for_profile(texts), reference, name,
+                                             embedder=configured_embedder()[0])
+        except metrics.MetricsError as exc:
+            # e.g. too many empty outputs: more windows will be taken once they close
+            log.warning("automatic baseline not built yet", extra={
+                "model": model_name, "windows": len(windows), "error": str(exc)})
+            return None
+        pooled = collapse_against_human(profile.human_ratios)
+        if pooled is not None:
+            reason = f"the candidate's pooled profile reads collapse against human: {pooled}"
+            details = {"human_ratios": dict(profile.human_ratios or {})}
     with session_maker() as session, session.begin():
-        current_reference = session.scalar(
-            select(MonitoredModel.reference_id).where(MonitoredModel.id == model_id))
-        if current_reference != reference_id:
+        model = lock_model_row(session, model_id)
+        if model is None or model.reference_id != reference_id:
             return None  # the reference was switched meanwhile; the next window retries
+        if model.baseline_id is not None or as_utc_or_none(
+                model.baseline_rejected_at) != as_utc_or_none(rejected_at):
+            return None  # another worker pinned or refused this candidate meanwhile
+        if reason is not None:
+            _reject(session, model, candidates, reason, details)
+            return None
         return pin_profile(
             session, model_id, profile, source="auto", actor=AUTO_ACTOR,
             reason=f"first {len(windows)} windows", range_from=first, range_to=last,
             last_sample_id=last_sample_id, only_if_unset=True,
         )
+
+
+def _reject(session: Session, model: MonitoredModel, candidates: Sequence[_Candidate],
+            reason: str, details: dict[str, Any]) -> None:
+    """Refuse the candidate: store why, and fire (or keep firing) ``baseline_rejected``. The
+    model stays judged against human; the next K windows closed from now are tried next."""
+    windows = [c.window_index for c in candidates]
+    text_ = (f"automatic baseline refused: {reason}; the model is judged against human "
+             f"until the next {len(candidates)} windows read no collapse (or an admin pins a "
+             "baseline)")
+    model.baseline_rejection = text_
+    model.baseline_rejected_at = utcnow()
+    session.flush()
+    summary = f"model '{model.name}': {text_}"
+    fire_event(session, model, BASELINE_REJECTED, summary,
+               {"windows": windows, "reason": reason, **details})
+    log.warning("automatic baseline refused", extra={
+        "model": model.name, "windows": windows, "reason": reason})
 
 
 # ---------------------------------------------------------------- views
@@ -335,7 +478,8 @@ def pin_public(pin: BaselinePin) -> dict[str, Any]:
     return {
         "old_baseline_id": pin.old_baseline_id, "new_baseline_id": pin.new_baseline_id,
         "old_sha256": pin.old_sha256, "new_sha256": pin.new_sha256, "actor": pin.actor,
-        "reason": pin.reason, "created_at": as_utc_or_none(pin.created_at),
+        "reason": pin.reason, "accept_collapsed": bool(pin.accept_collapsed),
+        "created_at": as_utc_or_none(pin.created_at),
     }
 
 
@@ -349,6 +493,9 @@ def baseline_state(session: Session, model: MonitoredModel) -> dict[str, Any]:
     ) or 0
     return {
         "status": state,
+        "baseline_rejection": model.baseline_rejection if state == "rejected" else None,
+        "baseline_rejected_at": (as_utc_or_none(model.baseline_rejected_at)
+                                 if state == "rejected" else None),
         "baseline": baseline_public(session, current) if current else None,
         "auto_baseline_windows": model.auto_baseline_windows,
         "windows_closed": windows,
@@ -396,9 +543,21 @@ def create_baseline(session: Session, settings: Settings, model: MonitoredModel,
             kwargs = {"range_from": req.start, "range_to": req.end,
                       "last_sample_id": found.last_id}
         profile = build_profile(session, model, documents, name, settings)
+    collapsed = collapse_against_human(profile.human_ratios)
+    if collapsed is not None and not req.accept_collapsed:
+        raise Invalid(
+            f"baseline {profile.name!r} for model {model.name!r} reads collapse against human "
+            f"({collapsed}); judged against it, collapsed output would read healthy. Send "
+            "\"accept_collapsed\": true to pin it on purpose (recorded on the pin)",
+            human_ratios=dict(profile.human_ratios or {}),
+        )
+    if collapsed is not None:
+        log.warning("collapsed baseline accepted", extra={
+            "model": model.name, "actor": actor, "reason": collapsed})
     try:
         pin_profile(session, model.id, profile, source=source, actor=actor,
-                    reason=req.reason, replace=req.replace, **kwargs)
+                    reason=req.reason, replace=req.replace,
+                    accept_collapsed=collapsed is not None, **kwargs)
     except AlreadyPinned as exc:
         session.rollback()
         raise _already_pinned(model.name, str(exc)) from None

@@ -164,6 +164,8 @@ def model_health(session: Session, model_name: str) -> dict[str, Any]:
     state = baseline_state(session, model)
     body["model"] = model.name
     body["baseline_status"] = state["status"]
+    if state["status"] == "rejected":
+        body["baseline_rejection"] = state["baseline_rejection"]
     if state["status"] == "collecting":
         body["baseline_collection"] = {
             "auto_baseline_windows": state["auto_baseline_windows"],
