@@ -812,8 +812,12 @@ def check_model_liveness(session: Session, model: MonitoredModel,
             outcome.fired.append(alert.id)
             outcome.notification_ids += ids
         elif not holds and current is not None:
-            outcome.notification_ids += resolve(session, current, model.name,
-                                                "condition no longer holds")
+            now_true = (f"samples arrive again (last at {_iso(model.last_sample_at)})"
+                        if kind == "no_samples" else "no due window is waiting for its "
+                        "evaluation any more")
+            outcome.notification_ids += resolve(
+                session, current, model.name, "condition no longer holds", None,
+                f"{model.name}: {TITLES.get(kind, kind)} resolved — {now_true}")
             outcome.resolved.append(current.id)
     session.flush()
     return outcome

@@ -486,6 +486,10 @@ def test_no_samples_fires_and_resolves_when_samples_return(database_url, service
     add_samples(model_id, 1, received_at=now)
     out = liveness(model_id, now + timedelta(seconds=1))
     assert alerts(model_id) == [("no_samples", "warning", "resolved")]
+    with session_scope() as s:
+        details = s.scalar(select(Alert.details))
+    assert details["resolved_summary"].startswith(
+        "bot: no samples received resolved — samples arrive again (last at 20")
 
 
 def test_model_that_never_sent_samples_counts_from_its_creation(database_url, service_env):
