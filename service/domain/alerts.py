@@ -294,8 +294,7 @@ def window_summary(model_name: str, kind: str, evaluation: Evaluation, windows: 
     """The firing text of a window rule: headline, the run of windows, every signal."""
     result = evaluation.result or {}
     span = _window_span(indices) or f"latest window {evaluation.window_index}"
-    state = ("is in collapse" if kind == "collapse"
-             else "shows early collapse (tails thinning)")
+    state = "is in collapse" if kind == "collapse" else f"shows {TITLES.get(kind, kind)}"
     text = (f"{headline(model_name, kind, result, windows)}. Model '{model_name}' {state} for "
             f"{windows} consecutive window(s) ({span}, latest health {evaluation.health}): "
             + _all_signals(result))
@@ -311,7 +310,7 @@ def resolve_summary(model_name: str, kind: str, evaluation: Evaluation, windows:
     """What is true when a window rule resolves: the current values and the clearing windows."""
     result = evaluation.result or {}
     span = _window_span(indices) or f"window {evaluation.window_index}"
-    how = "healthy" if kind == "early_collapse" else "out of collapse"
+    how = "healthy" if kind == "early_collapse" else f"out of {TITLES.get(kind, kind)}"
     return (f"{model_name}: {TITLES.get(kind, kind)} resolved — {how} for {windows} consecutive "
             f"window(s) ({span}); now {evaluation.health}: " + _all_signals(result))
 
@@ -715,26 +714,35 @@ def _count_window(session: Session, model: MonitoredModel, ev: Evaluation,
     elif c_current is not None and c_verdict == BAD:
         c_current.last_evaluation_id = ev.id
 
-    if "early_collapse" not in steps or handed_to_early:
-        return
-    e_action, e_verdict, e_current = steps["early_collapse"]
-    if e_current is not None and e_current.state != "firing":
-        return  # superseded by the collapse alert in this very window
-    if open_alert(session, model.id, "collapse") is not None:
-        return  # the critical inhibits the warning
-    if e_action == "fire":
-        summary, details = firing_text("early_collapse")
-        alert, ids = fire(session, model, early, summary, details, ev.id)
-        outcome.fired.append(alert.id)
-        outcome.notification_ids += ids
-    elif e_action == "resolve" and e_current is not None:
-        outcome.notification_ids += resolve(
-            session, e_current, model.name,
-            f"{states['early_collapse'].consecutive_good} consecutive healthy window(s)",
-            ev.id, resolve_text("early_collapse"))
-        outcome.resolved.append(e_current.id)
-    elif e_current is not None and e_verdict == BAD:
-        e_current.last_evaluation_id = ev.id
+    def plain(kind: str) -> None:
+        """A window rule on its own: fire, resolve, or note the latest bad window."""
+        action, verdict, current = steps[kind]
+        if action == "fire":
+            summary, details = firing_text(kind)
+            alert, ids = fire(session, model, rules[kind], summary, details, ev.id)
+            outcome.fired.append(alert.id)
+            outcome.notification_ids += ids
+        elif action == "resolve" and current is not None:
+            what = "healthy" if kind == "early_collapse" else f"not {TITLES.get(kind, kind)}"
+            outcome.notification_ids += resolve(
+                session, current, model.name,
+                f"{states[kind].consecutive_good} consecutive {what} window(s)",
+                ev.id, resolve_text(kind))
+            outcome.resolved.append(current.id)
+        elif current is not None and verdict == BAD:
+            current.last_evaluation_id = ev.id
+
+    if "early_collapse" in steps and not handed_to_early:
+        e_current = steps["early_collapse"][2]
+        # not when it was superseded in this very window, nor while the critical fires
+        # (the critical inhibits the warning)
+        if (e_current is None or e_current.state == "firing") \
+                and open_alert(session, model.id, "collapse") is None:
+            plain("early_collapse")
+    # window rules outside the collapse pair stand alone
+    for kind in steps:
+        if kind not in ("collapse", "early_collapse"):
+            plain(kind)
 
 
 # ---------------------------------------------------------------------------------------------
