@@ -853,6 +853,11 @@ def acknowledge(session: Session, alert: Alert, model_name: str, actor: str) -> 
     to enqueue after the commit.
     """
     if alert.state != "firing":
+        successor = (alert.details or {}).get("superseded_by")
+        if successor is not None:
+            # the page on the phone may still show the alert the incident moved on from
+            raise AlertActionError(f"alert {alert.id} was superseded by alert {successor} "
+                                   "(same incident); acknowledge that one")
         raise AlertActionError(f"alert {alert.id} is {alert.state}; only firing alerts can be "
                                "acknowledged")
     if alert.acknowledged_at is not None:

@@ -131,6 +131,19 @@ def test_resolved_alert_cannot_be_acknowledged(client, database_url, make_key):
                                  409)["detail"]
 
 
+def test_acknowledging_a_superseded_alert_names_the_one_that_took_over(client, database_url,
+                                                                       make_key):
+    model_id = make_model("bot")
+    fire(model_id, "early_collapse")
+    fire(model_id, "collapse")
+    alerts = {a["kind"]: a for a in client.get("/api/v1/alerts").json()["alerts"]}
+    warning, critical = alerts["early_collapse"], alerts["collapse"]
+    assert warning["state"] == "resolved" and critical["state"] == "firing"
+    detail = problem(client.post(f"/api/v1/alerts/{warning['id']}/ack",
+                                 headers=bearer(make_key("operator"))), 409)["detail"]
+    assert f"superseded by alert {critical['id']}" in detail
+
+
 def test_rules_list_shows_defaults(client, database_url):
     make_model("bot")
     r = client.get("/api/v1/models/bot/alert-rules")
