@@ -354,7 +354,10 @@ def guard_candidate(candidates: Sequence[_Candidate], reference: Any) -> tuple[s
     for c in candidates:
         health, signals = c.health, c.signals
         if health is None:
-            result = metrics.score(c.texts, reference, None, with_evidence=False)
+            try:
+                result = metrics.score(c.texts, reference, None, with_evidence=False)
+            except metrics.MetricsError:
+                continue  # the window's own scoring fails and says why; the pooled check stays
             health, signals = result["health"], result.get("signals") or {}
         if health == "collapse":
             collapsed.append({"window_index": c.window_index, "signals": {
