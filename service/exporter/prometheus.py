@@ -11,7 +11,8 @@ firing alerts.
 Cardinality: signals, health and pipeline series for every model (54 series per model,
 55 with a baseline); the per-metric families (``collapsewatch_metric_*``, six series per
 registry metric) only for models whose ``metric_series`` is true, or for every model with
-``COLLAPSEWATCH_METRICS_PER_METRIC_SERIES=1`` (dashboards/README.md has the counts).
+``COLLAPSEWATCH_METRICS_PER_METRIC_SERIES=1`` (dashboards/README.md has the counts). A
+stream adds 3·(sources + 1) + 2 synthetic-share series (at most three sources).
 
 Every series a model will ever have exists from the moment the model exists: values not
 known yet are NaN (Prometheus comparisons with NaN are false, so no alert fires on them),
@@ -43,6 +44,7 @@ from metrics import REGISTRY
 from service.domain.alerts import SEVERITIES, SIGNALS, firing_counts
 from service.domain.clock import as_utc_or_none
 from service.domain.evaluation import DURATION_BUCKETS
+from service.domain.profiles import source_names
 from service.domain.tables import (
     Baseline,
     Evaluation,
@@ -88,6 +90,9 @@ class ModelSnapshot:
     owed_since: datetime | None = None
     # emit the per-metric families for this model (opt-in: models.metric_series, setting)
     per_metric: bool = True
+    # streams: the source labels (their baselines' names) and the mixing-ratio guard
+    stream_sources: list[str] | None = None
+    max_synthetic_share: float | None = None
 
 
 @dataclass
@@ -143,6 +148,12 @@ def take_snapshot(session: Session, now: datetime | None = None,
         firing.setdefault(model_id, {})[severity] = n
     notifications = dict(session.execute(
         select(Notification.status, func.count()).group_by(Notification.status)).all())
+    # streams' source names: one lookup of at most three baselines per stream
+    source_ids = {bid for r in rows if r[0].kind == "stream" for bid in (r[0].sources or [])}
+    baseline_names: dict[int, str] = {}
+    for chunk in _chunks(sorted(source_ids)):
+        baseline_names.update(session.execute(
+            select(Baseline.id, Baseline.name).where(Baseline.id.in_(chunk))).all())
     dead_letters = _dead_letters(session)
 
     models = []
@@ -170,6 +181,8 @@ def take_snapshot(session: Session, now: datetime | None = None,
             owed_since=_owed_since(session, model, oldest),
             per_metric=(model.metric_series if model.metric_series is not None
                         else per_metric_default),
+            stream_sources=_stream_sources(model, baseline_names),
+            max_synthetic_share=model.max_synthetic_share,
         ))
     names = list(registry_metric_names())
     for m in models:
@@ -198,6 +211,15 @@ def _dead_letters(session: Session) -> dict[tuple[str, str, str], int]:
            session.execute(select(Channel.name, Channel.kind)).all() for severity in SEVERITIES}
     out.update({(name, kind, severity): int(n) for name, kind, severity, n in rows})
     return out
+
+
+def _stream_sources(model: MonitoredModel, names: dict[int, str]) -> list[str] | None:
+    """A stream's source labels, named as its windows' ``by_source`` names them (a deleted
+    baseline keeps its id as its label); None for a model."""
+    if model.kind != "stream":
+        return None
+    ids = list(model.sources or [])
+    return list(source_names([(bid, names.get(bid, str(bid))) for bid in ids]).values())
 
 
 def _owed_since(session: Session, model: MonitoredModel,
@@ -303,6 +325,21 @@ def families(snap: Snapshot) -> Iterator[Metric]:
                                      "time to score one window", labels=["model"])
     outbox = GaugeMetricFamily("collapsewatch_notifications",
                                "notification outbox rows by status", labels=["status"])
+    share = {part: GaugeMetricFamily(
+        f"collapsewatch_synthetic_share{suffix}",
+        f"streams: {what} of the share of the latest window written by a source "
+        "(source=\"all\": by any of them; NaN before a window or without an estimate)",
+        labels=["model", "source"])
+        for part, suffix, what in (("estimate", "", "estimate"),
+                                   ("low", "_low", "95% lower bound"),
+                                   ("high", "_high", "95% upper bound"))}
+    share_max = GaugeMetricFamily("collapsewatch_synthetic_share_max",
+                                  "streams: the share above which (lower bound) the "
+                                  "synthetic_share alert fires (NaN: no guard)",
+                                  labels=["model"])
+    unexplained = GaugeMetricFamily("collapsewatch_synthetic_share_unexplained",
+                                    "streams: share of the latest window that fits neither "
+                                    "the reference nor any source", labels=["model"])
 
     now = snap.taken_at
     for m in snap.models:
@@ -349,6 +386,15 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         buckets = [(_le(b), float(n)) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
         buckets.append(("+Inf", float(count)))
         duration.add_metric([m.name], buckets, total)
+        if m.stream_sources is not None:
+            estimated = result.get("synthetic_share") or {}
+            by_source = estimated.get("by_source") or {}
+            for source, row in (("all", estimated),
+                                *((s, by_source.get(s) or {}) for s in m.stream_sources)):
+                for part, family in share.items():
+                    family.add_metric([m.name, source], _num(row.get(part)))
+            share_max.add_metric([m.name], _num(m.max_synthetic_share))
+            unexplained.add_metric([m.name], _num(estimated.get("unexplained")))
     for status in NOTIFICATION_STATES:
         outbox.add_metric([status], float(snap.notifications.get(status, 0)))
     dead = GaugeMetricFamily(
@@ -361,7 +407,8 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     yield from (*ratio.values(), *base_ratio.values(), *sig_band.values(), outside, trend,
                 trend_threshold, value,
                 mratio, mbase, band, health, ref_info, base_info, ingested, last_sample, firing,
-                last_eval, docs, evals, pending, lag, duration, outbox, dead)
+                last_eval, docs, evals, pending, lag, duration, outbox, dead, *share.values(),
+                share_max, unexplained)
 
 
 def _le(bound: float) -> str:
