@@ -115,6 +115,18 @@ def test_serve_demo_shows_a_collapse_and_an_alert_within_minutes(served_demo, ch
         page.wait_for_selector("tr.alert.firing")
         assert page.locator(f"#model-{demo.RECURSIVE} .card-head .badge").get_attribute(
             "data-health") in ("early_collapse", "collapse")
+        # "What changed" for the collapsing model, from the evidence the pipeline stored: the
+        # phrases its n-gram loop over-produces and the fortunes words it lost (printed)
+        panel = page.locator(f"#model-{demo.RECURSIVE} section.evidence")
+        panel.wait_for(timeout=30_000)
+        phrases = [p.inner_text() for p in panel.locator("li.phrase .ngram").all()]
+        vanished = [c.inner_text() for c in panel.locator(".ev-vanished .chip").all()]
+        shown = panel.get_attribute("data-evaluation-id")
+        latest = httpx.get(f"{base}/api/v1/models/{demo.RECURSIVE}/evaluations/{shown}",
+                           timeout=30).json()["evidence"]
+        print(f"demo-recursive window {latest.get('against')}: {len(phrases)} phrases "
+              f"{phrases[:5]}, {len(vanished)} vanished words {vanished[:8]}")
+        assert phrases == [p["ngram"] for p in latest["overrepresented"]]
         page.screenshot(path=str(artifacts_dir / "serve-demo.png"), full_page=True)
         assert errors == []
     finally:
