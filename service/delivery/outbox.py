@@ -162,8 +162,14 @@ def deliver(notification_id: int, settings: Settings | None = None,
 def _failed(notification_id: int, attempt: int, exc: DeliveryError, s: Settings,
             now: datetime, context: dict, created_at: datetime | None) -> Delivery:
     error = str(exc)[:2000]
-    # the last moment a retry may happen: NOTIFY_RETRY_HOURS after the row was written
-    give_up_at = (created_at or now) + timedelta(hours=s.notify_retry_hours)
+    # the last moment a retry may happen: NOTIFY_RETRY_HOURS after this run of attempts
+    # began. That is when the row was written, unless an operator requeued it after a dead
+    # letter (attempts start again at 0): the run then began about as long ago as its
+    # backoff delays add up to, and it gets a whole horizon of its own.
+    planned = sum(backoff_seconds(n, s.notify_backoff_base_seconds,
+                                  s.notify_backoff_max_seconds) for n in range(1, attempt))
+    started = max(created_at or now, now - timedelta(seconds=planned))
+    give_up_at = started + timedelta(hours=s.notify_retry_hours)
     left = (give_up_at - now).total_seconds()
     capped = 0 < s.notify_max_attempts <= attempt
     if not exc.retryable or capped or left <= 0:

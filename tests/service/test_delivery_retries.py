@@ -183,3 +183,27 @@ def test_dead_letters_are_exported_per_channel(database_url, service_env, client
         time.sleep(0.5)
     assert 'channel="pager",kind="pagerduty",severity="critical"} 1.0' in text
     assert 'channel="hook",kind="webhook",severity="critical"} 1.0' in text
+
+
+def test_a_requeued_dead_letter_gets_a_whole_horizon_again(database_url, service_env,
+                                                           monkeypatch):
+    """POST /channels/{id}/retry gives dead rows a fresh set of attempts: hours after the row
+    was written, one more failure is a retry, not an instant second dead letter."""
+    from service.domain.alert_config import requeue_dead
+
+    monkeypatch.setenv("COLLAPSEWATCH_NOTIFY_RETRY_HOURS", "1")
+    get_settings.cache_clear()
+    outage = Outage(up_at=None)
+    with recording_server(outage) as srv:
+        make_channel("pd", "pagerduty", {"routing_key": "R" * 32, "url": srv.url},
+                     min_severity="critical")
+        (nid,) = fire_collapse(make_model())
+        follow(nid, outage)
+        assert row(nid).status == "dead"
+        outage.now += timedelta(hours=5)  # the operator fixes things much later
+        with session_scope() as s:
+            assert requeue_dead(s, [nid]) == 1
+        assert outbox.deliver(nid, now=outage.now).status == "retry"
+        outage.up_at = outage.now + timedelta(minutes=30)
+        attempts = follow(nid, outage)
+    assert attempts[-1][1] == "sent" and row(nid).status == "sent"
