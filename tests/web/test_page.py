@@ -327,3 +327,19 @@ def test_fifty_models_with_a_thousand_evaluations_load_lazily(
     (artifacts_dir / "web-fleet-timings.json").write_text(json.dumps(timings, indent=2))
     print("web page, 50 models x 1,000 evaluations:", timings)
     assert problems.all() == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_every_firing_alert_is_listed_across_pages(live_server, browser_page):
+    """/alerts answers 100 per page with a next_cursor: the page follows it."""
+    with session_scope() as session:
+        ref = seeding.seed_reference(session, "storm-ref", [f"document {i}" for i in range(50)])
+        model = seeding.seed_model(session, "stormy", ref)
+        ids = [seeding.seed_alert(session, model, minutes_ago=1 + i / 10).id for i in range(130)]
+    page, problems = browser_page
+    page.goto(live_server.url + "/")
+    page.wait_for_selector("table.firing-table tr.alert.firing")
+    shown = {int(r.get_attribute("data-alert-id"))
+             for r in page.locator("table.firing-table tr.alert.firing").all()}
+    assert shown == set(ids)
+    assert problems.all() == []

@@ -4,12 +4,28 @@ import { esc, parseTime, timeHtml } from "./format.js";
 import { forgetKey, openKeyForm } from "./keyform.js";
 import { $, state } from "./state.js";
 
+// every firing alert: /alerts is paged (next_cursor); a bounded number of pages, so a storm
+// of thousands cannot stall the refresh
+const FIRING_PAGES = 10;
+
+async function allFiring() {
+  let out = [];
+  let cursor = null;
+  for (let i = 0; i < FIRING_PAGES; i++) {
+    const body = await api(`/alerts?state=firing&limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    out = out.concat(listOf(body, "alerts"));
+    cursor = body && body.next_cursor;
+    if (!cursor) break;
+  }
+  return out;
+}
+
 export async function loadAlerts() {
   const [firing, resolved] = await Promise.all([
-    api("/alerts?state=firing"),
+    allFiring(),
     api("/alerts?state=resolved&limit=20"),
   ]);
-  state.firing = listOf(firing, "alerts");
+  state.firing = firing;
   state.recent = listOf(resolved, "alerts")
     .sort((a, b) => (parseTime(b.resolved_at || b.started_at) || 0) -
       (parseTime(a.resolved_at || a.started_at) || 0))
