@@ -1,6 +1,7 @@
 """Semantic validation: do the embedding metrics separate human from collapsed text?
 
     .venv/bin/python -m benchmarks.semantic [--window 500] [--windows 60] [--planted 20]
+    .venv/bin/python -m benchmarks.semantic --memory   # a worker's resident memory per stage
 
 Runs on the detection benchmark's split of the fortunes (``benchmarks.detection``) and
 prints, per scenario, each semantic metric's effect size in band standard deviations
@@ -307,6 +308,65 @@ def cost_rows(row, timed, window_docs: int = 500, reference_docs: int = 5000) ->
     ]
 
 
+def _memory_mb() -> tuple[float, float]:
+    """(resident, peak resident) MB of this process, from /proc (Linux)."""
+    fields = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def memory_child(reference_file: str, window: int) -> int:
+    """A worker's memory, stage by stage, in a fresh process: the worker's imports, the
+    embedding model, a stored reference profile, then windows scored with their bands."""
+    from service.demo.sample_data import human_documents
+
+    stages = [("python", *_memory_mb())]
+    import service.worker.tasks  # noqa: F401  (what a worker process imports)
+
+    stages.append(("worker imports", *_memory_mb()))
+    from metrics.embedding import load_embedder
+
+    embedder = load_embedder()
+    stages.append(("embedding model loaded", *_memory_mb()))
+    with open(reference_file, "rb") as fh:
+        reference = metrics.Profile.from_bytes(fh.read())
+    reference.use_embedder(embedder)
+    stages.append(("reference profile loaded", *_memory_mb()))
+    held = human_documents()[-(4 * window):]
+    for label, docs in ((f"{window}-doc window scored (band computed)", held[:window]),
+                        (f"another {window}-doc window", held[window:2 * window]),
+                        (f"{2 * window}-doc window scored", held[2 * window:])):
+        metrics.score(docs, reference)
+        stages.append((label, *_memory_mb()))
+    print(f"{'stage':<44}{'resident MB':>12}{'peak MB':>10}")
+    for label, rss, peak in stages:
+        print(f"{label:<44}{rss:>12.1f}{peak:>10.1f}")
+    print(f"peak {stages[-1][2]:.0f} MB (goal <= {MEMORY_GOAL_MB:g})")
+    return 0
+
+
+def memory(window: int, reference_docs: int = 5000) -> int:
+    """Build a reference of ``reference_docs`` fortunes (as the detection benchmark's split),
+    then measure a fresh worker-like process scoring windows against it."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from benchmarks.detection import Setup, split_fortunes
+
+    ref_docs, _, _ = split_fortunes(Setup())
+    profile = metrics.build_reference(ref_docs[:reference_docs], "memory")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reference.cwp"
+        metrics.save_profile(profile, path)
+        return subprocess.call([sys.executable, "-m", "benchmarks.semantic", "--memory-child",
+                                str(path), "--window", str(window)])
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.detection import Harness, Setup
     from metrics.synthetic import recursive_generations
@@ -317,8 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--planted", type=int, default=20)
     p.add_argument("--replicates", type=int, default=200)
     p.add_argument("--cost", action="store_true", help="only the cost per stage")
+    p.add_argument("--memory", action="store_true",
+                   help="only a worker's memory per stage (a fresh process)")
+    p.add_argument("--memory-child", metavar="REF_FILE", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     start = time.monotonic()
+    if args.memory_child:
+        return memory_child(args.memory_child, args.window)
+    if args.memory:
+        return memory(args.window)
     if args.cost:
         from benchmarks.scoring import Row, render, timed
 
