@@ -268,6 +268,9 @@ def headline(model_name: str, kind: str, result: dict[str, Any] | None, windows:
     found inside the band), the trend's own line says what moved.
     """
     head = f"{model_name}: {TITLES.get(kind, kind)}"
+    if kind not in ("collapse", "early_collapse"):
+        # another window rule is not about the collapse signals: name none of them
+        return f"{head}, {windows} window{'s' if windows != 1 else ''}"
     worst = worst_signal(result)
     sustained = describe_trend((result or {}).get("trend") or {})
     if sustained and (worst is None or worst["excess"] <= 0):
