@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
+from threadpoolctl import threadpool_limits
 
 from metrics.errors import MetricsError, ProfileError
 from metrics.lm import ReferenceModel, _lookup
@@ -280,6 +281,13 @@ class MixtureModel:
 
     def estimate_scores(self, scores: np.ndarray) -> ShareResult:
         """As :meth:`estimate`, from :meth:`scores` of the window's documents."""
+        # the fit and the bootstrap run thousands of small matrix products; a multithreaded
+        # BLAS spends more waking and spinning its threads than working on them (4 to 20
+        # times the single-thread CPU time on a busy machine, benchmarks/stream.py)
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._estimate_scores(scores)
+
+    def _estimate_scores(self, scores: np.ndarray) -> ShareResult:
         u = (np.asarray(scores, dtype=np.float64) - self._center) / self._scale
         n = len(u)
         if n == 0:

@@ -1,0 +1,101 @@
+"""What a stream's synthetic share adds to scoring one window, side by side.
+
+    .venv/bin/python -m benchmarks.stream [--window 2000] [--repeats 3]
+
+A reference of fortunes, one or two trigram generators (``metrics.synthetic``) trained on
+other fortunes, each with a baseline of its own outputs; a window of ``--window`` documents,
+half fresh human fortunes and half fresh outputs. It times, on that window:
+
+* ``metrics.score`` (what every window costs; the band is computed before timing starts);
+* ``MixtureModel.estimate`` with the service's configuration (what a stream's window costs
+  on top), with one source and with two;
+* building the mixture (once per reference and sources per worker process, not per window).
+
+Times are CPU seconds of this process (``time.process_time``; the code measured is
+single-threaded) and wall seconds, medians of ``--repeats``. Goal: the estimate adds at most
+1 s CPU to a 2,000-document window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable
+
+import metrics
+from metrics.mixture import MixtureModel
+from metrics.synthetic import NGramModel
+from service.demo.sample_data import human_documents
+
+GOAL_SECONDS = 1.0
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
+    """(median CPU seconds, median wall seconds, last result)."""
+    cpu, wall, out = [], [], None
+    for _ in range(repeats):
+        c0, w0 = time.process_time(), time.perf_counter()
+        out = fn()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return statistics.median(cpu), statistics.median(wall), out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--window", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reference-size", type=int, default=4000)
+    args = parser.parse_args(argv)
+
+    docs = list(human_documents())
+    random.Random(7).shuffle(docs)
+    n_ref = args.reference_size
+    reference_docs = docs[:n_ref]
+    gen_a = NGramModel.train(docs[n_ref:n_ref + 2000])
+    gen_b = NGramModel.train(docs[n_ref + 2000:n_ref + 4000], order=2)
+    fresh = docs[n_ref + 4000:]
+    half = args.window // 2
+    if len(fresh) < half:
+        parser.error(f"only {len(fresh)} fresh human documents; use a smaller --window "
+                     "or --reference-size")
+    print(f"load average {os.getloadavg()[0]:.2f}; window {args.window} documents "
+          f"(half synthetic), reference {n_ref} documents")
+
+    reference = metrics.build_reference(reference_docs, "fortunes",
+                                        config=metrics.ReferenceConfig(replicates=20))
+    base_a = metrics.build_baseline(gen_a.sample(1000, seed=1), reference, "trigram")
+    base_b = metrics.build_baseline(gen_b.sample(1000, seed=1), reference, "bigram")
+    window = fresh[:half] + gen_a.sample(half - half // 2, seed=2) + gen_b.sample(half // 2,
+                                                                                   seed=2)
+    metrics.score(window, reference)  # the band for this window size, outside the timing
+
+    rows = []
+    cpu, wall, _ = timed(lambda: metrics.score(window, reference), args.repeats)
+    rows.append(("metrics.score (every window)", cpu, wall, ""))
+    score_cpu = cpu
+    for sources in ([base_a], [base_a, base_b]):
+        label = "+".join(s.name for s in sources)
+        b_cpu, b_wall, mixture = timed(lambda s=sources: MixtureModel(reference, s), 1)
+        rows.append((f"build mixture ({label}, once per worker)", b_cpu, b_wall, ""))
+        cpu, wall, result = timed(lambda m=mixture: m.estimate(window), args.repeats)
+        share = result.to_dict()["synthetic_share"]
+        truth = (half - half // 2 if len(sources) == 1 else half) / args.window
+        note = (f"share {share['estimate']:.3f} [{share['low']:.3f}, {share['high']:.3f}] "
+                f"(true share of these sources {truth:.2f}); goal <= {GOAL_SECONDS:.1f} s: "
+                f"{'met' if cpu <= GOAL_SECONDS else 'MISSED'}; "
+                f"+{100 * cpu / score_cpu:.0f}% of scoring")
+        rows.append((f"synthetic share ({label})", cpu, wall, note))
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'step':<{width}}  {'cpu s':>7}  {'wall s':>7}")
+    for name, cpu, wall, note in rows:
+        print(f"{name:<{width}}  {cpu:7.3f}  {wall:7.3f}  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
