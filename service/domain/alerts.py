@@ -41,7 +41,7 @@ from service.settings import Settings, get_settings
 
 log = get_logger("collapsewatch.alerting")
 
-WINDOW_KINDS = ("early_collapse", "collapse")
+WINDOW_KINDS = ("early_collapse", "collapse", "synthetic_share")
 TIME_KINDS = ("no_samples", "evaluations_stale")
 RULE_KINDS = WINDOW_KINDS + TIME_KINDS
 SEVERITIES = ("warning", "critical")
@@ -50,6 +50,7 @@ DEFAULT_SEVERITY = {
     "collapse": "critical",
     "no_samples": "warning",
     "evaluations_stale": "warning",
+    "synthetic_share": "warning",
 }
 SIGNALS = ("diversity", "tail_coverage", "sameness")
 # the direction each signal moves under collapse (sameness rises, the others fall)
@@ -59,6 +60,7 @@ TITLES = {
     "collapse": "collapse",
     "no_samples": "no samples received",
     "evaluations_stale": "evaluations are stale",
+    "synthetic_share": "synthetic share above its limit",
 }
 
 BAD, GOOD = "bad", "good"
@@ -96,6 +98,12 @@ def default_rules(model: MonitoredModel, settings: Settings | None = None) -> li
                                   }.get(kind),
             "params": {},
         })
+        if kind == "synthetic_share":
+            # every model has the row (the engine walks every window kind), but only a
+            # stream with a mixing-ratio guard has it enabled; catalog.update_model keeps
+            # both in step with the stream's max_synthetic_share
+            out[-1]["enabled"] = model.kind == "stream" and model.max_synthetic_share is not None
+            out[-1]["params"] = {"max_synthetic_share": model.max_synthetic_share}
     return out
 
 
@@ -173,6 +181,15 @@ def classify(kind: str, health: str | None, result: dict[str, Any] | None,
     collapse (the warning then stays). ``insufficient_data`` changes no counter: too few
     samples say nothing either way. Optional thresholds in ``params`` add bad windows.
     """
+    if kind == "synthetic_share":
+        # a stream's mixing-ratio guard: bad only when even the interval's lower bound is
+        # above the limit (the share is then above it with 97.5% confidence); judged on the
+        # share alone, whatever the window's health
+        share = (result or {}).get("synthetic_share") or {}
+        limit = (params or {}).get("max_synthetic_share")
+        if limit is None or share.get("low") is None:
+            return None
+        return BAD if float(share["low"]) > float(limit) else GOOD
     if health is None or health == "insufficient_data":
         return None
     if crossed_thresholds(result, params or {}):

@@ -17,7 +17,7 @@ from service.domain.schemas import (
     WindowPolicy,
     WindowPolicyIn,
 )
-from service.domain.tables import Baseline, MonitoredModel, Reference
+from service.domain.tables import AlertRule, Baseline, MonitoredModel, Reference
 from service.logging import get_logger
 from service.settings import Settings, get_settings
 
@@ -63,6 +63,18 @@ def check_stream(session: Session, kind: str, sources: list[int] | None,
                           f"({found[baseline_id].name!r}) was built against another reference "
                           f"than the stream's (reference {reference_id}); use a baseline "
                           "built against the stream's reference")
+
+
+def _sync_share_rule(session: Session, model: MonitoredModel) -> None:
+    """The synthetic_share alert rule follows the stream's guard: enabled with its limit
+    while a stream has max_synthetic_share, disabled otherwise (a rule not created yet gets
+    the same from ``alerts.default_rules`` when the engine first needs it)."""
+    guarded = model.kind == "stream" and model.max_synthetic_share is not None
+    rule = session.scalar(select(AlertRule).where(AlertRule.model_id == model.id,
+                                                  AlertRule.kind == "synthetic_share"))
+    if rule is not None:
+        rule.enabled = guarded
+        rule.params = {**(rule.params or {}), "max_synthetic_share": model.max_synthetic_share}
 
 
 def resolve_window(change: WindowPolicyIn | None, current: WindowPolicy) -> WindowPolicy:
@@ -261,5 +273,6 @@ def update_model(session: Session, name: str, body: ModelUpdate) -> ModelPublic:
         # the resulting model must fit together (a new reference must suit the sources)
         check_stream(session, model.kind or "model", model.sources,
                      model.max_synthetic_share, model.reference_id)
+        _sync_share_rule(session, model)
     session.commit()
     return model_public(session, model)

@@ -130,7 +130,10 @@ def test_rules_are_created_with_defaults(service_env):
         assert {k: (r.severity, r.fire_after_windows, r.resolve_after_windows)
                 for k, r in rules.items()} == {
             "early_collapse": ("warning", 2, 2), "collapse": ("critical", 2, 2),
-            "no_samples": ("warning", 2, 2), "evaluations_stale": ("warning", 2, 2)}
+            "no_samples": ("warning", 2, 2), "evaluations_stale": ("warning", 2, 2),
+            "synthetic_share": ("warning", 2, 2)}
+        # a stream's guard: enabled only for a stream with max_synthetic_share
+        assert rules["synthetic_share"].enabled is False
         assert rules["no_samples"].threshold_seconds == 3600
         assert {r.id for r in again.values()} == {r.id for r in rules.values()}
 

@@ -271,7 +271,7 @@ def test_deleting_a_channel_drops_its_outbox_rows(client, database_url, admin_he
     client.delete(f"/api/v1/channels/{cid}", headers=admin_headers)
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Notification)) == 0
-        assert s.scalar(select(func.count()).select_from(AlertRule)) == 4
+        assert s.scalar(select(func.count()).select_from(AlertRule)) == len(engine.RULE_KINDS)
 
 
 def test_alert_detail_shows_delivery_and_dead_letters_can_be_retried(client, database_url,
