@@ -71,7 +71,7 @@ def check_exprs_with_promtool(exprs: list[str], tmp_path: Path) -> subprocess.Co
 
 
 def exported_metric_names() -> set[str]:
-    """Every sample name /metrics can emit (a model with a baseline and a scored window)."""
+    """Every sample name /metrics can emit (a stream with a baseline and a scored window)."""
     from datetime import UTC, datetime
 
     from prometheus_client import CollectorRegistry, generate_latest
@@ -83,7 +83,9 @@ def exported_metric_names() -> set[str]:
     model = ModelSnapshot(name="bot", reference_name="ref", reference_sha256="a" * 64,
                           baseline_name="base", baseline_sha256="b" * 64,
                           result=score_json("healthy"), health="healthy",
-                          last_evaluation_at=datetime.now(UTC))
+                          last_evaluation_at=datetime.now(UTC),
+                          # a stream's series too (synthetic share)
+                          stream_sources=["gen"], max_synthetic_share=0.1)
     snap = Snapshot(taken_at=datetime.now(UTC), models=[model], metric_names=["distinct_2"],
                     notifications={}, dead_letters={("pager", "pagerduty", "critical"): 0})
 
