@@ -56,6 +56,26 @@ def read_documents(path: str, field: str = "text", stdin: io.BufferedReader | No
         raise CliError(f"{source}: {exc}") from None
 
 
+def probe_answers(path: str, field: str) -> list[tuple[str, str]]:
+    """(probe topic, text) of the rare-topic probe answers in a .jsonl input: lines whose
+    ``attributes`` carry ``"rare_topic": true`` (as ``collapsewatch collect openai`` writes
+    them), topic from ``attributes.topic``. Other formats and stdin carry no attributes.
+    Called after :func:`read_documents` accepted the file, so every line parses."""
+    from service.domain.probes import UNNAMED
+
+    if path == "-" or Path(path).suffix.lower() != ".jsonl":
+        return []
+    out = []
+    for line in Path(path).read_bytes().decode("utf-8-sig").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        attrs = row.get("attributes") if isinstance(row, dict) else None
+        if isinstance(attrs, dict) and attrs.get("rare_topic") is True:
+            out.append((str(attrs.get("topic") or UNNAMED), row[field]))
+    return out
+
+
 def read_all(paths: Sequence[str], field: str) -> list[str]:
     if list(paths).count("-") > 1:
         raise CliError("standard input (-) can be given only once")
@@ -244,6 +264,10 @@ def format_evidence(evidence: dict, top: int = 5) -> list[str]:
         + (": " + _quoted(g["examples"][0]) if g["examples"] else "")
         for g in evidence["duplicates"][:top]
     ] or ["  none"]
+    probes = evidence.get("probe_topics") or []
+    if probes:
+        lines.append("rare-topic probes")
+        lines += [f"  {entry['summary']}" for entry in probes[:top]]
     examples = evidence.get("examples") or {}
     for side, label in (("most_typical", "most typical"), ("least_typical", "least typical")):
         shown = examples.get(side) or []
@@ -307,7 +331,7 @@ def cmd_baseline_build(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    import metrics
+    import metrics.semantic
 
     reference = _load(args.reference, "reference", band_context="reference")
     baseline = (_load(args.baseline, "baseline",
@@ -326,6 +350,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     try:
         results = [metrics.score(docs, reference, baseline, evidence_text=quote)
                    for docs in windows]
+        for path, result in zip(args.inputs, results, strict=True):
+            # a window's rare-topic probe answers: where they land (no baseline answers
+            # offline: a baseline file keeps no attributes)
+            entries = metrics.semantic.probe_topics(reference, probe_answers(path, args.field))
+            if entries is not None and isinstance(result.get("evidence"), dict):
+                result["evidence"]["probe_topics"] = entries
     except metrics.MetricsError as exc:
         raise CliError(str(exc)) from None
     if len(results) == 1:

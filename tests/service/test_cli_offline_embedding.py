@@ -119,3 +119,29 @@ def test_reference_build_and_score_use_the_configured_model(
     score = json.loads(stdout)
     assert score["semantic"].startswith("unavailable (") and "renamed:" in score["semantic"]
     assert score["metrics"]["semantic_similarity"]["value"] is None
+
+
+def test_score_reports_rare_topic_probe_answers_from_jsonl_attributes(
+        inputs, tmp_path, capsys, embedding_env, human_documents):
+    embedding_env(None, None)
+    ref = tmp_path / "ref.cwp"
+    assert _build(inputs, ref, capsys)[0] == 0
+    docs = human_documents[-120:]
+    window = tmp_path / "probes.jsonl"
+    lines = [{"text": d} for d in docs[:100]]
+    lines += [{"text": d, "attributes": {"rare_topic": True, "topic": "linguistics"}}
+              for d in docs[100:106]]
+    lines += [{"text": docs[106], "attributes": {"rare_topic": False, "topic": "linguistics"}},
+              {"text": docs[107], "attributes": {"rare_topic": True}}]
+    window.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, stdout, err = _run(["score", "--reference", ref, window], capsys)
+    assert code == 0, err
+    by = {e["probe_topic"]: e for e in json.loads(stdout)["evidence"]["probe_topics"]}
+    assert (by["linguistics"]["answers"], by["rare topics"]["answers"]) == (6, 1)
+    assert by["linguistics"]["on_topic"] is None  # no baseline answers offline
+    assert sum(t["answers"] for t in by["linguistics"]["landed"]) <= 6
+    code, stdout, _ = _run(["score", "--reference", ref, window, "--format", "table"], capsys)
+    assert "rare-topic probes" in stdout and "linguistics probes: 6 answers" in stdout
+    # a window without probe answers has no probe evidence
+    code, stdout, _ = _run(["score", "--reference", ref, inputs["window"]], capsys)
+    assert "probe_topics" not in json.loads(stdout)["evidence"]
