@@ -189,3 +189,22 @@ def test_slack_escapes_control_characters_in_phrases():
         "vanished": []}}
     text = evidence_block(Message(1, "trigger", payload))["text"]["text"]
     assert "<!channel>" not in text and "&lt;!channel&gt; &amp; co" in text
+
+
+@pytest.fixture
+def evidence_text_off(pipeline_env, monkeypatch):
+    monkeypatch.setenv("COLLAPSEWATCH_EVIDENCE_TEXT", "off")
+    get_settings.cache_clear()
+
+
+def test_with_evidence_text_off_the_phrases_and_terms_still_go_out(evidence_text_off, fired):
+    with recording_server() as srv:
+        make_channel("hook", "webhook", {"url": srv.url + "/hook"}, min_severity="critical")
+        _alert, ev, ids = fired()
+        for nid in ids:
+            assert outbox.deliver(nid).status == "sent"
+        evidence = srv.received("/hook")[0].json()["evidence"]
+    stored = ev.result["evidence"]
+    assert stored["examples"] == {"most_typical": [], "least_typical": []}
+    assert evidence["overrepresented"] and evidence["vanished"]
+    assert evidence["overrepresented"][0]["ngram"] == stored["overrepresented"][0]["ngram"]
