@@ -341,7 +341,8 @@ def alert_payload(alert: Alert, model_name: str, event: str, settings: Settings 
 
     ``evidence``: the top phrases and vanished terms of the window that fired the alert
     (``alert.last_evaluation_id``), n-grams only: quoted sample text never goes to a channel,
-    whatever EVIDENCE_TEXT says. A resolve carries none (its window is the healthy one).
+    whatever EVIDENCE_TEXT says. Only a trigger or an update carries it: a resolve's window is
+    the healthy one, and an acknowledgement says who and when, not the firing story again.
     ``url``: the page, scrolled to the model and that window."""
     from urllib.parse import quote
 
@@ -354,8 +355,8 @@ def alert_payload(alert: Alert, model_name: str, event: str, settings: Settings 
     link = f"{s.link_base_url}/#model={quote(model_name, safe='')}"
     if ev is not None and ev.model_id == alert.model_id:
         link += f"&window={ev.window_index}&evaluation={ev.id}"
-    found = ((ev.result or {}).get("evidence") if ev is not None and event != "resolve"
-             else None)
+    found = ((ev.result or {}).get("evidence")
+             if ev is not None and event in ("trigger", "update") else None)
     evidence = None
     if isinstance(found, dict):
         def pick(rows: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -117,6 +117,20 @@ def test_every_channel_gets_the_top_phrases_and_vanished_terms_of_the_window_tha
     assert all(len(json.dumps(b)) < 8_000 for b in (hook, slack, pd))
 
 
+def test_an_acknowledgement_carries_no_evidence(fired):
+    with recording_server() as srv:
+        make_channel("hook", "webhook", {"url": srv.url + "/hook"}, min_severity="critical")
+        alert, _ev, ids = fired()
+        with session_scope() as s:
+            ids += engine.acknowledge(s, s.get(Alert, alert.id), "bot", "on-call")
+        for nid in ids:
+            assert outbox.deliver(nid).status == "sent"
+        bodies = {b["event"]: b for b in (r.json() for r in srv.received("/hook"))}
+    assert bodies["trigger"]["evidence"]["overrepresented"]
+    assert bodies["acknowledge"]["evidence"] is None
+    assert bodies["acknowledge"]["url"] == bodies["trigger"]["url"]
+
+
 def test_the_link_opens_the_page_at_the_model_and_window(fired, monkeypatch):
     monkeypatch.setenv("COLLAPSEWATCH_PUBLIC_URL", "https://watch.example/")
     get_settings.cache_clear()
