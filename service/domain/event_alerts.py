@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.domain.alerts import _write_outbox, dedup_key, open_alert
@@ -33,7 +33,7 @@ def _retitle(session: Session, ids: list[int], model_name: str, kind: str) -> No
     """Give the outbox rows just written the event's own title (the shared payload builder
     knows only the window rules' titles)."""
     title = f"{model_name}: {EVENT_TITLES[kind]}"
-    for row in session.query(Notification).filter(Notification.id.in_(ids)):
+    for row in session.scalars(select(Notification).where(Notification.id.in_(ids))):
         row.payload = {**(row.payload or {}), "title": title}
     session.flush()
 
