@@ -68,7 +68,7 @@ def test_the_guard_fires_a_warning_and_resolves(database_url, service_env):
     assert outcome.fired
     with session_scope() as s:
         alert = s.scalar(select(Alert).where(Alert.kind == "synthetic_share"))
-        assert "synthetic share above its limit" in alert.summary
+        assert "synthetic share above its limit" in alert.summary, alert.summary
     # back under the limit for two windows: resolved
     for low in (0.05, 0.0):
         add_evaluation(crawl, "healthy", result=_window(low))
