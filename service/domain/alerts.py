@@ -542,7 +542,21 @@ def hand_over(session: Session, model: MonitoredModel, old: Alert, rule: AlertRu
                    "resolved_because": f"superseded: {verb} {rule.kind} (alert {new.id})"}
     session.flush()
     known = incident_channels(session, old)
+    cleared: list[int] = []
+    if verb == "downgraded to":
+        # a channel that takes only the critical (a pager) has no incident once the critical
+        # is over: it gets the critical's resolve, as an Alertmanager receiver routed on
+        # severity would, and the channels that take warnings keep the incident as an update
+        taking = {c.id for c in matching_channels(session, model.name, new.severity)}
+        cleared = [cid for cid in known if cid not in taking]
+        known = [cid for cid in known if cid in taking]
     ids = _write_outbox(session, new, model.name, "update", known) if known else []
+    if cleared:
+        old.details = {**(old.details or {}), "resolved_summary": (
+            f"{model.name}: {old_title} cleared — {verb} {TITLES.get(rule.kind, rule.kind)} "
+            f"({rule.severity}), below this channel's severity. {summary}")}
+        session.flush()
+        ids += _write_outbox(session, old, model.name, "resolve", cleared)
     if verb == "escalated to":
         fresh = [c.id for c in matching_channels(session, model.name, new.severity)
                  if c.id not in known]

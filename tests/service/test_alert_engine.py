@@ -440,6 +440,29 @@ def test_a_downgrade_keeps_the_incident_without_a_new_page(database_url, service
     assert [(c, e) for _, c, e in notifications()][2:] == [(hook, "resolve")]
 
 
+def test_a_downgrade_resolves_the_incident_on_a_critical_only_pager(database_url, service_env):
+    model_id = make_model()
+    hook = make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    pd = make_channel("pd", "pagerduty", {"routing_key": "k" * 32}, min_severity="critical")
+    for health in ("collapse", "collapse", "early_collapse", "early_collapse"):
+        add_evaluation(model_id, health)
+        evaluate(model_id)
+    # the pager only ever had the critical: once it is over, its incident resolves there;
+    # the webhook, which takes warnings, keeps the incident as an update
+    assert sorted((c, e) for _, c, e in notifications()) == sorted(
+        [(hook, "trigger"), (pd, "trigger"), (hook, "update"), (pd, "resolve")])
+    (resolved,) = payloads("resolve")
+    assert resolved["kind"] == "collapse"
+    assert "cleared — downgraded to early collapse" in resolved["summary"]
+    # escalating again pages the pager again, with the same incident key
+    for _ in range(2):
+        add_evaluation(model_id, "collapse")
+        evaluate(model_id)
+    keys = {p["dedup_key"] for p in payloads("trigger")}
+    assert len(keys) == 1
+    assert [e for _, c, e in notifications() if c == pd] == ["trigger", "resolve", "trigger"]
+
+
 def test_a_warning_left_firing_beside_collapse_keeps_its_own_incident(database_url,
                                                                       service_env):
     model_id = make_model()

@@ -56,8 +56,9 @@ def test_a_collapsing_stream_pages_each_channel_once(model_with_baseline, human_
     with recording_server() as srv:
         make_channel("hook", "webhook", {"url": srv.url + "/hook"})
         make_channel("slack", "slack", {"webhook_url": srv.url + "/slack"})
-        make_channel("pd", "pagerduty", {"routing_key": "R" * 32, "url": srv.url + "/pd"},
-                     min_severity="critical")
+        pd_id = make_channel("pd", "pagerduty", {"routing_key": "R" * 32,
+                                                 "url": srv.url + "/pd"},
+                             min_severity="critical")
         healths = []
         # light, light, heavy, heavy, light, light: warning, escalation, downgrade (the last
         # two windows reuse the first two's human documents: their verdict is known)
@@ -76,10 +77,11 @@ def test_a_collapsing_stream_pages_each_channel_once(model_with_baseline, human_
 
         hook, slack, pd = (srv.received(p) for p in ("/hook", "/slack", "/pd"))
         # one page per channel for the whole incident; the escalation and the downgrade are
-        # updates of it, and nothing was sent that reads like recovery
+        # updates of it, and nothing was sent that reads like recovery where the warning goes
+        # on; the critical-only pager got the critical and, once it was over, its resolve
         assert [r.json()["event"] for r in hook] == ["trigger", "update", "update"]
         assert len(slack) == 3 and all("RESOLVED" not in r.json()["text"] for r in slack)
-        assert [r.json()["event_action"] for r in pd] == ["trigger", "trigger"]
+        assert [r.json()["event_action"] for r in pd] == ["trigger", "resolve"]
         assert {r.json()["dedup_key"] for r in pd} == {hook[0].json()["dedup_key"]}
         assert [r.json()["severity"] for r in hook] == ["warning", "critical", "warning"]
 
@@ -92,8 +94,9 @@ def test_a_collapsing_stream_pages_each_channel_once(model_with_baseline, human_
         assert rows[0].details["superseded_by"] == rows[1].id
         assert rows[1].details["superseded_by"] == rows[2].id
         assert len({a.dedup_key for a in rows}) == 1
-        assert s.scalars(select(Notification.event)
-                         .where(Notification.event == "resolve")).all() == []
+        resolves = s.scalars(select(Notification)
+                             .where(Notification.event == "resolve")).all()
+        assert [(n.alert_id, n.channel_id) for n in resolves] == [(rows[1].id, pd_id)]
         collapse = rows[1]
         fired_on = s.get(Evaluation, collapse.last_evaluation_id)
         # the warning's text is not the critical's
