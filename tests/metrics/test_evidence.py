@@ -14,16 +14,14 @@ import pytest
 
 import metrics
 from metrics.evidence import (
-    EvidenceConfig,
-    background_of,
     duplicate_groups,
     evidence,
-    vanishing_candidates,
     without_text,
 )
 from metrics.sample import Sample
 from metrics.scoring import encode_window_texts
 from metrics.synthetic import recursive_generations
+from tests.support.planting import remove_tail_words
 
 
 @pytest.fixture(scope="module")
@@ -106,34 +104,9 @@ def test_a_word_repeated_inside_one_document_is_not_overrepresented(
 
 
 def _remove_words(seed: int, split, reference, baseline) -> tuple[list[str], dict]:
-    """Drop every document holding one of 30 candidate words whose expected count in the
-    window that remains is >= 5. The removal shrinks the window (and so every expectation):
-    a chosen word that falls below 5 is swapped for another until all 30 qualify.
-    Returns (chosen, vanished entries by term)."""
-    docs = _draw(split[1], 1000, seed)
-    background = background_of(baseline, reference, EvidenceConfig())
-    tok = reference.config.tokenizer
-    doc_words = [set(metrics.tokenize(d, tok)) for d in docs]
-
-    def expected(kept: list[str]) -> dict[str, float]:
-        sample, _ = _window(kept, reference)
-        tokens = int(sample.docs.offsets[-1])
-        return {c["term"]: c["expected"] for c in vanishing_candidates(background, tokens)
-                if " " not in c["term"]}
-
-    pool = [w for w, e in expected(docs).items() if e >= 6.5]
-    rng = np.random.default_rng(seed)
-    rng.shuffle(pool)
-    chosen, spare = pool[:30], pool[30:]
-    for _ in range(20):
-        gone = set(chosen)
-        kept = [d for d, words in zip(docs, doc_words) if not gone & words]
-        after = expected(kept)
-        low = [w for w in chosen if after[w] < 5]
-        if not low:
-            break
-        chosen = [w for w in chosen if w not in low] + [spare.pop() for _ in low]
-    assert not low, "could not choose 30 words expected >= 5 in the remaining window"
+    """Drop every document of a 1,000-document window holding one of 30 words expected >= 5
+    times in what remains (tests/support/planting.py). Returns (chosen, vanished by term)."""
+    kept, chosen = remove_tail_words(_draw(split[1], 1000, seed), reference, baseline, seed)
     kept_sample, texts = _window(kept, reference)
     ev = evidence(kept_sample, reference, baseline, texts=texts)
     return chosen, {v["term"]: v for v in ev["vanished"]}
