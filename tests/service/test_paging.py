@@ -5,21 +5,9 @@ from __future__ import annotations
 
 from tests.service.alert_fixtures import add_evaluation
 from tests.service.api_fixtures import assert_problem, store_reference
+from tests.support.paging import all_pages
 
 MODELS = "/api/v1/models"
-
-
-def _all_pages(client, url: str, key: str, headers: dict, limit: int, **params) -> list[list]:
-    pages, cursor = [], None
-    while True:
-        query = {"limit": limit, **params, **({"cursor": cursor} if cursor else {})}
-        r = client.get(url, params=query, headers=headers)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        pages.append(body[key])
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return pages
 
 
 def _make_models(client, headers, reference_id, names):
@@ -32,7 +20,7 @@ def _make_models(client, headers, reference_id, names):
 def test_models_page_by_name_without_repeats(client, admin_headers, stored_reference):
     names = ["echo", "alpha", "delta", "bravo", "charlie"]
     _make_models(client, admin_headers, stored_reference, names)
-    pages = _all_pages(client, MODELS, "models", admin_headers, limit=2)
+    pages = all_pages(client, MODELS, "models", admin_headers, limit=2)
     assert [len(p) for p in pages] == [2, 2, 1]
     assert [m["name"] for p in pages for m in p] == sorted(names)
     # without a limit: the first 100
@@ -43,7 +31,7 @@ def test_a_model_limited_key_pages_over_its_model_only(client, admin_headers, ma
                                                        stored_reference):
     _make_models(client, admin_headers, stored_reference, ["a", "b", "c"])
     headers = {"Authorization": f"Bearer {make_key('read', 'b')}"}
-    pages = _all_pages(client, MODELS, "models", headers, limit=1)
+    pages = all_pages(client, MODELS, "models", headers, limit=1)
     assert [m["name"] for p in pages for m in p] == ["b"]
 
 
@@ -51,7 +39,7 @@ def test_references_page_by_name_and_version(client, admin_headers, reference_pr
                                              reference_documents):
     for name, version in (("news", 2), ("books", 1), ("news", 1), ("chat", 1)):
         store_reference(reference_profile, reference_documents, name=name, version=version)
-    pages = _all_pages(client, "/api/v1/references", "references", admin_headers, limit=3)
+    pages = all_pages(client, "/api/v1/references", "references", admin_headers, limit=3)
     assert [len(p) for p in pages] == [3, 1]
     assert [(r["name"], r["version"]) for p in pages for r in p] == [
         ("books", 1), ("chat", 1), ("news", 1), ("news", 2)]
@@ -69,7 +57,7 @@ def test_evaluations_page_newest_first_and_new_windows_do_not_shift_pages(
     first = client.get(url, params={"limit": 2}, headers=admin_headers).json()
     assert [e["id"] for e in first["evaluations"]] == ids[::-1][:2]
     add_evaluation(model_id, "collapse")  # a new window arrives between pages
-    rest = _all_pages(client, url, "evaluations", admin_headers, limit=2,
+    rest = all_pages(client, url, "evaluations", admin_headers, limit=2,
                       cursor=first["next_cursor"])
     assert [e["id"] for p in rest for e in p] == ids[::-1][2:]
 

@@ -10,6 +10,7 @@ from service.domain.db import session_scope
 from service.domain.tables import Alert
 from tests.service.alert_fixtures import make_channel, make_model
 from tests.service.api_fixtures import assert_problem
+from tests.support.paging import all_pages
 
 ALERTS = "/api/v1/alerts"
 CHANNELS = "/api/v1/channels"
@@ -24,30 +25,13 @@ def _add_alerts(model_id: int, n: int, *, state: str = "firing") -> list[int]:
         return [r.id for r in rows]
 
 
-def _pages(client, url: str, key: str, headers: dict, limit: int, between=None,
-           **params) -> list[list[dict]]:
-    """Every page; ``between()`` runs after each page is read (rows arriving meanwhile)."""
-    pages, cursor = [], None
-    while True:
-        query = {"limit": limit, **params, **({"cursor": cursor} if cursor else {})}
-        r = client.get(url, params=query, headers=headers)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        pages.append(body[key])
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return pages
-        if between is not None:
-            between()
-
-
 def test_alerts_page_newest_first_each_once(client, database_url, admin_headers):
     ids = _add_alerts(make_model("bot"), 7)
-    pages = _pages(client, ALERTS, "alerts", admin_headers, limit=3)
+    pages = all_pages(client, ALERTS, "alerts", admin_headers, limit=3)
     assert [len(p) for p in pages] == [3, 3, 1]
     assert [a["id"] for p in pages for a in p] == sorted(ids, reverse=True)
     # exactly a page's worth: the last full page says there is no next one
-    pages = _pages(client, ALERTS, "alerts", admin_headers, limit=7)
+    pages = all_pages(client, ALERTS, "alerts", admin_headers, limit=7)
     assert [len(p) for p in pages] == [7]
 
 
@@ -55,7 +39,7 @@ def test_alerts_raised_between_pages_neither_repeat_nor_shift_later_pages(
         client, database_url, admin_headers):
     bot = make_model("bot")
     ids = _add_alerts(bot, 9)
-    pages = _pages(client, ALERTS, "alerts", admin_headers, limit=2,
+    pages = all_pages(client, ALERTS, "alerts", admin_headers, limit=2,
                    between=lambda: _add_alerts(bot, 2))
     seen = [a["id"] for p in pages for a in p]
     assert len(seen) == len(set(seen))
@@ -74,7 +58,7 @@ def test_alerts_page_under_concurrent_inserts(client, database_url, admin_header
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        pages = _pages(client, ALERTS, "alerts", admin_headers, limit=3)
+        pages = all_pages(client, ALERTS, "alerts", admin_headers, limit=3)
     finally:
         stop.set()
         thread.join()
@@ -90,18 +74,18 @@ def test_alert_filters_and_a_model_limited_key_page_over_their_rows_only(
     firing = _add_alerts(bot, 3)
     _add_alerts(bot, 2, state="resolved")
     theirs = _add_alerts(other, 3)
-    pages = _pages(client, ALERTS, "alerts", admin_headers, limit=2, state="firing",
+    pages = all_pages(client, ALERTS, "alerts", admin_headers, limit=2, state="firing",
                    model="bot")
     assert [a["id"] for p in pages for a in p] == firing[::-1]
     headers = {"Authorization": f"Bearer {make_key('read', 'other')}"}
-    pages = _pages(client, ALERTS, "alerts", headers, limit=2)
+    pages = all_pages(client, ALERTS, "alerts", headers, limit=2)
     assert [a["id"] for p in pages for a in p] == theirs[::-1]
 
 
 def test_channels_page_by_id_each_once(client, database_url, admin_headers):
     ids = [make_channel(f"hook{i}", "webhook", {"url": f"http://127.0.0.1:9/{i}"})
            for i in range(5)]
-    pages = _pages(client, CHANNELS, "channels", admin_headers, limit=2)
+    pages = all_pages(client, CHANNELS, "channels", admin_headers, limit=2)
     assert [len(p) for p in pages] == [2, 2, 1]
     assert [c["id"] for p in pages for c in p] == ids
     made = iter(range(100, 200))
@@ -109,7 +93,7 @@ def test_channels_page_by_id_each_once(client, database_url, admin_headers):
     def another():  # a channel created between pages lands after the cursor, once
         make_channel(f"hook{next(made)}", "webhook", {"url": "http://127.0.0.1:9/x"})
 
-    seen = [c["id"] for p in _pages(client, CHANNELS, "channels", admin_headers, limit=2,
+    seen = [c["id"] for p in all_pages(client, CHANNELS, "channels", admin_headers, limit=2,
                                     between=another) for c in p]
     assert len(seen) == len(set(seen)) and seen == sorted(seen) and set(ids) <= set(seen)
 
@@ -126,7 +110,7 @@ def test_a_model_limited_admin_key_pages_over_its_channels_only(client, database
         mine.append(make_channel(f"bot{i}", "webhook", {"url": "http://127.0.0.1:9/b"},
                                  models=["bot"]))
     headers = {"Authorization": f"Bearer {make_key('admin', 'bot')}"}
-    pages = _pages(client, CHANNELS, "channels", headers, limit=4)
+    pages = all_pages(client, CHANNELS, "channels", headers, limit=4)
     assert [len(p) for p in pages] == [4, 2]
     assert [c["id"] for p in pages for c in p] == mine
 
