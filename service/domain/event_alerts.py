@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.domain.alerts import _write_outbox, dedup_key, open_alert
+from service.domain.alerts import _write_outbox, dedup_key, open_alert, resolve
 from service.domain.clock import utcnow
 from service.domain.tables import Alert, MonitoredModel, Notification
 from service.logging import get_logger
@@ -70,12 +70,6 @@ def resolve_event(session: Session, model_id: int, model_name: str, kind: str,
     current = open_alert(session, model_id, kind)
     if current is None:
         return []
-    current.state = "resolved"
-    current.resolved_at = utcnow()
-    current.details = {**(current.details or {}), "resolved_because": reason}
-    session.flush()
-    ids = _write_outbox(session, current, model_name, "resolve")
+    ids = resolve(session, current, model_name, reason)
     _retitle(session, ids, model_name, kind)
-    log.info("alert resolved", extra={"model": model_name, "kind": kind,
-                                      "alert_id": current.id, "notifications": len(ids)})
     return ids
