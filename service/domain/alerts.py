@@ -61,6 +61,8 @@ TITLES = {
     "no_samples": "no samples received",
     "evaluations_stale": "evaluations are stale",
     "synthetic_share": "synthetic share above its limit",
+    # event alerts (service.domain.event_alerts): no rule, the same payloads and texts
+    "baseline_rejected": "automatic baseline refused (its windows read collapse)",
 }
 
 BAD, GOOD = "bad", "good"
@@ -278,13 +280,51 @@ def worst_signal(result: dict[str, Any] | None) -> dict[str, Any] | None:
     return max(views, key=lambda v: v["excess"]) if views else None
 
 
-def headline(model_name: str, kind: str, result: dict[str, Any] | None, windows: int) -> str:
+def _share_interval(share: dict[str, Any]) -> str:
+    return f"{_fmt(share.get('estimate'))} (95% {_fmt(share.get('low'))}–{_fmt(share.get('high'))})"
+
+
+def share_view(result: dict[str, Any] | None, limit: float | None) -> dict[str, Any] | None:
+    """A stream window's synthetic share as the alert texts and payloads carry it: the
+    estimate with its 95% interval, the limit it is judged against, the share of each source
+    and the part no source explains (None: the window has no share)."""
+    share = (result or {}).get("synthetic_share")
+    if not isinstance(share, dict) or share.get("low") is None:
+        return None
+    by_source = share.get("by_source") if isinstance(share.get("by_source"), dict) else {}
+    return {"estimate": share.get("estimate"), "low": share.get("low"),
+            "high": share.get("high"), "max_synthetic_share": limit,
+            "by_source": {str(name): {k: v.get(k) for k in ("estimate", "low", "high")}
+                          for name, v in by_source.items() if isinstance(v, dict)},
+            "unexplained": share.get("unexplained")}
+
+
+def _share_sources(view: dict[str, Any]) -> str:
+    """"by source: gen-a 0.20 (95% 0.15–0.25), gen-b 0.11 (95% 0.06–0.16); unexplained 0.02"."""
+    parts = [f"{name} {_share_interval(v)}" for name, v in view["by_source"].items()]
+    text = "by source: " + ", ".join(parts) if parts else ""
+    if view.get("unexplained") is not None:
+        text += ("; " if text else "") + f"unexplained {_fmt(view['unexplained'])}"
+    return text
+
+
+def _windows(n: int) -> str:
+    return f"{n} window{'s' if n != 1 else ''}"
+
+
+def headline(model_name: str, kind: str, result: dict[str, Any] | None, windows: int,
+             limit: float | None = None) -> str:
     """The one line a phone shows: the model, the alert, its worst signal and its size.
 
     When no signal sits outside its band (an early collapse the sequential trend detector
-    found inside the band), the trend's own line says what moved.
+    found inside the band), the trend's own line says what moved. A stream's
+    ``synthetic_share`` alert shows the share, its interval and its ``limit`` instead.
     """
     head = f"{model_name}: {TITLES.get(kind, kind)}"
+    share = share_view(result, limit) if kind == "synthetic_share" else None
+    if share is not None:
+        return (f"{model_name}: synthetic share {_share_interval(share)} above its limit "
+                f"{_fmt(limit)}, {_windows(windows)}")
     if kind not in ("collapse", "early_collapse"):
         # another window rule is not about the collapse signals: name none of them
         return f"{head}, {windows} window{'s' if windows != 1 else ''}"
@@ -310,10 +350,19 @@ def _all_signals(result: dict[str, Any] | None) -> str:
 
 
 def window_summary(model_name: str, kind: str, evaluation: Evaluation, windows: int,
-                   indices: Sequence[int] = ()) -> str:
-    """The firing text of a window rule: headline, the run of windows, every signal."""
+                   indices: Sequence[int] = (), limit: float | None = None) -> str:
+    """The firing text of a window rule: headline, the run of windows, every signal (for a
+    stream's ``synthetic_share``: the share against ``limit``, and each source's share)."""
     result = evaluation.result or {}
     span = _window_span(indices) or f"latest window {evaluation.window_index}"
+    share = share_view(result, limit) if kind == "synthetic_share" else None
+    if share is not None:
+        text = (f"{headline(model_name, kind, result, windows, limit)}. Stream '{model_name}' "
+                f"has its synthetic share above its limit for {windows} consecutive window(s) "
+                f"({span}): the 95% lower bound {_fmt(share['low'])} exceeds "
+                f"{_fmt(limit)}")
+        sources = _share_sources(share)
+        return f"{text}; {sources}" if sources else text
     state = "is in collapse" if kind == "collapse" else f"shows {TITLES.get(kind, kind)}"
     text = (f"{headline(model_name, kind, result, windows)}. Model '{model_name}' {state} for "
             f"{windows} consecutive window(s) ({span}, latest health {evaluation.health}): "
@@ -326,10 +375,19 @@ def window_summary(model_name: str, kind: str, evaluation: Evaluation, windows: 
 
 
 def resolve_summary(model_name: str, kind: str, evaluation: Evaluation, windows: int,
-                    indices: Sequence[int] = ()) -> str:
+                    indices: Sequence[int] = (), limit: float | None = None) -> str:
     """What is true when a window rule resolves: the current values and the clearing windows."""
     result = evaluation.result or {}
     span = _window_span(indices) or f"window {evaluation.window_index}"
+    share = share_view(result, limit) if kind == "synthetic_share" else None
+    if share is not None:
+        # a share whose lower bound is at or under the limit is no longer shown to exceed
+        # it; its estimate may still sit above the limit, so the text says the bound
+        text = (f"{model_name}: {TITLES[kind]} resolved — synthetic share now "
+                f"{_share_interval(share)}, its 95% lower bound not above the limit "
+                f"{_fmt(limit)} for {windows} consecutive window(s) ({span})")
+        sources = _share_sources(share)
+        return f"{text}; {sources}" if sources else text
     how = "healthy" if kind == "early_collapse" else f"out of {TITLES.get(kind, kind)}"
     return (f"{model_name}: {TITLES.get(kind, kind)} resolved — {how} for {windows} consecutive "
             f"window(s) ({span}); now {evaluation.health}: " + _all_signals(result))
@@ -699,20 +757,26 @@ def _count_window(session: Session, model: MonitoredModel, ev: Evaluation,
         # the run is known to be ``windows`` long: read little more than that
         run = _run(session, model.id, rule, ev.id, BAD, inclusive=True,
                    limit=windows + 20) or [ev.window_index]
+        limit = (rule.params or {}).get("max_synthetic_share")
         details = {"evaluation_id": ev.id, "window_index": ev.window_index,
                    "health": ev.health, "windows": windows,
                    "first_window": min(run[:windows]), "signals": (ev.result or {}).get("signals"),
                    "worst_signal": worst_signal(ev.result),
-                   "headline": headline(model.name, kind, ev.result, windows),
+                   "headline": headline(model.name, kind, ev.result, windows, limit),
                    "thresholds_crossed": crossed_thresholds(ev.result, rule.params or {})}
-        return window_summary(model.name, kind, ev, windows, run[:windows]), details
+        if kind == "synthetic_share":
+            # the share, its interval, the limit and each source's share: every channel
+            # carries the details (webhook JSON, PagerDuty custom_details)
+            details["synthetic_share"] = share_view(ev.result, limit)
+        return window_summary(model.name, kind, ev, windows, run[:windows], limit), details
 
     def resolve_text(kind: str) -> str:
         rule = rules[kind]
         windows = max(states[kind].consecutive_good, 1)
         run = _run(session, model.id, rule, ev.id, GOOD, inclusive=True,
                    limit=windows + 20) or [ev.window_index]
-        return resolve_summary(model.name, kind, ev, windows, run[:windows])
+        return resolve_summary(model.name, kind, ev, windows, run[:windows],
+                               (rule.params or {}).get("max_synthetic_share"))
 
     early = rules["early_collapse"]
     handed_to_early = False
@@ -758,11 +822,14 @@ def _count_window(session: Session, model: MonitoredModel, ev: Evaluation,
             outcome.fired.append(alert.id)
             outcome.notification_ids += ids
         elif action == "resolve" and current is not None:
-            what = "healthy" if kind == "early_collapse" else f"not {TITLES.get(kind, kind)}"
-            outcome.notification_ids += resolve(
-                session, current, model.name,
-                f"{states[kind].consecutive_good} consecutive {what} window(s)",
-                ev.id, resolve_text(kind))
+            n = states[kind].consecutive_good
+            reason = {
+                "early_collapse": f"{n} consecutive healthy window(s)",
+                "synthetic_share": f"{n} consecutive window(s) with the share's lower bound "
+                                   "within its limit",
+            }.get(kind, f"{n} consecutive not {TITLES.get(kind, kind)} window(s)")
+            outcome.notification_ids += resolve(session, current, model.name, reason, ev.id,
+                                                resolve_text(kind))
             outcome.resolved.append(current.id)
         elif current is not None and verdict == BAD:
             current.last_evaluation_id = ev.id

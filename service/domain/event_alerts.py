@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from service.domain.alerts import _write_outbox, dedup_key, open_alert, resolve
 from service.domain.clock import utcnow
-from service.domain.tables import Alert, MonitoredModel, Notification
+from service.domain.tables import Alert, MonitoredModel
 from service.logging import get_logger
 
 log = get_logger("collapsewatch.alerting")
@@ -25,17 +25,8 @@ log = get_logger("collapsewatch.alerting")
 BASELINE_REJECTED = "baseline_rejected"
 EVENT_KINDS = (BASELINE_REJECTED,)
 EVENT_SEVERITY = {BASELINE_REJECTED: "warning"}
-# the window rules' titles live in service.domain.alerts; an event kind's title is here
-EVENT_TITLES = {BASELINE_REJECTED: "automatic baseline refused (its windows read collapse)"}
-
-
-def _retitle(session: Session, ids: list[int], model_name: str, kind: str) -> None:
-    """Give the outbox rows just written the event's own title (the shared payload builder
-    knows only the window rules' titles)."""
-    title = f"{model_name}: {EVENT_TITLES[kind]}"
-    for row in session.scalars(select(Notification).where(Notification.id.in_(ids))):
-        row.payload = {**(row.payload or {}), "title": title}
-    session.flush()
+# an event kind's title is in service.domain.alerts.TITLES, with every other kind's: the
+# payload builder and the resolve and acknowledgement texts read it there
 
 
 def fire_event(session: Session, model: MonitoredModel, kind: str, summary: str,
@@ -57,7 +48,6 @@ def fire_event(session: Session, model: MonitoredModel, kind: str, summary: str,
     session.add(alert)
     session.flush()
     ids = _write_outbox(session, alert, model.name, "trigger")
-    _retitle(session, ids, model.name, kind)
     log.warning("alert firing", extra={"model": model.name, "kind": kind,
                                        "severity": alert.severity, "alert_id": alert.id,
                                        "notifications": len(ids)})
@@ -70,6 +60,4 @@ def resolve_event(session: Session, model_id: int, model_name: str, kind: str,
     current = open_alert(session, model_id, kind)
     if current is None:
         return []
-    ids = resolve(session, current, model_name, reason)
-    _retitle(session, ids, model_name, kind)
-    return ids
+    return resolve(session, current, model_name, reason)

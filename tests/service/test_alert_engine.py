@@ -494,8 +494,102 @@ def test_alerts_without_a_rule_still_notify(database_url, service_env):
         s.flush()
         assert len(engine._write_outbox(s, alert, "bot", "trigger")) == 1
         assert len(engine.resolve(s, alert, "bot", "pinned by admin")) == 1
+    (trigger,) = payloads("trigger")
     (resolved,) = payloads("resolve")
-    assert resolved["summary"] == "bot: baseline_rejected resolved — pinned by admin"
+    # the event kind's own title, in the payload builder's texts (no rewrite afterwards)
+    title = "bot: automatic baseline refused (its windows read collapse)"
+    assert trigger["title"] == resolved["title"] == title
+    assert resolved["summary"] == f"{title} resolved — pinned by admin"
+
+
+# ---------------------------------------------------------------------------- a stream's share
+
+
+def share_window(estimate: float, low: float, high: float) -> dict:
+    """A stream window's Score JSON with a synthetic share split over two sources."""
+    by_source = {"gen-a": {"estimate": round(estimate * 0.65, 4),
+                           "low": round(low * 0.6, 4), "high": round(high * 0.7, 4)},
+                 "gen-b": {"estimate": round(estimate * 0.35, 4),
+                           "low": round(low * 0.3, 4), "high": round(high * 0.4, 4)}}
+    return {**score_json("healthy"), "synthetic_share": {
+        "estimate": estimate, "low": low, "high": high, "by_source": by_source,
+        "unexplained": 0.02}}
+
+
+def make_stream(name: str, max_share: float) -> int:
+    from sqlalchemy import update
+
+    model_id = make_model(name)
+    with session_scope() as s:
+        s.execute(update(MonitoredModel).where(MonitoredModel.id == model_id)
+                  .values(kind="stream", sources=[1, 2], max_synthetic_share=max_share))
+    return model_id
+
+
+def test_a_stream_alert_says_its_share_and_limit_and_every_channel_gets_the_sources(
+        database_url, service_env, monkeypatch):
+    from service.delivery import outbox
+    from tests.service.alert_fixtures import allow_loopback_channels
+    from tests.support import recording_server
+
+    allow_loopback_channels(monkeypatch)
+    with recording_server() as srv:
+        make_channel("hook", "webhook", {"url": srv.url + "/hook"})
+        make_channel("slack", "slack", {"webhook_url": srv.url + "/slack"})
+        make_channel("pd", "pagerduty", {"routing_key": "R" * 32, "url": srv.url + "/pd"})
+        stream = make_stream("demo-stream", 0.1)
+        for _ in range(3):
+            add_evaluation(stream, "healthy", result=share_window(0.31, 0.24, 0.38))
+        outcome = evaluate(stream)
+        assert alerts(stream) == [("synthetic_share", "warning", "firing")]
+        for nid in outcome.notification_ids:
+            assert outbox.deliver(nid).status == "sent"
+        hook = srv.received("/hook")[0].json()
+        slack = srv.received("/slack")[0].json()
+        pd = srv.received("/pd")[0].json()
+    title = "demo-stream: synthetic share 0.31 (95% 0.24–0.38) above its limit 0.10, 3 windows"
+    sources = ("by source: gen-a 0.20 (95% 0.14–0.27), gen-b 0.11 (95% 0.07–0.15); "
+               "unexplained 0.02")
+    # the phone's line, and a summary that names the run, the bound and each source
+    assert hook["title"] == pd["payload"]["summary"] == title
+    assert hook["summary"].startswith(title + ". Stream 'demo-stream' has its synthetic share "
+                                      "above its limit for 3 consecutive window(s) "
+                                      "(windows 0–2): the 95% lower bound 0.24 exceeds 0.10")
+    assert hook["summary"].endswith(sources)
+    # no collapse signal is named: the share is what this alert is about
+    assert "tail coverage" not in hook["summary"] and "sameness" not in hook["summary"]
+    assert title in slack["text"] and sources in slack["text"]
+    for details in (hook["details"], pd["payload"]["custom_details"]):
+        share = details["synthetic_share"]
+        assert (share["estimate"], share["low"], share["high"]) == (0.31, 0.24, 0.38)
+        assert share["max_synthetic_share"] == 0.1 and share["unexplained"] == 0.02
+        assert share["by_source"]["gen-a"] == {"estimate": 0.2015, "low": 0.144, "high": 0.266}
+        assert set(share["by_source"]) == {"gen-a", "gen-b"}
+
+
+def test_the_stream_resolve_says_the_share_now_and_which_windows_cleared_it(
+        database_url, service_env):
+    stream = make_stream("demo-stream", 0.1)
+    make_channel("hook", "webhook", {"url": "http://127.0.0.1:9/x"})
+    for _ in range(2):
+        add_evaluation(stream, "healthy", result=share_window(0.31, 0.24, 0.38))
+        evaluate(stream)
+    # the estimate is still above the limit, but its lower bound no longer is
+    for _ in range(2):
+        add_evaluation(stream, "healthy", result=share_window(0.12, 0.07, 0.17))
+        evaluate(stream)
+    assert alerts(stream) == [("synthetic_share", "warning", "resolved")]
+    (resolved,) = payloads("resolve")
+    assert resolved["summary"] == (
+        "demo-stream: synthetic share above its limit resolved — synthetic share now 0.12 "
+        "(95% 0.07–0.17), its 95% lower bound not above the limit 0.10 for 2 consecutive "
+        "window(s) (windows 2–3); by source: gen-a 0.08 (95% 0.04–0.12), gen-b 0.04 "
+        "(95% 0.02–0.07); unexplained 0.02")
+    assert "0.31" not in resolved["summary"]
+    with session_scope() as s:
+        alert = s.scalar(select(Alert).where(Alert.kind == "synthetic_share"))
+        assert alert.details["resolved_because"] == (
+            "2 consecutive window(s) with the share's lower bound within its limit")
 
 
 # ---------------------------------------------------------------------------- time rules
