@@ -29,7 +29,7 @@ class Message:
     """What a channel sends: one alert event, as stored in the outbox row."""
 
     notification_id: int
-    event: str  # trigger | acknowledge | resolve
+    event: str  # trigger | update | acknowledge | resolve
     payload: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,6 +1,8 @@
 """PagerDuty Events API v2 (https://developer.pagerduty.com/docs/events-api-v2/overview).
 
-``trigger`` opens (or appends to) the incident with our ``dedup_key``; ``acknowledge`` (an
+``trigger`` opens (or appends to) the incident with our ``dedup_key``; an ``update`` (the
+incident escalated or downgraded) is sent as a ``trigger`` with the same ``dedup_key``, which
+PagerDuty folds into the open incident with the new summary; ``acknowledge`` (an
 operator acknowledged the alert in collapsewatch) stops its escalation; ``resolve`` with the
 same key closes it. The dedup_key is deterministic per model and alert kind, so a retried
 trigger is folded into the same incident by PagerDuty itself. 202 means accepted; 400 is an

@@ -18,12 +18,25 @@ from service.channels.base import (
     require_http_url,
 )
 
-_EMOJI = {("trigger", "critical"): ":red_circle:", ("trigger", "warning"): ":warning:"}
+_EMOJI = {("trigger", "critical"): ":red_circle:", ("trigger", "warning"): ":warning:",
+          ("update", "critical"): ":arrow_up:", ("update", "warning"): ":arrow_down:"}
+
+
+def _update_head(p: dict) -> str:
+    """An update (one incident moving between the warning and the critical) reads as an
+    update, not as a new page: "UPDATED [critical] escalated to collapse from early collapse
+    (alert 3) — now bot: collapse — tail coverage …"."""
+    emoji = _EMOJI.get(("update", p.get("severity")), ":arrows_counterclockwise:")
+    change = ((p.get("details") or {}).get("supersedes_summary") or "").strip()
+    change = f" {change} —" if change else ""
+    return f"{emoji} UPDATED [{p.get('severity', '?')}]{change} now {p.get('title', '')}"
 
 
 def format_text(message: Message) -> str:
     p = message.payload
-    if message.event == "resolve":
+    if message.event == "update":
+        head = _update_head(p)
+    elif message.event == "resolve":
         head = f":white_check_mark: RESOLVED [{p.get('severity', '?')}] {p.get('title', '')}"
     elif message.event == "acknowledge":
         who = p.get("acknowledged_by") or "someone"
@@ -32,7 +45,12 @@ def format_text(message: Message) -> str:
     else:
         emoji = _EMOJI.get((message.event, p.get("severity")), ":bell:")
         head = f"{emoji} FIRING [{p.get('severity', '?')}] {p.get('title', '')}"
-    lines = [head, p.get("summary", "")]
+    summary = p.get("summary", "") or ""
+    change = ((p.get("details") or {}).get("supersedes_summary") or "").strip()
+    if message.event == "update" and change and summary.startswith(f"{change}. "):
+        # the head already says what changed
+        summary = summary[len(change) + 2:]
+    lines = [head, summary]
     if p.get("url"):
         lines.append(f"<{p['url']}|open in collapsewatch>")
     return "\n".join(line for line in lines if line)

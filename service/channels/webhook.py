@@ -2,8 +2,10 @@
 
 Headers sent with every request:
 
-- ``X-Collapsewatch-Event``: ``trigger``, ``acknowledge`` (someone acknowledged the alert in
-  collapsewatch; sent once, to the channels that got the trigger) or ``resolve``
+- ``X-Collapsewatch-Event``: ``trigger``, ``update`` (the incident moved between the warning
+  and the critical: same ``dedup_key``, the new alert's severity and text), ``acknowledge``
+  (someone acknowledged the alert in collapsewatch; sent once, to the channels that got the
+  trigger) or ``resolve``
 - ``X-Collapsewatch-Delivery`` / ``Idempotency-Key``: the same on every retry of one
   notification, so a receiver can drop duplicates
 - ``X-Collapsewatch-Signature``: ``t=<unix seconds>,sha256=<hex>`` when a secret is configured,

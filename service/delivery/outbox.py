@@ -17,14 +17,14 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from service.channels import ChannelConfigError, DeliveryError, Message, build_channel
 from service.domain.clock import as_utc_or_none, utcnow
 from service.domain.db import session_scope
 from service.domain.secrets import SecretKeyError, open_config
-from service.domain.tables import Channel, Notification
+from service.domain.tables import Alert, Channel, Notification
 from service.logging import get_logger
 from service.settings import Settings, get_settings
 
@@ -62,18 +62,27 @@ def _due(now: datetime):
                 Notification.next_attempt_at <= now)
 
 
-def _wait_for_trigger(session: Session, row: Notification, now: datetime) -> float | None:
-    """A resolve (or an acknowledgement) must not overtake its trigger on the same channel (a
-    resolve would leave a PagerDuty incident open forever, an acknowledgement would be lost).
-    Returns seconds to wait, or None when the trigger is final."""
-    if row.event == "trigger":
+def _wait_for_earlier(session: Session, row: Notification, now: datetime) -> float | None:
+    """A notification must not overtake an earlier one of the same incident on the same
+    channel. Returns seconds to wait, or None when every earlier one is final.
+
+    The incident is the ``dedup_key``, not the alert: the warning, the critical that
+    superseded it (an ``update``) and a later trigger after a downgrade all share it. So a
+    resolve or an acknowledgement waits for the trigger and any update before it (a resolve
+    first would leave a PagerDuty incident open forever, an acknowledgement would be lost),
+    an update waits for the trigger it updates, and a new trigger waits for the resolve that
+    closed the incident before it (else that resolve would close the new page)."""
+    key = session.scalar(select(Alert.dedup_key).where(Alert.id == row.alert_id))
+    if key is None:
         return None
-    trigger = session.scalar(select(Notification).where(
-        Notification.alert_id == row.alert_id, Notification.channel_id == row.channel_id,
-        Notification.event == "trigger"))
-    if trigger is None or trigger.status in FINAL:
+    due = session.scalar(
+        select(func.max(Notification.next_attempt_at))
+        .join(Alert, Alert.id == Notification.alert_id)
+        .where(Notification.channel_id == row.channel_id, Notification.id < row.id,
+               Notification.status.notin_(FINAL), Alert.dedup_key == key))
+    if due is None:
         return None
-    due = as_utc_or_none(trigger.next_attempt_at) or now
+    due = as_utc_or_none(due) or now
     return max(1.0, (due - now).total_seconds() + 1.0)
 
 
@@ -84,7 +93,7 @@ def _claim(notification_id: int, settings: Settings, now: datetime
         if row is None:
             return (Delivery("skipped", notification_id, error="no such notification"), None,
                     None, 0, None)
-        wait = _wait_for_trigger(session, row, now)
+        wait = _wait_for_earlier(session, row, now)
         if wait is not None:
             session.execute(update(Notification)
                             .where(Notification.id == notification_id,

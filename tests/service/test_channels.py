@@ -356,6 +356,98 @@ def test_an_acknowledgement_goes_where_the_trigger_went_and_waits_for_it(databas
     assert sent[0]["dedup_key"] == sent[1]["dedup_key"]
 
 
+def evaluate_windows(model_id: int, *healths: str) -> list[int]:
+    """Score windows one at a time as the pipeline would; the outbox ids they wrote."""
+    ids = []
+    for health in healths:
+        add_evaluation(model_id, health)
+        with session_scope() as s:
+            ids += engine.evaluate_model(s, model_id).notification_ids
+    return ids
+
+
+def test_an_escalation_and_a_downgrade_read_as_updates_on_every_channel(database_url,
+                                                                        service_env):
+    with recording_server() as srv:
+        make_channel("hook", "webhook", {"url": srv.url + "/hook"})
+        make_channel("slack", "slack", {"webhook_url": srv.url + "/slack"})
+        make_channel("pd", "pagerduty", {"routing_key": "R" * 32, "url": srv.url + "/pd"})
+        model_id = make_model()
+        evaluate_windows(model_id, "early_collapse", "early_collapse", "collapse", "collapse",
+                         "early_collapse", "early_collapse")
+        drain(datetime.now(UTC))
+        hooks = [r.json() for r in srv.received("/hook")]
+        slack = [r.json()["text"] for r in srv.received("/slack")]
+        pd = [r.json() for r in srv.received("/pd")]
+    with session_scope() as s:
+        warning, critical, _ = s.scalars(select(Alert.id).order_by(Alert.id)).all()
+    # the webhook says what happened, under one incident key
+    assert [h["event"] for h in hooks] == ["trigger", "update", "update"]
+    assert len({h["dedup_key"] for h in hooks}) == 1
+    assert [h["severity"] for h in hooks] == ["warning", "critical", "warning"]
+    # Slack: one page, then two updates, never a second FIRING
+    assert slack[0].startswith(":warning: FIRING [warning] bot: early collapse")
+    assert slack[1].startswith(
+        f":arrow_up: UPDATED [critical] escalated to collapse from early collapse (tails "
+        f"thinning) (alert {warning}) — now bot: collapse — ")
+    assert slack[2].startswith(
+        f":arrow_down: UPDATED [warning] downgraded to early collapse (tails thinning) from "
+        f"collapse (alert {critical}) — now bot: early collapse (tails thinning) — ")
+    assert all("FIRING" not in text for text in slack[1:])
+    # the change is said once, in the head, not again as the first line of the summary
+    assert all(text.count("escalated to") + text.count("downgraded to") == 1
+               for text in slack[1:])
+    # PagerDuty: an update is a trigger with the same dedup_key (folded into the incident)
+    assert [e["event_action"] for e in pd] == ["trigger", "trigger", "trigger"]
+    assert len({e["dedup_key"] for e in pd}) == 1
+    assert pd[1]["payload"]["severity"] == "critical"
+    assert pd[1]["payload"]["summary"].startswith("bot: collapse — ")
+
+
+def test_an_update_and_a_resolve_wait_for_the_incidents_earlier_events(database_url,
+                                                                       service_env):
+    with recording_server() as srv:
+        make_channel("hook", "webhook", {"url": srv.url})
+        model_id = make_model()
+        srv.fail_next(503, 3)  # the receiver is down while the incident runs its course
+        (trigger,) = evaluate_windows(model_id, "early_collapse", "early_collapse")
+        assert outbox.deliver(trigger).status == "retry"
+        (update,) = evaluate_windows(model_id, "collapse", "collapse")
+        (resolve,) = evaluate_windows(model_id, "healthy", "healthy")
+        # the update belongs to another alert (the critical) but to the same incident: it
+        # waits for the warning's trigger, and the critical's resolve waits for the update
+        assert outbox.deliver(update).status == "waiting"
+        assert outbox.deliver(resolve).status == "waiting"
+        assert row(update).attempts == row(resolve).attempts == 0
+        drain(datetime.now(UTC), step=timedelta(seconds=30))
+        sent = [r.json() for r in srv.received()]
+    assert [(e["event"], e["notification_id"]) for e in sent] == [
+        ("trigger", trigger), ("update", update), ("resolve", resolve)]
+    assert len({e["dedup_key"] for e in sent}) == 1
+
+
+def test_a_new_page_waits_for_the_resolve_that_closed_the_incident_before_it(database_url,
+                                                                             service_env):
+    with recording_server() as srv:
+        make_channel("pd", "pagerduty", {"routing_key": "R" * 32, "url": srv.url},
+                     min_severity="critical")
+        model_id = make_model()
+        (first,) = evaluate_windows(model_id, "collapse", "collapse")
+        assert outbox.deliver(first).status == "sent"
+        # a downgrade resolves the critical-only pager's incident ...
+        (cleared,) = evaluate_windows(model_id, "early_collapse", "early_collapse")
+        srv.fail_next(502)
+        assert outbox.deliver(cleared).status == "retry"
+        # ... and collapse again pages it with the same key: that page must come after the
+        # resolve, or the late resolve would close the new incident
+        (again,) = evaluate_windows(model_id, "collapse", "collapse")
+        assert outbox.deliver(again).status == "waiting"
+        drain(datetime.now(UTC), step=timedelta(seconds=30))
+        sent = [r.json() for r in srv.received()]
+    assert [e["event_action"] for e in sent] == ["trigger", "resolve", "trigger"]
+    assert len({e["dedup_key"] for e in sent}) == 1
+
+
 def test_two_workers_with_the_same_id_send_once(database_url, service_env):
     def slow(_req):
         time.sleep(0.5)
