@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import pytest
+import yaml
 
 from tests.conftest import need_program
 from tests.dashboards.helpers import (
@@ -17,7 +21,7 @@ from tests.dashboards.helpers import (
     substitute,
     targets,
 )
-from tests.support import REPO
+from tests.support import REPO, free_port, process, recording_server, wait_http
 
 NAMES = [p.name for p in GRAFANA_DASHBOARDS]
 
@@ -129,3 +133,137 @@ def test_model_detail_shows_the_semantic_metrics():
     for metric in ("semantic_similarity", "semantic_vendi", "semantic_recall", "topic_recall",
                    "rare_topic_recall", "topic_entropy"):
         assert metric in text, metric
+
+
+# ---------------------------------------------------------------------------- streams
+
+
+def stream_targets() -> list[tuple[dict, dict]]:
+    d = load_dashboard(GRAFANA / "dashboards" / "model-detail.json")
+    return [(p, t) for p, t in targets(d) if "collapsewatch_synthetic_share" in t["expr"]]
+
+
+def test_model_detail_shows_a_streams_share_with_its_interval_and_limit():
+    found = stream_targets()
+    text = "\n".join(t["expr"] for _, t in found)
+    for series in ("collapsewatch_synthetic_share{", "collapsewatch_synthetic_share_low{",
+                   "collapsewatch_synthetic_share_high{", "collapsewatch_synthetic_share_max{",
+                   "collapsewatch_synthetic_share_unexplained{"):
+        assert series in text, series
+    assert all('model="$model"' in t["expr"] for _, t in found)
+    # the interval is shaded between its bounds, as the signal panels shade their band
+    (panel,) = {id(p): p for p, t in found if "_low" in t["expr"]}.values()
+    legends = {t["legendFormat"] for t in panel["targets"]}
+    fills = [(o["matcher"]["options"], prop["value"])
+             for o in panel["fieldConfig"]["overrides"] for prop in o["properties"]
+             if prop["id"] == "custom.fillBelowTo"]
+    assert len(fills) == 1 and set(fills[0]) <= legends
+
+
+def _share(estimate: float, sources: dict[str, float]) -> dict:
+    from tests.service.alert_fixtures import score_json
+
+    return {**score_json("healthy"), "synthetic_share": {
+        "estimate": estimate, "low": estimate - 0.05, "high": estimate + 0.05,
+        "unexplained": 0.01,
+        "by_source": {k: {"estimate": v, "low": v - 0.05, "high": v + 0.05}
+                      for k, v in sources.items()}}}
+
+
+def _streams_metrics(client) -> str:
+    """/metrics of a model and of two streams (one and three sources), each with one
+    scored window."""
+    from sqlalchemy import update
+
+    from service.domain.db import session_scope
+    from service.domain.tables import Baseline, MonitoredModel
+    from service.exporter.prometheus import CACHE
+    from tests.service.alert_fixtures import add_evaluation, make_model
+
+    generator = make_model("generator")
+    ids = {}
+    with session_scope() as s:
+        model = s.get(MonitoredModel, generator)
+        for name in ("gen-a", "gen-b", "gen-c"):
+            row = Baseline(model_id=generator, reference_id=model.reference_id, name=name,
+                           sha256=name.ljust(64, "0"), source="upload", document_count=300,
+                           token_count=9000, profile=b"placeholder", human_ratios={})
+            s.add(row)
+            s.flush()
+            ids[name] = row.id
+    shares = {"crawl-1": {"gen-a": 0.3}, "crawl-3": {"gen-a": 0.2, "gen-b": 0.1, "gen-c": 0.05}}
+    for name, by_source in shares.items():
+        model_id = make_model(name)
+        with session_scope() as s:
+            s.execute(update(MonitoredModel).where(MonitoredModel.id == model_id)
+                      .values(kind="stream", sources=[ids[k] for k in by_source],
+                              max_synthetic_share=0.1))
+        add_evaluation(model_id, "healthy", result=_share(sum(by_source.values()), by_source))
+    add_evaluation(generator, "healthy")
+    CACHE.clear()
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    return r.text
+
+
+def _series(text: str, model: str) -> int:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(1 for f in text_string_to_metric_families(text) for s in f.samples
+               if s.labels.get("model") == model)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_streams_share_panels_answer_from_a_real_prometheus(client, database_url, tmp_path):
+    prometheus = need_program("prometheus")
+    text = _streams_metrics(client)
+    # what a stream costs in series, measured on /metrics (dashboards/README.md): its
+    # sources and "all", three series each (estimate, low, high), plus the limit and the
+    # unexplained share
+    model = _series(text, "generator")
+    assert _series(text, "crawl-1") - model == 3 * (1 + 1) + 2
+    assert _series(text, "crawl-3") - model == 3 * (3 + 1) + 2
+
+    def serve(_req):
+        return 200, {"content-type": "text/plain; version=0.0.4"}, text.encode()
+
+    with recording_server(serve) as exporter:
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "collapsewatch", "scrape_timeout": "1s",
+                                "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}],
+        }))
+        url = f"http://127.0.0.1:{port}"
+        with process([prometheus, f"--config.file={config}",
+                      f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                      f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                     tmp_path / "prometheus.log") as prom:
+            wait_http(f"{url}/-/ready", timeout=60, proc=prom.popen)
+
+            def query(expr: str) -> list[dict]:
+                r = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
+                assert r.status_code == 200, (expr, r.text)
+                return r.json()["data"]["result"]
+
+            deadline = time.monotonic() + 60
+            while not query('up{job="collapsewatch"} == 1'):
+                assert time.monotonic() < deadline, prom.log()
+                time.sleep(0.2)
+            for stream, sources in (("crawl-1", {"gen-a"}), ("crawl-3", {"gen-a", "gen-b",
+                                                                         "gen-c"})):
+                for panel, target in stream_targets():
+                    expr = substitute(target["expr"], model=stream)
+                    result = query(expr)
+                    assert result, f"{panel['title']}: {expr}"
+                    if "source!=" in expr:  # one line per source
+                        assert {r["metric"]["source"] for r in result} == sources
+                    else:
+                        assert len(result) == 1, (expr, result)
+            (limit,) = query('collapsewatch_synthetic_share_max{model="crawl-3"}')
+            assert float(limit["value"][1]) == pytest.approx(0.1)
+            (share,) = query('collapsewatch_synthetic_share{model="crawl-3", source="all"}')
+            assert float(share["value"][1]) == pytest.approx(0.35)
+            # a model that is not a stream has none of these series
+            assert not query('{__name__=~"collapsewatch_synthetic_share.*", model="generator"}')
