@@ -15,9 +15,15 @@ raises :class:`EmbedderUnavailable` whose message says why; scoring then stays l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
-from collections.abc import Sequence
+import json
+import os
+import struct
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from os import PathLike
 from pathlib import Path
@@ -79,11 +85,28 @@ def release_freed_memory() -> None:
 
 
 def _sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    """A file's sha256, once per process while its size and modification time stay: the
+    pinned check and the identity read the same 23 MB file."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def model_identity(model_path: str | PathLike, tokenizer_path: str | PathLike,
+                   name: str | None = None) -> str:
+    """The identity of an embedding model (see :class:`Embedder`): its name and both files'
+    hashes, known without loading the model."""
+    model_path = Path(model_path)
+    return (f"{name or model_path.stem}:{_sha256(model_path)[:16]}:"
+            f"{_sha256(Path(tokenizer_path))[:16]}")
 
 
 class OnnxEmbedder:
@@ -139,9 +162,7 @@ class OnnxEmbedder:
             )
         shape = self._session.get_outputs()[0].shape
         self.dim = int(shape[-1]) if isinstance(shape[-1], int) else len(self.embed(["a"])[0])
-        self.identity = (
-            f"{self.name}:{_sha256(self.model_path)[:16]}:{_sha256(self.tokenizer_path)[:16]}"
-        )
+        self.identity = model_identity(self.model_path, self.tokenizer_path, self.name)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = [str(t) for t in texts]
@@ -239,13 +260,7 @@ def load_embedder(
         raise EmbedderUnavailable(
             f"{exc.name} is not installed (pip install 'collapsewatch[embeddings]')"
         ) from exc
-    name = None
-    if model_path is None:
-        model_path, tokenizer_path = default_model_files()
-        name = DEFAULT_MODEL_NAME
-    for label, path in (("model", model_path), ("tokenizer", tokenizer_path)):
-        if not Path(path).is_file():
-            raise EmbedderUnavailable(f"embedding {label} file {path} does not exist")
+    model_path, tokenizer_path, name = _model_files(model_path, tokenizer_path)
     try:
         return OnnxEmbedder(model_path, tokenizer_path, max_tokens=max_tokens, threads=threads,
                             name=name)
@@ -253,6 +268,21 @@ def load_embedder(
         raise
     except Exception as exc:  # onnxruntime/tokenizers say what is wrong with the file
         raise EmbedderUnavailable(f"cannot load embedding model {model_path}: {exc}") from exc
+
+
+def _model_files(
+    model_path: str | PathLike | None, tokenizer_path: str | PathLike | None
+) -> tuple[Path, Path, str | None]:
+    """(model, tokenizer, name): the configured files, or the pinned default's (checked);
+    raises :class:`EmbedderUnavailable` for a missing one."""
+    name = None
+    if model_path is None:
+        model_path, tokenizer_path = default_model_files()
+        name = DEFAULT_MODEL_NAME
+    for label, path in (("model", model_path), ("tokenizer", tokenizer_path)):
+        if not Path(path).is_file():
+            raise EmbedderUnavailable(f"embedding {label} file {path} does not exist")
+    return Path(model_path), Path(tokenizer_path), name
 
 
 @lru_cache(maxsize=4)
@@ -270,3 +300,227 @@ def shared_embedder(
     since loading costs ~0.3 s and ~60 MB. Thread-safe to use: onnxruntime sessions are."""
     return _cached(None if model_path is None else str(model_path),
                    None if tokenizer_path is None else str(tokenizer_path))
+
+
+# ------------------------------------------------------------------ embedding cache
+#
+# The offline CLI scores the same file again and again (a CI job, a notebook): embedding
+# its 256-document semantic sample costs ~1-2 s of CPU and loading the model ~0.5 s, more
+# than everything else of a repeated score. Vectors are kept on local files, content
+# addressed: one entry per ``embed`` call, keyed by the model (identity, truncation) and
+# every text of the call. Per call rather than per text because a text's vector can differ
+# in its last bits with the batch it was padded in: an entry returns exactly the vectors
+# the model gave for exactly these texts.
+
+DEFAULT_CACHE_BYTES = 256 * 2**20
+_CACHE_MAGIC = b"COLLAPSEWATCH-EMBEDDINGS-1\n"
+_CACHE_HEADER = struct.Struct("<II32s")  # texts, dimension, sha256 of the vectors
+_PRUNE_TO = 0.75  # pruning leaves this share of the bound, so not every write prunes
+
+
+class EmbeddingCache:
+    """Embedding vectors of one model under ``root/<model key>/<call key>.vec``.
+
+    An entry is its magic, (texts, dim, sha256 of the vectors) and the float32 vectors; one
+    that does not check out is a miss (and is rewritten by the next :meth:`put`). Entries
+    are written to a temporary name and renamed, so concurrent processes never read half
+    of one. All entries under ``root`` together are kept under ``max_bytes`` by deleting
+    the least recently used (a hit touches its file). Any failure is a miss: vectors can
+    always be computed. ``hits``, ``misses`` and ``writes`` count this object's calls.
+    """
+
+    def __init__(self, root: str | PathLike, identity: str, max_tokens: int = DEFAULT_MAX_TOKENS,
+                 max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.root = Path(root)
+        self.identity, self.max_tokens, self.max_bytes = identity, int(max_tokens), int(max_bytes)
+        model_key = hashlib.sha256(f"{identity}\0{self.max_tokens}".encode()).hexdigest()[:32]
+        self.dir = self.root / model_key
+        self.hits = self.misses = self.writes = 0
+
+    def _key(self, texts: Sequence[str]) -> str:
+        digest = hashlib.sha256(self.dir.name.encode())
+        for text in texts:
+            raw = text.encode("utf-8", "surrogatepass")
+            digest.update(len(raw).to_bytes(8, "little"))  # no two lists share a stream
+            digest.update(raw)
+        return digest.hexdigest()
+
+    def _path(self, texts: Sequence[str]) -> Path:
+        return self.dir / f"{self._key(texts)}.vec"
+
+    def get(self, texts: Sequence[str]) -> np.ndarray | None:
+        """The cached (len(texts), dim) vectors of exactly these texts, or None."""
+        path = self._path(texts)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            self.misses += 1
+            return None
+        vectors = _decode(data, len(texts))
+        if vectors is None:
+            self.misses += 1
+            return None
+        try:
+            os.utime(path)  # recently used: pruned last
+        except OSError:
+            pass
+        self.hits += 1
+        return vectors
+
+    def put(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(texts):
+            raise ValueError(f"{len(texts)} texts, vectors of shape {vectors.shape}")
+        payload = vectors.tobytes()
+        header = _CACHE_HEADER.pack(len(texts), vectors.shape[1],
+                                    hashlib.sha256(payload).digest())
+        if self._write(self._path(texts), _CACHE_MAGIC + header + payload):
+            self.writes += 1
+            self._prune()
+
+    @property
+    def dim(self) -> int | None:
+        """The model's dimension, when a model with this identity was loaded with this cache
+        before (:meth:`remember`); None otherwise."""
+        try:
+            meta = json.loads((self.dir / "model.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or meta.get("identity") != self.identity:
+            return None
+        dim = meta.get("dim")
+        return dim if isinstance(dim, int) and dim > 0 else None
+
+    def remember(self, dim: int) -> None:
+        """Record that this model loaded, and its dimension."""
+        if self.dim != dim:
+            meta = {"identity": self.identity, "max_tokens": self.max_tokens, "dim": int(dim)}
+            self._write(self.dir / "model.json", json.dumps(meta).encode())
+
+    def _write(self, path: Path, data: bytes) -> bool:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError:
+            # a read-only or full disk costs an embedding next time, nothing else
+            return False
+        return True
+
+    def _prune(self) -> None:
+        entries = []
+        for path in self.root.glob("*/*.vec"):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # removed by another process meanwhile
+            entries.append((stat.st_mtime_ns, stat.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        if total <= self.max_bytes:
+            return
+        for _, size, path in sorted(entries)[:-1]:  # oldest first; never the newest
+            if total <= self.max_bytes * _PRUNE_TO:
+                break
+            with contextlib.suppress(OSError):
+                path.unlink()
+            total -= size
+
+
+def _decode(data: bytes, n_texts: int) -> np.ndarray | None:
+    start = len(_CACHE_MAGIC)
+    if not data.startswith(_CACHE_MAGIC) or len(data) < start + _CACHE_HEADER.size:
+        return None
+    n, dim, digest = _CACHE_HEADER.unpack_from(data, start)
+    payload = data[start + _CACHE_HEADER.size:]
+    if n != n_texts or dim < 1 or len(payload) != n * dim * 4:
+        return None
+    if hashlib.sha256(payload).digest() != digest:
+        return None
+    return np.frombuffer(payload, dtype=np.float32).reshape(n, dim).copy()
+
+
+class CachedEmbedder:
+    """An :class:`Embedder` that answers from an :class:`EmbeddingCache` and loads its model
+    (``load()``) only for texts the cache does not hold. ``model_loads`` says whether it did."""
+
+    def __init__(self, identity: str, load: Callable[[], Embedder], cache: EmbeddingCache) -> None:
+        self.identity, self.cache = identity, cache
+        self._load, self._model = load, None
+        self._lock = threading.Lock()
+        self._dim = cache.dim
+        self.model_loads = 0
+
+    def model(self) -> Embedder:
+        """The model, loaded now if it was not (raises :class:`EmbedderUnavailable`)."""
+        with self._lock:
+            if self._model is None:
+                model = self._load()
+                if model.identity != self.identity:
+                    raise EmbedderUnavailable(
+                        f"embedding model files changed while loading ({model.identity}, "
+                        f"expected {self.identity})")
+                self._model, self._dim = model, model.dim
+                self.model_loads += 1
+                self.cache.remember(model.dim)
+            return self._model
+
+    @property
+    def dim(self) -> int:
+        return self._dim if self._dim is not None else self.model().dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.cache.get(texts)
+        if vectors is not None and vectors.shape[1] == self.dim:
+            return vectors
+        vectors = self.model().embed(texts)
+        self.cache.put(texts, vectors)
+        return vectors
+
+    def __repr__(self) -> str:
+        return f"CachedEmbedder({self.identity}, {self.cache.dir})"
+
+
+def cached_embedder(
+    model_path: str | PathLike | None,
+    tokenizer_path: str | PathLike | None,
+    cache_dir: str | PathLike,
+    *,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_bytes: int = DEFAULT_CACHE_BYTES,
+) -> tuple[CachedEmbedder | None, str | None]:
+    """:func:`shared_embedder`'s model with its vectors kept in ``cache_dir``: (embedder,
+    None) or (None, reason).
+
+    The model is loaded when a text is not in the cache, and at once when this cache has
+    never seen this model (identity: name and file hashes) load: a model that does not load
+    is reported here, as by :func:`load_embedder`, not in the middle of scoring.
+    """
+    if (model_path is None) != (tokenizer_path is None):
+        return None, "an embedding model needs both a model.onnx path and its tokenizer.json path"
+    for package in ("onnxruntime", "tokenizers"):
+        if _package_dir(package) is None:
+            return None, f"{package} is not installed (pip install 'collapsewatch[embeddings]')"
+    try:
+        model, tokenizer, name = _model_files(model_path, tokenizer_path)
+        identity = model_identity(model, tokenizer, name)
+    except (EmbedderUnavailable, OSError) as exc:
+        return None, str(exc)
+    cache = EmbeddingCache(cache_dir, identity, max_tokens, max_bytes)
+    embedder = CachedEmbedder(
+        identity, lambda: load_embedder(model_path, tokenizer_path, max_tokens=max_tokens), cache)
+    if cache.dim is None:
+        try:
+            embedder.model()
+        except EmbedderUnavailable as exc:
+            return None, str(exc)
+    return embedder, None

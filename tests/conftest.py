@@ -20,6 +20,7 @@ from tests.support import REPO
 # the offline CLI keeps computed bands under ~/.cache unless told otherwise; tests (and the
 # processes they start) must neither write there nor read bands an earlier run left
 os.environ.setdefault("COLLAPSEWATCH_BAND_CACHE_DIR", "off")
+os.environ.setdefault("COLLAPSEWATCH_EMBEDDING_CACHE_DIR", "off")  # and window embeddings
 REQUIRE_SERVERS = bool(os.environ.get("COLLAPSEWATCH_TEST_REQUIRE_SERVERS") or os.environ.get("CI"))
 POSTGRES_URL = os.environ.get("COLLAPSEWATCH_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("COLLAPSEWATCH_TEST_REDIS_URL")

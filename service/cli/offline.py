@@ -115,11 +115,21 @@ def _embedder():
     """The embedding model exactly as the worker gets it (``COLLAPSEWATCH_EMBEDDING_MODEL``
     and ``_TOKENIZER``, else the pinned default): (embedder, None) or (None, why). A model
     configured but unloadable is a one-line error, not a silently lexical profile; without
-    a configured model and without the default one, scoring stays lexical (as the worker)."""
-    from service.domain.profiles import configured_embedder
-
+    a configured model and without the default one, scoring stays lexical (as the worker).
+    With the embedding cache on (:func:`embedding_cache_dir`), vectors of texts embedded
+    before are read from it and the model is loaded only for new texts."""
     settings = get_settings()
-    embedder, reason = configured_embedder()
+    cache = embedding_cache_dir()
+    if cache is None:
+        from service.domain.profiles import configured_embedder
+
+        embedder, reason = configured_embedder()
+    else:
+        from metrics.embedding import cached_embedder
+
+        # one per command: its hit and miss counts are that command's
+        embedder, reason = cached_embedder(settings.embedding_model,
+                                           settings.embedding_tokenizer, cache)
     if embedder is None and (settings.embedding_model is not None
                              or settings.embedding_tokenizer is not None):
         raise CliError(f"COLLAPSEWATCH_EMBEDDING_MODEL: {reason}")
@@ -136,6 +146,26 @@ def band_cache_dir() -> Path | None:
         return None if explicit.lower() == "off" else Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "collapsewatch" / "bands"
+
+
+def embedding_cache_dir() -> Path | None:
+    """Where the CLI keeps window embeddings: ``COLLAPSEWATCH_EMBEDDING_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/collapsewatch/embeddings`` (``~/.cache/...``); ``off`` disables it."""
+    import os
+
+    explicit = os.environ.get("COLLAPSEWATCH_EMBEDDING_CACHE_DIR")
+    if explicit:
+        return None if explicit.lower() == "off" else Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "collapsewatch" / "embeddings"
+
+
+def _log_embedding_cache(embedder) -> None:
+    cache = getattr(embedder, "cache", None)
+    if cache is not None:
+        log.info("embedding cache", extra={
+            "hits": cache.hits, "misses": cache.misses, "writes": cache.writes,
+            "model_loaded": embedder.model_loads > 0, "cache_dir": str(cache.dir)})
 
 
 def _save(profile, path: str) -> None:
@@ -307,7 +337,8 @@ def cmd_baseline_build(args: argparse.Namespace) -> int:
     import metrics
 
     reference = _load(args.reference, "reference")
-    reference.use_embedder(*_embedder())
+    embedder = _embedder()
+    reference.use_embedder(*embedder)
     docs = read_all(args.inputs, args.field)
     cfg = metrics.ReferenceConfig(
         band_sizes=args.band_sizes, min_documents=args.min_documents,
@@ -315,7 +346,7 @@ def cmd_baseline_build(args: argparse.Namespace) -> int:
     )
     try:
         baseline = metrics.build_baseline(docs, reference, args.name, config=cfg,
-                                          embedder=_embedder()[0])
+                                          embedder=embedder[0])
     except metrics.MetricsError as exc:
         raise CliError(str(exc)) from None
     _save(baseline, args.output)
@@ -332,6 +363,7 @@ def cmd_baseline_build(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     import metrics.semantic
+    from metrics.embedding import EmbedderUnavailable
 
     reference = _load(args.reference, "reference", band_context="reference")
     baseline = (_load(args.baseline, "baseline",
@@ -358,6 +390,9 @@ def cmd_score(args: argparse.Namespace) -> int:
                 result["evidence"]["probe_topics"] = entries
     except metrics.MetricsError as exc:
         raise CliError(str(exc)) from None
+    except EmbedderUnavailable as exc:  # a cached model that no longer loads
+        raise CliError(f"embedding model: {exc}") from None
+    _log_embedding_cache(reference.embedder)
     if len(results) == 1:
         output, health = results[0], results[0]["health"]
     else:

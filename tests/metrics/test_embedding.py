@@ -98,3 +98,111 @@ def test_a_configured_model_by_path_has_its_own_identity(tmp_path, embedder):
     # same weights: same vectors; the identity names the file hashes, not the path
     assert other.identity.split(":")[1:] == embedder.identity.split(":")[1:]
     assert np.allclose(other.embed(["hello world"]), embedder.embed(["hello world"]), atol=1e-6)
+
+
+# ------------------------------------------------------------------ the embedding cache
+
+
+def _cached(tmp_path, **kw):
+    from metrics.embedding import cached_embedder
+
+    embedder, reason = cached_embedder(None, None, tmp_path / "cache", **kw)
+    assert reason is None, reason
+    return embedder
+
+
+TEXTS = ["the quick brown fox jumps over the lazy dog", "hi", "a third, longer text about rain"]
+
+
+def test_a_cache_hit_gives_the_models_exact_vectors_without_loading_it(tmp_path, embedder):
+    first = _cached(tmp_path)
+    # a cache that never saw this model load loads it at once (a broken model is reported
+    # before scoring, not in the middle of it)
+    assert first.model_loads == 1
+    vectors = first.embed(TEXTS)
+    assert np.array_equal(vectors, embedder.embed(TEXTS))
+    assert (first.cache.hits, first.cache.misses, first.cache.writes) == (0, 1, 1)
+    # a new embedder on the same cache (a new process): dimension and vectors from the
+    # cache, the model never loaded
+    again = _cached(tmp_path)
+    assert again.model_loads == 0 and again.dim == embedder.dim
+    assert np.array_equal(again.embed(TEXTS), vectors)
+    assert (again.cache.hits, again.cache.misses, again.model_loads) == (1, 0, 0)
+    # other texts (or the same in another order) are a miss: the model is loaded for them
+    again.embed(TEXTS[::-1])
+    assert (again.cache.misses, again.model_loads) == (1, 1)
+    assert len(list((tmp_path / "cache").rglob("*.vec"))) == 2
+
+
+def test_a_corrupt_cache_entry_is_ignored_and_rewritten(tmp_path, embedder):
+    first = _cached(tmp_path)
+    vectors = first.embed(TEXTS)
+    (entry,) = (tmp_path / "cache").rglob("*.vec")
+    for damage in (lambda b: b[:-7], lambda b: b[:-4] + bytes(4 * [b[-1] ^ 0xFF]), lambda b: b""):
+        entry.write_bytes(damage(entry.read_bytes()))
+        again = _cached(tmp_path)
+        assert np.array_equal(again.embed(TEXTS), vectors)
+        assert (again.cache.hits, again.cache.misses, again.cache.writes) == (0, 1, 1)
+        assert again.model_loads == 1
+        # rewritten: the next one is a hit
+        third = _cached(tmp_path)
+        assert np.array_equal(third.embed(TEXTS), vectors) and third.model_loads == 0
+
+
+def test_cache_keys_name_the_model_its_truncation_and_every_text(tmp_path):
+    from metrics.embedding import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path, "model-a:1234:5678")
+    vectors = np.eye(3, 4, dtype=np.float32)
+    cache.put(["a", "b", "c"], vectors)
+    assert np.array_equal(cache.get(["a", "b", "c"]), vectors)
+    for other in (EmbeddingCache(tmp_path, "model-b:1234:5678"),
+                  EmbeddingCache(tmp_path, "model-a:1234:5678", max_tokens=64)):
+        assert other.get(["a", "b", "c"]) is None
+    for texts in (["a", "b"], ["ab", "c"], ["a", "bc"], ["c", "b", "a"], ["a", "b", "c", ""]):
+        assert cache.get(texts) is None, texts
+
+
+def test_the_cache_stays_under_its_size_dropping_the_least_recently_used(tmp_path):
+    import os
+
+    from metrics.embedding import EmbeddingCache
+
+    vectors = np.ones((10, 100), dtype=np.float32)  # ~4 kB an entry
+    size = 4_000 + 200
+    cache = EmbeddingCache(tmp_path, "m:1:2", max_bytes=5 * size)
+    for i in range(5):
+        cache.put([f"text {i}"] * 10, vectors)
+        path = cache._path([f"text {i}"] * 10)
+        os.utime(path, ns=(i * 10**9, i * 10**9))  # distinct ages, oldest first
+    assert cache.get(["text 0"] * 10) is not None  # used again: now the most recent
+    cache.put(["text 5"] * 10, vectors)  # over the bound: prune
+    kept = {p.name for p in tmp_path.rglob("*.vec")}
+    assert sum(p.stat().st_size for p in tmp_path.rglob("*.vec")) <= 5 * size
+    assert cache._path(["text 0"] * 10).name in kept
+    assert cache._path(["text 5"] * 10).name in kept
+    assert cache._path(["text 1"] * 10).name not in kept
+
+
+def test_an_unwritable_cache_still_embeds(tmp_path, embedder):
+    from metrics.embedding import cached_embedder
+
+    (tmp_path / "file").write_text("")
+    cached, reason = cached_embedder(None, None, tmp_path / "file" / "cache")
+    assert reason is None
+    assert np.array_equal(cached.embed(TEXTS), embedder.embed(TEXTS))
+    assert cached.cache.writes == 0
+
+
+def test_a_cached_embedder_reports_a_model_that_does_not_load(tmp_path):
+    from metrics.embedding import cached_embedder
+
+    model, tokenizer = default_model_files()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model")
+    embedder, reason = cached_embedder(bad, tokenizer, tmp_path / "cache")
+    assert embedder is None and "bad.onnx" in reason
+    embedder, reason = cached_embedder(tmp_path / "missing.onnx", tokenizer, tmp_path / "c")
+    assert embedder is None and "does not exist" in reason
+    embedder, reason = cached_embedder(model, None, tmp_path / "c")
+    assert embedder is None and "tokenizer" in reason
