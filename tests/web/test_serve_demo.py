@@ -95,6 +95,19 @@ def test_serve_demo_shows_a_collapse_and_an_alert_within_minutes(served_demo, ch
                    interval=3)
     assert {a["kind"] for a in alerts} & {"early_collapse", "collapse"}
 
+    # the evidence names what the loop over-produces and what it lost, once generations in
+    # (the first collapsed windows may list only one or two of each)
+    def shows_what_changed() -> dict | None:
+        latest = _evaluations(base, demo.RECURSIVE)[0]
+        evidence = httpx.get(f"{base}/api/v1/models/{demo.RECURSIVE}/evaluations/{latest['id']}",
+                             timeout=30).json().get("evidence") or {}
+        return (evidence if evidence.get("overrepresented") and len(evidence.get("vanished") or [])
+                >= 10 else None)
+
+    remaining = 7 * 60 - (time.monotonic() - served_demo.started)
+    _wait("demo-recursive's evidence to list phrases and vanished words", shows_what_changed,
+          timeout=max(60.0, remaining), proc=proc, interval=5)
+
     stable = [e["health"] for e in _evaluations(base, demo.STABLE)]
     assert stable and stable[0] == "healthy", stable
     assert stable.count("healthy") >= 0.8 * len(stable), stable
@@ -111,7 +124,7 @@ def test_serve_demo_shows_a_collapse_and_an_alert_within_minutes(served_demo, ch
         page.goto(base + "/")
         page.wait_for_selector(f"#model-{demo.RECURSIVE} svg.chart-svg circle.pt",
                                timeout=30_000)
-        page.wait_for_selector(f"#model-{demo.STABLE} svg.chart-svg circle.pt", timeout=30_000)
+        page.wait_for_selector(f"#model-{demo.STABLE} svg.chart-svg circle.pt", timeout=60_000)
         page.wait_for_selector("tr.alert.firing")
         assert page.locator(f"#model-{demo.RECURSIVE} .card-head .badge").get_attribute(
             "data-health") in ("early_collapse", "collapse")
@@ -127,6 +140,7 @@ def test_serve_demo_shows_a_collapse_and_an_alert_within_minutes(served_demo, ch
         print(f"demo-recursive window {latest.get('against')}: {len(phrases)} phrases "
               f"{phrases[:5]}, {len(vanished)} vanished words {vanished[:8]}")
         assert phrases == [p["ngram"] for p in latest["overrepresented"]]
+        assert phrases and vanished, "the page shows no phrases or no vanished words"
         page.screenshot(path=str(artifacts_dir / "serve-demo.png"), full_page=True)
         assert errors == []
     finally:
