@@ -77,7 +77,7 @@ def _key_id(text: str) -> int:
 
 
 def register(sub) -> None:
-    from service.domain.keys import SCOPES
+    from service.domain.scopes import SCOPES  # not .keys: that imports the database layer
 
     p = sub.add_parser("keys", help="API keys: create, list, revoke")
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION")

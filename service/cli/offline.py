@@ -61,8 +61,6 @@ def probe_answers(path: str, field: str) -> list[tuple[str, str]]:
     ``attributes`` carry ``"rare_topic": true`` (as ``collapsewatch collect openai`` writes
     them), topic from ``attributes.topic``. Other formats and stdin carry no attributes.
     Called after :func:`read_documents` accepted the file, so every line parses."""
-    from service.domain.probes import UNNAMED
-
     if path == "-" or Path(path).suffix.lower() != ".jsonl":
         return []
     out = []
@@ -72,8 +70,13 @@ def probe_answers(path: str, field: str) -> list[tuple[str, str]]:
         row = json.loads(line)
         attrs = row.get("attributes") if isinstance(row, dict) else None
         if isinstance(attrs, dict) and attrs.get("rare_topic") is True:
-            out.append((str(attrs.get("topic") or UNNAMED), row[field]))
-    return out
+            out.append((attrs.get("topic"), row[field]))
+    if any(not topic for topic, _ in out):
+        # imported only when needed: service.domain.probes brings in the database layer
+        from service.domain.probes import UNNAMED
+
+        out = [(str(topic or UNNAMED), text) for topic, text in out]
+    return [(str(topic), text) for topic, text in out]
 
 
 def read_all(paths: Sequence[str], field: str) -> list[str]:
@@ -104,10 +107,12 @@ def _load(path: str, what: str, band_context: str | None = None):
         raise CliError(f"cannot read {what} file {path}: {exc.strerror}") from None
     root = band_cache_dir()
     if band_context is not None and root is not None:
-        from metrics.band_cache_dir import DirectoryBandStore
-        from service.domain.band_cache import profile_key
+        from metrics.band_cache_dir import DirectoryBandStore, band_key
+        from service import __version__
 
-        profile.band_store = DirectoryBandStore(root, profile_key(data, band_context))
+        # the server's band cache key (service.domain.band_cache.profile_key), without
+        # importing the database layer
+        profile.band_store = DirectoryBandStore(root, band_key(data, band_context, __version__))
     return profile
 
 
@@ -373,7 +378,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise CliError(f"baseline file {args.baseline} holds a {baseline.kind}, not a baseline")
     if reference.kind != "reference":
         raise CliError(f"reference file {args.reference} holds a {reference.kind}, not a reference")
-    reference.use_embedder(*_embedder())
+    if reference.semantic is not None:
+        # a reference without embeddings scores lexically whatever the model: not loaded
+        reference.use_embedder(*_embedder())
     if args.inputs.count("-") > 1:
         raise CliError("standard input (-) can be given only once")
     # read every file first: a bad last file fails before minutes of scoring

@@ -15,7 +15,6 @@ never a failed evaluation.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from datetime import UTC, datetime, timedelta
 
@@ -34,16 +33,11 @@ TOUCH_AFTER = timedelta(days=1)
 
 
 def profile_key(profile_bytes: bytes, context: str = "") -> str:
-    """The cache key of a profile's bands (see the module docstring)."""
-    from metrics.bands import BAND_DRAW
-    from metrics.registry import METRIC_NAMES
+    """The cache key of a profile's bands (see the module docstring), the same the offline
+    CLI's band directory uses (:func:`metrics.band_cache_dir.band_key`)."""
+    from metrics.band_cache_dir import band_key
 
-    h = hashlib.sha256()
-    for part in (f"collapsewatch {__version__} draw {BAND_DRAW}", ",".join(METRIC_NAMES),
-                 context):
-        h.update(part.encode("utf-8") + b"\0")
-    h.update(profile_bytes)
-    return h.hexdigest()
+    return band_key(profile_bytes, context, __version__)
 
 
 def _encode(matrix: np.ndarray) -> bytes:

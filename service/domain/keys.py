@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from service.domain.clock import as_utc_or_none, utcnow
 from service.domain.errors import Invalid, NotFound, Unauthorized
+from service.domain.scopes import SCOPES
 from service.domain.tables import ApiKey
 
-SCOPES = ("ingest", "read", "operator", "admin")
 # What each scope may do. Every key may read; ingest keys send samples; operator keys
 # acknowledge alerts (and nothing else that changes state); admin keys may do everything.
 _ALLOWS = {

@@ -70,3 +70,15 @@ def test_the_default_cache_dir_follows_xdg(tmp_path, monkeypatch):
     monkeypatch.delenv("COLLAPSEWATCH_BAND_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert band_cache_dir() == tmp_path / "collapsewatch" / "bands"
+
+
+def test_the_cli_keys_bands_like_the_server():
+    from metrics.band_cache_dir import band_key
+    from service import __version__
+    from service.domain.band_cache import profile_key
+
+    for context in ("reference", "baseline of reference abc"):
+        assert band_key(b"profile bytes", context, __version__) == profile_key(b"profile bytes",
+                                                                                context)
+    assert band_key(b"profile bytes", "reference", "0.0.0") != profile_key(b"profile bytes",
+                                                                          "reference")
