@@ -8,8 +8,8 @@ finished evaluation and the running totals of each model come from ``model_stats
 to date when a window is stored), the rest from indexed lookups of unfinished work and
 firing alerts.
 
-Cardinality: signals, health and pipeline series for every model (54 series per model,
-55 with a baseline); the per-metric families (``collapsewatch_metric_*``, six series per
+Cardinality: signals, health and pipeline series for every model (about 60 series per
+model, counted on a real ``/metrics`` in dashboards/README.md); the per-metric families (``collapsewatch_metric_*``, six series per
 registry metric) only for models whose ``metric_series`` is true, or for every model with
 ``COLLAPSEWATCH_METRICS_PER_METRIC_SERIES=1`` (dashboards/README.md has the counts). A
 stream adds 3·(sources + 1) + 2 synthetic-share series (at most three sources).
