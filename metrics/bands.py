@@ -126,11 +126,19 @@ def band_matrix(
         return row
 
     workers = min(_THREADS, replicates)
-    if workers <= 1:
-        rows = [replicate(r) for r in range(replicates)]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool_exec:
-            rows = list(pool_exec.map(replicate, range(replicates)))
+    # one BLAS thread per replicate thread: the semantic metrics' products (256 x 384
+    # against 1,000 reference vectors) are too small to split, and a multithreaded
+    # OpenBLAS under the replicate threads burned ~3x the CPU for the same band on a busy
+    # 2-core machine (40 replicates of 1,000 documents: 4.6-5.2 s CPU, 1.6 s with one
+    # thread; the same matrix bit for bit). benchmarks/cli.py measures it.
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers <= 1:
+            rows = [replicate(r) for r in range(replicates)]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool_exec:
+                rows = list(pool_exec.map(replicate, range(replicates)))
     if not rows:
         return np.full((0, len(REGISTRY)), np.nan)
     return np.vstack(rows)
