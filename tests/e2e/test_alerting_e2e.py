@@ -264,9 +264,12 @@ def test_collapse_fires_and_resolves_through_prometheus_alertmanager_and_pagerdu
         firing = wait_until("the Prometheus alert to fire", lambda: prom_alert("firing"), 60,
                             procs)
         assert {a["labels"]["alertname"] for a in firing} >= {"ModelDiversityCollapse"}
+        # the model's page (a meta-alert such as CollapsewatchAbsent may page first while the
+        # first scrape is still due on a loaded machine; it is not what this step checks)
         am_trigger = wait_until("Alertmanager's PagerDuty trigger",
                                 lambda: [e for e in events(am_pd, "/alertmanager/pagerduty")
-                                         if e["event_action"] == "trigger"], 60, procs)
+                                         if e["event_action"] == "trigger"
+                                         and MODEL in e["payload"]["summary"]], 60, procs)
         assert MODEL in am_trigger[0]["payload"]["summary"]
         assert am_trigger[0]["routing_key"] == "e2e-alertmanager-routing-key"
 
@@ -274,6 +277,8 @@ def test_collapse_fires_and_resolves_through_prometheus_alertmanager_and_pagerdu
         empty = []
         for path in GRAFANA_DASHBOARDS:
             for panel, target in targets(load_dashboard(path)):
+                if "collapsewatch_synthetic_share" in target["expr"]:
+                    continue  # streams only: tests/dashboards/test_grafana.py queries them
                 expr = substitute(target["expr"], model=MODEL, rate_interval="30s")
                 if not query(expr):
                     empty.append(f"{path.name} / {panel['title']}: {expr}")
@@ -292,8 +297,10 @@ def test_collapse_fires_and_resolves_through_prometheus_alertmanager_and_pagerdu
                    lambda: not prom_alert("firing") and not prom_alert("pending"), 60, procs)
         am_resolve = wait_until("Alertmanager's PagerDuty resolve",
                                 lambda: [e for e in events(am_pd, "/alertmanager/pagerduty")
-                                         if e["event_action"] == "resolve"], 60, procs)
-        assert am_resolve[0]["dedup_key"] == am_trigger[0]["dedup_key"]
+                                         if e["event_action"] == "resolve"
+                                         and e["dedup_key"] == am_trigger[0]["dedup_key"]],
+                                60, procs)
+        assert len(am_resolve) == 1
         resolved = ok(http.get("/api/v1/alerts", params={"model": MODEL}), 200)["alerts"]
         assert {a["state"] for a in resolved if a["kind"] == "collapse"} == {"resolved"}
         # the outage cost retries, not notifications: each event was delivered exactly once
