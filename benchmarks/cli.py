@@ -236,7 +236,8 @@ def stages(reference_path: str, window_path: str, replicates: int | None = None)
     if replicates:
         reference.config = dataclasses.replace(reference.config, replicates=replicates)
     clock.lap("reference load")
-    reference.use_embedder(*offline._embedder())
+    if reference.semantic is not None:  # as collapsewatch score: no model for a lexical one
+        reference.use_embedder(*offline._embedder())
     ctx = reference.context()
     clock.lap("embedding model load")
     docs = offline.read_all([window_path], "text")
