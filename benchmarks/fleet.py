@@ -2,13 +2,31 @@
 processes, /metrics cost, database size, and 60 simulated days with retention on.
 
     .venv/bin/python -m benchmarks.fleet --models 100             # the issue's target: 1000
+    .venv/bin/python -m benchmarks.fleet --models 1000 --windows 1 --score-seconds 240 --days 0
+    .venv/bin/python -m benchmarks.fleet --models 1000 --fill-evaluations 1000000 \
+        --skip-scoring --days 0
 
 scoring    N models x W windows of S samples each are ingested concurrently (8 threads, the
            real ingest function behind POST /samples) and planned; then `collapsewatch
            worker --concurrency 1` processes score them. Windows scored per minute with 1
            worker process, then (a second set of N models) with 2; the ratio is the scaling.
+           With ``--score-seconds T`` each phase is bounded instead of run to completion:
+           the clock starts when the first window of the phase is stored (worker start-up
+           excluded), windows stored in the next T seconds are counted, and the broker is
+           emptied between phases so the second phase scores only its own windows.
+fill       ``--fill-evaluations E``: N models (default window policy, a baseline each) and E
+           finished evaluations spread evenly over them, written by INSERT ... SELECT
+           generate_series on the server, with model_stats (latest window, counters,
+           duration histogram) derived from the rows, ``--fill-pending-samples`` unwindowed
+           samples per model (what the exporter's lag probe finds), and resolved alerts with
+           sent notifications (``--fill-alerts`` per model). Score rows only with
+           ``--fill-scores`` (the exporter never reads them; 30 per evaluation). Every
+           evaluation carries the same real Score JSON (one window scored with a baseline).
 metrics    /metrics built uncached (snapshot + exposition, what a scrape costs when the cache
-           is cold), 20 times: p50/p95, size plain and gzipped, series per model.
+           is cold), 20 times: p50/p95, size plain and gzipped, series per model; then the
+           same through a real `collapsewatch api` process (METRICS_CACHE_SECONDS=0, gzip
+           requested, as Prometheus scrapes), default cardinality and with per-metric series
+           for every model.
 size       database and table sizes after the run: bytes per sample, per evaluation.
 retention  D simulated days at a fixed rate per model (samples, evaluations and score rows
            written directly, the way the pipeline leaves them), one retention pass per day
@@ -26,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import statistics
 import sys
@@ -175,6 +194,75 @@ def _score_with(workers: int, names: list[str], expected: int, env: dict[str, st
     return 60.0 * done / elapsed
 
 
+def _done() -> int:
+    from sqlalchemy import func, select
+
+    from service.domain.db import session_scope
+    from service.domain.tables import Evaluation
+
+    with session_scope() as s:
+        return int(s.scalar(select(func.count()).select_from(Evaluation)
+                            .where(Evaluation.status == "done")))
+
+
+def _score_for(workers: int, env: dict[str, str], logs: Path, seconds: float,
+               startup_timeout: float = 300.0) -> tuple[float, int, float]:
+    """Plan (and enqueue) every due window, start ``workers`` worker processes and count the
+    windows stored in ``seconds`` from the first one stored (start-up excluded): windows
+    per minute, windows counted, seconds measured."""
+    from service.dispatch import plan_due_windows
+
+    plan_due_windows()
+    before = _done()
+    with ExitStack() as stack:
+        for w in range(workers):
+            stack.enter_context(process(
+                ["collapsewatch", "worker", "--concurrency=1", f"--hostname=fleet{w}@%h"],
+                logs / f"worker-{workers}-{w}.log", env=env))
+        deadline = time.perf_counter() + startup_timeout
+        while (first := _done()) == before:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"no window stored within {startup_timeout:.0f} s of "
+                                 f"starting {workers} worker(s); see {logs}")
+            time.sleep(0.2)
+        started = time.perf_counter()
+        time.sleep(seconds)
+        counted = _done() - first
+        elapsed = time.perf_counter() - started
+    return 60.0 * counted / elapsed, counted, elapsed
+
+
+def _metrics_http(env: dict[str, str], logs: Path, runs: int = 20,
+                  per_metric: bool = False) -> tuple[float, float, int, int]:
+    """GET /metrics from a real `collapsewatch api` with the snapshot cache off, gzip
+    accepted (as Prometheus asks): p50, p95 seconds, plain and gzipped bytes."""
+    import httpx
+
+    from tests.support import free_port, wait_http
+
+    port = free_port()
+    env = {**env, "COLLAPSEWATCH_METRICS_CACHE_SECONDS": "0",
+           "COLLAPSEWATCH_METRICS_PER_METRIC_SERIES": "1" if per_metric else "0"}
+    base = f"http://127.0.0.1:{port}"
+    with process(["collapsewatch", "api", "--host", "127.0.0.1", "--port", str(port)],
+                 logs / f"api-{port}.log", env=env) as api:
+        wait_http(f"{base}/readyz", timeout=120, proc=api.popen)
+        times, plain, packed = [], 0, 0
+        with httpx.Client(timeout=120, headers={"Accept-Encoding": "gzip"}) as client:
+            client.get(f"{base}/metrics").raise_for_status()  # first request: lazy imports
+            for _ in range(runs):
+                started = time.perf_counter()
+                r = client.get(f"{base}/metrics")
+                r.raise_for_status()
+                times.append(time.perf_counter() - started)
+                plain, packed = len(r.content), r.num_bytes_downloaded
+    return statistics.median(times), percentile(times, 0.95), plain, packed
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def _metrics_cost(runs: int = 20) -> tuple[float, float, int, int, float]:
     from prometheus_client import CollectorRegistry, generate_latest
 
@@ -198,6 +286,161 @@ def _metrics_cost(runs: int = 20) -> tuple[float, float, int, int, float]:
     series = sum(1 for line in body.decode().splitlines() if 'model="' in line)
     return (statistics.median(times), percentile(times, 0.95), len(body),
             len(gzip.compress(body, 5)), series)
+
+
+def fill(database_url: str, n_models: int, evaluations: int, reference_id: int,
+         result: dict, baseline_profile: bytes, baseline_sha256: str, size: int = 200,
+         pending_samples: int = 50, alerts_per_model: int = 10, scores: bool = False,
+         duration: float = 3.0, prefix: str = "fill",
+         now: datetime | None = None) -> dict[str, float]:
+    """Write a fleet's history directly on PostgreSQL, the way the pipeline leaves it after
+    ``evaluations / n_models`` windows per model: models (the default window policy), one
+    pinned baseline each, finished evaluations every ``400 days / windows`` per model (each
+    with ``result``), model_stats derived from those rows, a few unwindowed samples per
+    model, resolved alerts with sent notifications. Seconds per step."""
+    from sqlalchemy import create_engine, insert, text
+
+    from service.domain.evaluation import DURATION_BUCKETS, score_rows
+    from service.domain.tables import Baseline, Channel, MonitoredModel
+    from service.settings import get_settings
+
+    settings = get_settings()
+    now = now or datetime.now(UTC)
+    per_model = max(1, evaluations // n_models)
+    step = timedelta(days=400) / per_model
+    took: dict[str, float] = {}
+    engine = create_engine(database_url)
+    started = time.perf_counter()
+    with engine.begin() as c:
+        ids = c.execute(insert(MonitoredModel).returning(MonitoredModel.id), [{
+            "name": f"{prefix}-{i:04d}", "reference_id": reference_id, "kind": "model",
+            "window_size": size,
+            "window_max_age_seconds": settings.default_window_max_age_seconds,
+            "window_min_size": settings.default_window_min_size, "auto_baseline_windows": 0,
+            "samples_ingested": per_model * size + pending_samples, "last_sample_at": now,
+            "windowed_through_sample_id": 0, "next_window_index": per_model,
+            "created_at": now - timedelta(days=400), "updated_at": now}
+            for i in range(n_models)]).scalars().all()
+        c.execute(insert(Baseline), [{
+            "model_id": model_id, "reference_id": reference_id,
+            "name": f"{prefix}-{model_id}-baseline", "sha256": baseline_sha256,
+            "source": "range", "document_count": size, "token_count": 0,
+            "profile": baseline_profile, "human_ratios": {},
+            "created_at": now - timedelta(days=400)} for model_id in ids])
+        c.execute(text("UPDATE models m SET baseline_id = b.id FROM baselines b "
+                       "WHERE b.model_id = m.id AND m.id = ANY(:ids)"), {"ids": list(ids)})
+    took["models"] = time.perf_counter() - started
+
+    # model m's k-th window holds samples (k * n_models + m) * size + 1 .. + size: the
+    # models' traffic interleaved, as concurrent ingest leaves the sample ids
+    started = time.perf_counter()
+    payload = json.dumps(result)
+    chunk = max(1, 100_000 // per_model)
+    for lo in range(0, len(ids), chunk):
+        with engine.begin() as c:
+            c.execute(text("""
+                INSERT INTO evaluations (model_id, reference_id, baseline_id, window_index,
+                    first_sample_id, last_sample_id, sample_count, window_start, window_end,
+                    status, attempts, health, documents, tokens, result, duration_seconds,
+                    created_at, enqueued_at, started_at, finished_at, timeouts)
+                SELECT m.id, :ref, m.baseline_id, k,
+                       (k::bigint * :n + m.pos) * :size + 1,
+                       (k::bigint * :n + m.pos + 1) * :size, :size,
+                       w_end - :step, w_end, 'done', 1, :health, :size, :tokens,
+                       CAST(:result AS json), :duration, w_end, w_end, w_end,
+                       w_end + :step_done, 0
+                FROM (SELECT id, baseline_id, row_number() OVER (ORDER BY id) - 1 AS pos
+                      FROM models WHERE id = ANY(:all_ids)) m
+                CROSS JOIN generate_series(0, :per_model - 1) AS k
+                CROSS JOIN LATERAL (SELECT CAST(:now AS timestamptz)
+                                    - (:per_model - 1 - k) * :step AS w_end) t
+                WHERE m.id = ANY(:ids)"""),
+                {"ref": reference_id, "n": n_models, "size": size, "step": step,
+                 "health": result.get("health"), "tokens": result.get("tokens"),
+                 "result": payload, "duration": duration, "now": now,
+                 "step_done": timedelta(seconds=duration), "per_model": per_model,
+                 "all_ids": list(ids), "ids": list(ids[lo:lo + chunk])})
+    took["evaluations"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    buckets = json.dumps([per_model if duration <= b else 0 for b in DURATION_BUCKETS])
+    with engine.begin() as c:
+        # what record_done leaves after every window: derived from the rows, not assumed
+        c.execute(text("""
+            INSERT INTO model_stats (model_id, latest_evaluation_id, latest_window_index,
+                evaluations_done, evaluations_failed, duration_buckets, duration_count,
+                duration_sum)
+            SELECT e.model_id,
+                   (array_agg(e.id ORDER BY e.window_index DESC))[1], max(e.window_index),
+                   count(*), 0, CAST(:buckets AS json), count(*), sum(e.duration_seconds)
+            FROM evaluations e WHERE e.model_id = ANY(:ids) GROUP BY e.model_id"""),
+            {"buckets": buckets, "ids": list(ids)})
+        c.execute(text("""
+            UPDATE models m SET windowed_through_sample_id = s.last
+            FROM (SELECT model_id, max(last_sample_id) AS last FROM evaluations
+                  WHERE model_id = ANY(:ids) GROUP BY model_id) s
+            WHERE m.id = s.model_id"""), {"ids": list(ids)})
+        # the unwindowed samples come after every window's ids
+        c.execute(text("SELECT setval(pg_get_serial_sequence('samples', 'id'), "
+                       "(SELECT max(last_sample_id) FROM evaluations) + 1)"))
+        if pending_samples:
+            c.execute(text("""
+                INSERT INTO samples (model_id, client_id, text, received_at)
+                SELECT m.id, 'pending-' || j, 'a sample not yet in a window ' || j,
+                       CAST(:now AS timestamptz) - (:pending - j) * interval '1 second'
+                FROM models m CROSS JOIN generate_series(1, :pending) AS j
+                WHERE m.id = ANY(:ids)"""),
+                {"now": now, "pending": pending_samples, "ids": list(ids)})
+    took["stats+samples"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    if alerts_per_model:
+        with engine.begin() as c:
+            channel = c.execute(insert(Channel).returning(Channel.id), [{
+                "name": f"{prefix}-pager", "kind": "webhook",
+                "config": {"url": "http://127.0.0.1:9/"}, "min_severity": "warning",
+                "enabled": True, "created_at": now}]).scalar_one()
+            c.execute(text("""
+                INSERT INTO alerts (model_id, kind, severity, state, dedup_key, summary,
+                    details, started_at, resolved_at)
+                SELECT m.id, 'health', 'warning', 'resolved',
+                       'collapsewatch/' || m.name || '/health/' || j,
+                       m.name || ': early_collapse for 2 windows', CAST('{}' AS json),
+                       CAST(:now AS timestamptz) - j * interval '9 days',
+                       CAST(:now AS timestamptz) - j * interval '9 days' + interval '1 hour'
+                FROM models m CROSS JOIN generate_series(1, :k) AS j
+                WHERE m.id = ANY(:ids)"""), {"now": now, "k": alerts_per_model, "ids": list(ids)})
+            c.execute(text("""
+                INSERT INTO notifications (alert_id, channel_id, event, payload, status,
+                    attempts, next_attempt_at, created_at, sent_at)
+                SELECT a.id, :channel, ev, CAST('{}' AS json), 'sent', 1, a.started_at,
+                       a.started_at, a.started_at
+                FROM alerts a CROSS JOIN unnest(ARRAY['trigger', 'resolve']) AS ev
+                WHERE a.model_id = ANY(:ids)"""), {"channel": channel, "ids": list(ids)})
+    took["alerts"] = time.perf_counter() - started
+
+    if scores:
+        started = time.perf_counter()
+        template = score_rows(0, result)
+        cols = [k for k in template[0] if k != "evaluation_id"]
+        with engine.begin() as c:
+            c.execute(text("CREATE TEMP TABLE score_template AS SELECT * FROM scores LIMIT 0"))
+            c.execute(text(f"INSERT INTO score_template ({', '.join(cols)}) "
+                           f"VALUES ({', '.join(':' + k for k in cols)})"),
+                      [{k: row[k] for k in cols} for row in template])
+            c.execute(text(f"""
+                INSERT INTO scores (evaluation_id, {', '.join(cols)})
+                SELECT e.id, {', '.join('t.' + k for k in cols)}
+                FROM evaluations e CROSS JOIN score_template t
+                WHERE e.model_id = ANY(:ids)"""), {"ids": list(ids)})
+        took["scores"] = time.perf_counter() - started
+    started = time.perf_counter()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        # what autovacuum would have done over the months the rows took to arrive
+        c.execute(text("VACUUM ANALYZE"))
+    took["vacuum analyze"] = time.perf_counter() - started
+    engine.dispose()
+    return took
 
 
 def _sizes(database_url: str) -> dict[str, int]:
@@ -265,6 +508,28 @@ def _simulate(names: list[str], days: int, per_day: int, size: int, docs: list[s
     return out
 
 
+def _baseline(reference_id: int, docs: list[str]) -> tuple[bytes, str, object]:
+    """One real baseline profile against the reference (bytes, sha256, profile)."""
+    import metrics
+    from service.domain.db import session_scope
+    from service.domain.profiles import reference_profile
+
+    with session_scope() as s:
+        reference = reference_profile(s, reference_id)
+    profile = metrics.build_baseline(docs, reference, "fleet-baseline")
+    return profile.to_bytes(), profile.sha256, profile
+
+
+def _scored_with_baseline(reference_id: int, window: list[str], baseline: object) -> dict:
+    import metrics
+    from service.domain.db import session_scope
+    from service.domain.profiles import reference_profile
+
+    with session_scope() as s:
+        reference = reference_profile(s, reference_id)
+    return metrics.score(window, reference, baseline)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=100)
@@ -272,12 +537,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window-size", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds to wait for each scoring phase")
+    parser.add_argument("--score-seconds", type=float, default=None,
+                        help="bound each scoring phase to this many seconds from its first "
+                             "stored window, instead of scoring every window")
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--sim-models", type=int, default=None,
                         help="models in the retention simulation (default: --models)")
     parser.add_argument("--sim-samples-per-day", type=int, default=1000)
     parser.add_argument("--sim-evaluations-days", type=int, default=30)
     parser.add_argument("--skip-scoring", action="store_true")
+    parser.add_argument("--fill-evaluations", type=int, default=0,
+                        help="write --models models with this many finished evaluations")
+    parser.add_argument("--fill-pending-samples", type=int, default=50)
+    parser.add_argument("--fill-alerts", type=int, default=10,
+                        help="resolved alerts per filled model (2 sent notifications each)")
+    parser.add_argument("--fill-scores", action="store_true",
+                        help="also the score rows of every filled evaluation")
+    parser.add_argument("--metrics-runs", type=int, default=20)
+    parser.add_argument("--per-metric-runs", type=int, default=5,
+                        help="/metrics requests with per-metric series for every model (0: "
+                             "skip)")
     args = parser.parse_args(argv)
     broker = os.environ.get("COLLAPSEWATCH_TEST_REDIS_URL")
     if not broker:
@@ -297,32 +576,70 @@ def main(argv: list[str] | None = None) -> None:
         result = _warm_band(ref_id, docs[-args.window_size:])
         n, w, size = args.models, args.windows, args.window_size
         print(f"fleet: {n} models x {w} windows x {size} samples, PostgreSQL + Redis, "
-              f"{os.cpu_count()} CPUs")
+              f"{os.cpu_count()} CPUs, {_load()}")
         rates = {}
+        models = 0
+        names: list[str] = []
         if not args.skip_scoring:
             for workers in (1, 2):
                 names = _models(f"w{workers}", n, ref_id, size)
+                models += n
                 per_s = _ingest(names, docs[1000:], w, size)
                 print(f"  ingest ({workers}): {per_s:,.0f} samples/s with 8 threads")
-                rates[workers] = _score_with(workers, names, n * w, env, logs, args.timeout)
-                print(f"  scoring with {workers} worker process(es): "
-                      f"{rates[workers]:.1f} windows/min")
+                if args.score_seconds:
+                    load = _load()
+                    rates[workers], counted, secs = _score_for(workers, env, logs,
+                                                               args.score_seconds)
+                    print(f"  scoring with {workers} worker process(es): "
+                          f"{rates[workers]:.1f} windows/min ({counted} windows in "
+                          f"{secs:.0f} s of {n * w} planned; {load} before, {_load()} "
+                          "after)")
+                    # the phase's unscored windows stay pending: the next phase's workers
+                    # must take only their own set's messages
+                    redis.Redis.from_url(broker).flushdb()
+                else:
+                    rates[workers] = _score_with(workers, names, n * w, env, logs,
+                                                 args.timeout)
+                    print(f"  scoring with {workers} worker process(es): "
+                          f"{rates[workers]:.1f} windows/min")
             print(f"  2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
-        else:
+        if args.fill_evaluations:
+            profile_bytes, sha, baseline = _baseline(ref_id, docs[1000:1000 + size])
+            filled = _scored_with_baseline(ref_id, docs[-size:], baseline)
+            started = time.perf_counter()
+            took = fill(database_url, n, args.fill_evaluations, ref_id, filled, profile_bytes,
+                        sha, size, pending_samples=args.fill_pending_samples,
+                        alerts_per_model=args.fill_alerts, scores=args.fill_scores)
+            names = [f"fill-{i:04d}" for i in range(n)]
+            models += n
+            print(f"  fill: {n} models, {args.fill_evaluations:,} evaluations in "
+                  f"{time.perf_counter() - started:.0f} s ("
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()) + ")")
+        elif args.skip_scoring:
             names = _models("w1", n, ref_id, size)
-        p50, p95, plain, gz, series = _metrics_cost()
-        models = n * (1 if args.skip_scoring else 2)
+            models += n
+        p50, p95, plain, gz, series = _metrics_cost(args.metrics_runs)
         print(f"  /metrics uncached, {models} models: p50 {p50 * 1000:.0f} ms, "
               f"p95 {p95 * 1000:.0f} ms; {plain / 1024:.0f} KiB plain, {gz / 1024:.0f} KiB "
               f"gzip; {series} series with a model label ({series / max(1, models):.0f} "
-              "per model)")
+              f"per model); in this process; {_load()}")
+        variants = [(False, args.metrics_runs)]
+        if args.per_metric_runs:
+            variants.append((True, args.per_metric_runs))
+        for per_metric, runs in variants:
+            p50, p95, plain, gz = _metrics_http(env, logs, runs, per_metric)
+            print(f"  GET /metrics from `collapsewatch api`, cache off, gzip"
+                  f"{', per-metric series for every model' if per_metric else ''} "
+                  f"({runs} requests): p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms; "
+                  f"{plain / 1024:.0f} KiB plain, {gz / 1024:.0f} KiB sent; {_load()}")
         sizes = _sizes(database_url)
         print(f"  database {sizes['database'] / 2**20:.0f} MiB; samples "
               f"{sizes['samples'] / max(1, sizes['samples_rows']):.0f} B/row "
               f"({sizes['samples'] / max(1, sizes['samples_rows']) * 1e6 / 2**30:.2f} GiB "
-              f"per million samples, indexes included); evaluations+scores "
-              f"{(sizes['evaluations'] + sizes['scores']) / max(1, sizes['evaluations_rows']):,.0f}"
-              f" B per scored window")
+              f"per million samples, indexes included); evaluations "
+              f"{sizes['evaluations'] / 2**20:,.0f} MiB for {sizes['evaluations_rows']:,} "
+              f"rows, scores {sizes['scores'] / 2**20:,.0f} MiB for "
+              f"{sizes['scores_rows']:,} rows")
         if args.days:
             sim = names[:args.sim_models or n]
             print(f"retention: {len(sim)} models x {args.sim_samples_per_day} samples/day, "
@@ -335,7 +652,6 @@ def main(argv: list[str] | None = None) -> None:
                                           result):
                 print(f"  {day:>4} {s['database'] / 2**20:>8.0f} {s['samples_rows']:>10,} "
                       f"{s['evaluations_rows']:>12,} {s['scores_rows']:>10,} {took:>7.2f}")
-
 
 if __name__ == "__main__":
     main()
