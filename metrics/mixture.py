@@ -66,6 +66,10 @@ class MixtureConfig:
       calibrate the score density under that source (the reference's own split is used
       for the human side).
     bootstrap: replicates for the 95% interval (percentile interval).
+    calibration_resamples: resamples of the calibration documents whose effect on the
+      estimate is added to the window's bootstrap replicates, so the interval also carries
+      the error of components estimated from a few hundred or thousand documents (0: the
+      interval knows only the window's sampling noise).
     confidence: interval level.
     adapt_human: fit a location/scale change of the human score density to the window.
     shift_range: the largest location change, in standard deviations of the human scores.
@@ -79,6 +83,7 @@ class MixtureConfig:
 
     calibration_fraction: float = 0.4
     bootstrap: int = 200
+    calibration_resamples: int = 20
     confidence: float = 0.95
     adapt_human: bool = True
     shift_range: float = 0.5
@@ -93,6 +98,8 @@ class MixtureConfig:
             raise ValueError("calibration_fraction must be between 0 and 1")
         if self.bootstrap < 0 or not 0.0 < self.confidence < 1.0:
             raise ValueError("bootstrap must be >= 0 and confidence between 0 and 1")
+        if self.calibration_resamples < 0:
+            raise ValueError("calibration_resamples must be >= 0")
         lo, hi = self.scale_range
         if not 0.0 < lo <= 1.0 <= hi or self.shift_range < 0:
             raise ValueError("scale_range must contain 1.0 and shift_range must be >= 0")
@@ -212,6 +219,7 @@ class MixtureModel:
         hi = every.max(axis=0) + margin
         self._shape = (cells,) * d
         self._step = (hi - self._lo) / (cells - 1)
+        self._calibration = std  # standardised calibration scores: human, then each source
         self._grids = [_binned_density(c, self._lo, self._step, self._shape) for c in std]
         # the unexplained component: one broad normal over the whole score space
         self._u_mean = every.mean(axis=0)
@@ -258,13 +266,15 @@ class MixtureModel:
         coords = ((u - self._lo) / self._step).T
         return ndimage.map_coordinates(grid, coords, order=1, mode="constant", cval=0.0)
 
-    def _human(self, u: np.ndarray, shift: float, scale: float) -> np.ndarray:
+    def _human(self, u: np.ndarray, shift: float, scale: float,
+               grids: Sequence[np.ndarray] | None = None) -> np.ndarray:
         # density of the location/scale-changed human scores: f((u - μ)/σ) / σ^d
-        return self._read(self._grids[0], (u - shift) / scale) / scale**self._dims
+        grid = (grids or self._grids)[0]
+        return self._read(grid, (u - shift) / scale) / scale**self._dims
 
-    def _fixed(self, u: np.ndarray) -> np.ndarray:
+    def _fixed(self, u: np.ndarray, grids: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """(N, sources + 1) densities of the sources and the unexplained component."""
-        cols = [self._read(g, u) for g in self._grids[1:]]
+        cols = [self._read(g, u) for g in (grids or self._grids)[1:]]
         z = (u - self._u_mean) / self._u_sd
         unexplained = np.exp(-0.5 * (z**2).sum(axis=1)) / np.prod(self._u_sd * np.sqrt(2 * np.pi))
         return np.column_stack([*cols, unexplained])
@@ -407,11 +417,49 @@ class MixtureModel:
             ll = (counts * np.log(w @ dens.T)).sum(axis=1)
             better = ll > best_ll
             best_ll[better], best_w[better] = ll[better], w[better]
+        if cfg.calibration_resamples:
+            # the components are estimates too: add the change a calibration resample makes
+            # to the full window's fit (first order, the two errors are independent and add)
+            deltas = self._calibration_deltas(centers, occupancy, weights, candidates)
+            best_w = best_w + deltas[np.arange(cfg.bootstrap) % len(deltas)]
+            best_w = np.clip(best_w, 0.0, 1.0)
         alpha = (1.0 - cfg.confidence) / 2.0
         qs = [alpha, 1.0 - alpha]
-        total = np.quantile(best_w[:, 1 : 1 + k].sum(axis=1), qs)
+        total = np.quantile(np.clip(best_w[:, 1 : 1 + k].sum(axis=1), 0.0, 1.0), qs)
         per = np.quantile(best_w[:, 1 : 1 + k], qs, axis=0)
         return float(total[0]), float(total[1]), (per[0].tolist(), per[1].tolist())
+
+    def _calibration_deltas(self, centers: np.ndarray, occupancy: np.ndarray,
+                            weights: np.ndarray, candidates) -> np.ndarray:
+        """(resamples, components) change of the window's fitted weights when every
+        component's density is rebuilt from a resample (with replacement) of its own
+        calibration documents (the bootstrap of Efron & Tibshirani 1993, ch. 6, applied to
+        the calibration samples); the human location/scale is refitted among
+        ``candidates`` as in the window bootstrap."""
+        cfg = self.config
+        g = cfg.calibration_resamples
+        rng = np.random.default_rng([cfg.seed, 0xCA1B])
+        grids = []
+        for _ in range(g):
+            grids.append([
+                _binned_density(c[rng.integers(0, len(c), len(c))], self._lo, self._step,
+                                self._shape)
+                for c in self._calibration
+            ])
+        counts = np.tile(occupancy, (g, 1))
+        best_ll = np.full(g, -np.inf)
+        best_w = np.zeros((g, weights.size))
+        for cand in candidates:
+            dens = np.stack([
+                np.column_stack([self._human(centers, *cand, grids=gr),
+                                 self._fixed(centers, grids=gr)]) + _FLOOR
+                for gr in grids
+            ])
+            w = _em(dens, counts, 300, 1e-5, start=weights)
+            ll = (counts * np.log(np.einsum("bc,bnc->bn", w, dens))).sum(axis=1)
+            better = ll > best_ll
+            best_ll[better], best_w[better] = ll[better], w[better]
+        return best_w - weights
 
     # ------------------------------------------------------------------ filtering
 
@@ -444,23 +492,30 @@ def filter_by_posterior(posterior: np.ndarray, max_synthetic: float) -> tuple[np
     return keep, float(means[m - 1]) if m else 0.0
 
 
+def _mix(w: np.ndarray, dens: np.ndarray) -> np.ndarray:
+    """Σ_c w_bc f_(b)ic for every row b: one density matrix for all rows, or one per row."""
+    return w @ dens.T if dens.ndim == 2 else np.einsum("bc,bnc->bn", w, dens)
+
+
 def _em_step(w: np.ndarray, dens: np.ndarray, counts: np.ndarray, total: np.ndarray) -> np.ndarray:
     """One EM update of the weights of every row (Dempster et al. 1977):
     w_k <- w_k · Σ_i c_i f_ik / (Σ_j w_j f_ij) / Σ_i c_i."""
-    return w * ((counts / (w @ dens.T)) @ dens) / total
+    r = counts / _mix(w, dens)
+    back = r @ dens if dens.ndim == 2 else np.einsum("bn,bnc->bc", r, dens)
+    return w * back / total
 
 
 def _em(dens: np.ndarray, counts: np.ndarray, max_iter: int, tol: float,
         start: np.ndarray | None = None) -> np.ndarray:
     """Mixture weights by EM with fixed component densities, for several document weightings
-    at once: ``dens`` (N, C), ``counts`` (B, N) -> (B, C).
+    at once: ``dens`` (N, C) or one per row (B, N, C), ``counts`` (B, N) -> (B, C).
 
     EM alone crawls when components overlap (its rate is the fraction of missing
     information); SQUAREM (Varadhan & Roland 2008, scheme S3) extrapolates two EM steps and
     falls back to the plain step whenever that would not increase the likelihood, so the
     fixed point and its monotone ascent are kept.
     """
-    n_comp = dens.shape[1]
+    n_comp = dens.shape[-1]
     total = counts.sum(axis=1, keepdims=True)
     w = np.tile(np.full(n_comp, 1.0 / n_comp) if start is None else start, (len(counts), 1))
     # a component must keep a little weight to be able to grow back under EM
@@ -468,7 +523,7 @@ def _em(dens: np.ndarray, counts: np.ndarray, max_iter: int, tol: float,
     w /= w.sum(axis=1, keepdims=True)
 
     def loglik(x: np.ndarray) -> np.ndarray:
-        return (counts * np.log(np.maximum(x @ dens.T, _FLOOR))).sum(axis=1)
+        return (counts * np.log(np.maximum(_mix(x, dens), _FLOOR))).sum(axis=1)
 
     for _ in range(max(1, max_iter // 3)):
         w1 = _em_step(w, dens, counts, total)

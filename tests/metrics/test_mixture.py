@@ -96,6 +96,22 @@ def test_without_the_human_fit_fresh_human_text_reads_as_more_synthetic(world):
     assert fixed.estimate(docs).estimate > world["mm0"].estimate(docs).estimate
 
 
+def test_the_interval_carries_the_calibration_error_of_a_small_baseline(world):
+    """A baseline of 200 outputs calibrates its source on 80 documents: resampling them
+    widens the interval; the point estimate does not move."""
+    small = metrics.build_baseline(world["syn0"][-200:], world["reference"], "small")
+    widths, estimates = {}, {}
+    for resamples in (0, 20):
+        mm = MixtureModel(world["reference"], [small],
+                          MixtureConfig(bootstrap=100, calibration_resamples=resamples))
+        r = [mm.estimate(planted(world, [("syn0", 0.3)], np.random.default_rng(seed)))
+             for seed in (9, 10)]
+        widths[resamples] = np.mean([x.high - x.low for x in r])
+        estimates[resamples] = [x.estimate for x in r]
+    assert estimates[20] == pytest.approx(estimates[0], abs=1e-9)
+    assert widths[20] > 1.15 * widths[0], widths
+
+
 def test_two_sources_are_split_between_them(world):
     mm = MixtureModel(world["reference"], [world["base0"], world["base3"]],
                       MixtureConfig(bootstrap=50))
