@@ -36,3 +36,14 @@ def test_a_corrupt_or_unwritable_cache_is_a_miss(tmp_path):
 def test_keys_are_hex_only(tmp_path):
     with pytest.raises(ValueError):
         DirectoryBandStore(tmp_path, "../../etc")
+
+
+def test_a_band_key_names_the_profile_its_context_and_the_code_version():
+    from metrics.band_cache_dir import band_key
+
+    key = band_key(b"profile", "reference", "1.0")
+    assert DirectoryBandStore("/tmp", key).dir.name == key  # a valid directory key
+    assert band_key(b"profile", "reference", "1.0") == key
+    others = {band_key(b"profile!", "reference", "1.0"), band_key(b"profile", "baseline", "1.0"),
+              band_key(b"profile", "reference", "1.1")}
+    assert key not in others and len(others) == 3
