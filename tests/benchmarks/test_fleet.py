@@ -120,3 +120,34 @@ def test_the_exporter_reads_the_filled_fleet_in_full(postgres_url):
     done = [s for s in lines["collapsewatch_evaluations"].samples
             if s.labels.get("status") == "done"]
     assert [s.value for s in done] == [4.0, 4.0]
+
+
+def test_the_scrape_breakdown_times_each_step_and_checks_the_batched_lag_probe(
+        postgres_url, monkeypatch, tmp_path):
+    from benchmarks.fleet import _metrics_breakdown
+    from service.domain.db import reset_engines
+    from service.settings import get_settings
+
+    ref_id = _reference(postgres_url)
+    # pending samples an hour and more old: some models owe a window, the others not
+    fill(postgres_url, 3, 6, ref_id, RESULT, b"profile", "b" * 64, size=20,
+         pending_samples=2, alerts_per_model=0, now=NOW)
+    engine = create_engine(postgres_url)
+    with engine.begin() as c:
+        c.execute(text("UPDATE models SET window_max_age_seconds = NULL WHERE name = 'fill-0002'"))
+        c.execute(text("DELETE FROM samples WHERE model_id = "
+                       "(SELECT id FROM models WHERE name = 'fill-0001')"))
+    engine.dispose()
+    monkeypatch.setenv("COLLAPSEWATCH_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("COLLAPSEWATCH_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    reset_engines()
+    try:
+        parts = _metrics_breakdown(runs=2)
+    finally:
+        get_settings.cache_clear()
+        reset_engines()
+    assert list(parts) == ["snapshot", "  lag probes, one query per model",
+                           "  (the same probes as one statement)", "families",
+                           "text exposition", "gzip level 5"]
+    assert all(v > 0 for v in parts.values())
