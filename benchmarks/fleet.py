@@ -23,10 +23,11 @@ fill       ``--fill-evaluations E``: N models (default window policy, a baseline
            ``--fill-scores`` (the exporter never reads them; 30 per evaluation). Every
            evaluation carries the same real Score JSON (one window scored with a baseline).
 metrics    /metrics built uncached (snapshot + exposition, what a scrape costs when the cache
-           is cold), 20 times: p50/p95, size plain and gzipped, series per model; then the
-           same through a real `collapsewatch api` process (METRICS_CACHE_SECONDS=0, gzip
-           requested, as Prometheus scrapes), default cardinality and with per-metric series
-           for every model.
+           is cold), 20 times: p50/p95, size plain and gzipped, series per model; where that
+           time goes (snapshot, its per-model lag probes, families, exposition, gzip); then
+           through a real `collapsewatch api` process with gzip requested, as Prometheus
+           scrapes: cache off (METRICS_CACHE_SECONDS=0), cache off with per-metric series
+           for every model, and the default 5 s cache.
 size       database and table sizes after the run: bytes per sample, per evaluation.
 retention  D simulated days at a fixed rate per model (samples, evaluations and score rows
            written directly, the way the pipeline leaves them), one retention pass per day
