@@ -9,7 +9,9 @@ profiles) and an "unexplained" part U of documents that fit none of them. π and
 estimated by maximum likelihood with the component densities fixed (EM, Dempster, Laird &
 Rubin 1977; for fixed components the log-likelihood is concave in the weights, so EM finds
 the global maximum), and the 95% interval by a bootstrap over the window's documents (Efron
-& Tibshirani 1993, ch. 13, percentile interval). See ``docs/synthetic-share.md``.
+& Tibshirani 1993, ch. 13, percentile interval) to which the effect of resampling the
+calibration documents is added, since the components are estimated from finite samples too.
+See ``docs/synthetic-share.md``.
 
 Per document and source s the score is a likelihood ratio between two language models the
 profiles already carry: the reference's bigram LM (built on its profile part) and an LM of
@@ -419,8 +421,10 @@ class MixtureModel:
             best_ll[better], best_w[better] = ll[better], w[better]
         if cfg.calibration_resamples:
             # the components are estimates too: add the change a calibration resample makes
-            # to the full window's fit (first order, the two errors are independent and add)
-            deltas = self._calibration_deltas(centers, occupancy, weights, candidates)
+            # to the full window's fit (first order, the two errors are independent and add;
+            # at the fitted human location/scale: refitting those per resample cost 4 times
+            # as much with two sources, beyond the 1 s budget, benchmarks/stream.py)
+            deltas = self._calibration_deltas(centers, occupancy, weights, [(shift, scale)])
             best_w = best_w + deltas[np.arange(cfg.bootstrap) % len(deltas)]
             best_w = np.clip(best_w, 0.0, 1.0)
         alpha = (1.0 - cfg.confidence) / 2.0
@@ -434,8 +438,7 @@ class MixtureModel:
         """(resamples, components) change of the window's fitted weights when every
         component's density is rebuilt from a resample (with replacement) of its own
         calibration documents (the bootstrap of Efron & Tibshirani 1993, ch. 6, applied to
-        the calibration samples); the human location/scale is refitted among
-        ``candidates`` as in the window bootstrap."""
+        the calibration samples); the human location/scale is the best of ``candidates``."""
         cfg = self.config
         g = cfg.calibration_resamples
         rng = np.random.default_rng([cfg.seed, 0xCA1B])
