@@ -160,6 +160,23 @@ def test_filter_keeps_most_human_documents_at_a_tenth_target_on_thirty_percent_m
     assert np.mean(kept) >= 0.8
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="on split seed 2 the fresh human text is near the generator's subjects and reads "
+    "0.015-0.05 synthetic at small shares (docs/synthetic-share.md): MAE 0.036, coverage 0.80",
+)
+def test_planted_shares_meet_the_targets_on_the_benchmarks_hardest_split():
+    """The benchmark's first scenario on split seed 2 (generation 0, T=1.0, 6 windows per
+    share): MAE <= 0.03 and 95% intervals covering the truth in >= 90% of windows."""
+    from benchmarks.mixture import Bench, Setup
+
+    bench = Bench(Setup(windows=6, split_seed=2), fixed_human=False, log=lambda *_: None)
+    model = bench.generation(0)
+    mm = MixtureModel(bench.reference, [bench.baseline(model, "gen0")], bench.cfg)
+    stats = bench.run("gen 0", mm, bench.stream(model))
+    assert stats.mae <= 0.03 and stats.coverage >= 0.9, (stats.mae, stats.coverage)
+
+
 def test_filter_by_posterior_keeps_the_largest_set_under_the_target():
     post = np.array([0.9, 0.05, 0.5, 0.0, 0.2, 0.3])
     keep, mean = filter_by_posterior(post, 0.15)
