@@ -206,31 +206,49 @@ def _done() -> int:
                             .where(Evaluation.status == "done")))
 
 
+def _group_cpu(groups: list[int]) -> float:
+    """CPU seconds (user + system) of the live processes in these process groups, from
+    /proc (a celery worker is its main process and a prefork child)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        # after the command: state, ppid, pgrp, ..., utime (14th field) and stime (15th)
+        if int(fields[2]) in groups:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def _score_for(workers: int, env: dict[str, str], logs: Path, seconds: float,
-               startup_timeout: float = 300.0) -> tuple[float, int, float]:
+               startup_timeout: float = 300.0) -> tuple[float, int, float, float]:
     """Plan (and enqueue) every due window, start ``workers`` worker processes and count the
     windows stored in ``seconds`` from the first one stored (start-up excluded): windows
-    per minute, windows counted, seconds measured."""
+    per minute, windows counted, seconds measured, the workers' CPU seconds per window
+    (which other load on the machine does not inflate much, unlike the rate)."""
     from service.dispatch import plan_due_windows
 
     plan_due_windows()
     before = _done()
     with ExitStack() as stack:
-        for w in range(workers):
-            stack.enter_context(process(
-                ["collapsewatch", "worker", "--concurrency=1", f"--hostname=fleet{w}@%h"],
-                logs / f"worker-{workers}-{w}.log", env=env))
+        groups = [stack.enter_context(process(
+            ["collapsewatch", "worker", "--concurrency=1", f"--hostname=fleet{w}@%h"],
+            logs / f"worker-{workers}-{w}.log", env=env)).popen.pid for w in range(workers)]
         deadline = time.perf_counter() + startup_timeout
         while (first := _done()) == before:
             if time.perf_counter() > deadline:
                 raise SystemExit(f"no window stored within {startup_timeout:.0f} s of "
                                  f"starting {workers} worker(s); see {logs}")
             time.sleep(0.2)
+        cpu = _group_cpu(groups)
         started = time.perf_counter()
         time.sleep(seconds)
         counted = _done() - first
         elapsed = time.perf_counter() - started
-    return 60.0 * counted / elapsed, counted, elapsed
+        cpu = _group_cpu(groups) - cpu
+    return 60.0 * counted / elapsed, counted, elapsed, cpu / max(1, counted)
 
 
 def _metrics_http(env: dict[str, str], logs: Path, runs: int = 20, per_metric: bool = False,
@@ -652,12 +670,12 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  ingest ({workers}): {per_s:,.0f} samples/s with 8 threads")
                 if args.score_seconds:
                     load = _load()
-                    rates[workers], counted, secs = _score_for(workers, env, logs,
-                                                               args.score_seconds)
+                    rates[workers], counted, secs, cpu = _score_for(workers, env, logs,
+                                                                    args.score_seconds)
                     print(f"  scoring with {workers} worker process(es): "
                           f"{rates[workers]:.1f} windows/min ({counted} windows in "
-                          f"{secs:.0f} s of {n * w} planned; {load} before, {_load()} "
-                          "after)")
+                          f"{secs:.0f} s of {n * w} planned; {cpu:.2f} worker CPU s per "
+                          f"window; {load} before, {_load()} after)")
                     # the phase's unscored windows stay pending: the next phase's workers
                     # must take only their own set's messages
                     redis.Redis.from_url(broker).flushdb()

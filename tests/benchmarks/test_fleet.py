@@ -151,3 +151,29 @@ def test_the_scrape_breakdown_times_each_step_and_checks_the_batched_lag_probe(
                            "  (the same probes as one statement)", "families",
                            "text exposition", "gzip level 5"]
     assert all(v > 0 for v in parts.values())
+
+
+def test_worker_cpu_is_read_per_process_group_and_leaves_out_other_groups():
+    import subprocess
+    import sys
+    import time as clock
+
+    from benchmarks.fleet import _group_cpu
+
+    # about 0.4 CPU s of work, then idle until stopped
+    spin = ("import time\nt = time.process_time()\n"
+            "while time.process_time() - t < 0.4: pass\ntime.sleep(60)")
+    busy = subprocess.Popen([sys.executable, "-c", spin], start_new_session=True)
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            start_new_session=True)
+    try:
+        deadline = clock.monotonic() + 30
+        while _group_cpu([busy.pid]) < 0.4 and clock.monotonic() < deadline:
+            clock.sleep(0.1)
+        assert 0.4 <= _group_cpu([busy.pid]) < 2.0
+        assert _group_cpu([idle.pid]) < 0.3
+        assert _group_cpu([busy.pid, idle.pid]) >= _group_cpu([busy.pid])
+    finally:
+        for p in (busy, idle):
+            p.kill()
+            p.wait()
