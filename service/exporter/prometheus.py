@@ -155,6 +155,7 @@ def take_snapshot(session: Session, now: datetime | None = None,
         baseline_names.update(session.execute(
             select(Baseline.id, Baseline.name).where(Baseline.id.in_(chunk))).all())
     dead_letters = _dead_letters(session)
+    first_unwindowed = _first_unwindowed(session, [r[0] for r in rows])
 
     models = []
     for model, ref_name, ref_sha, base_name, base_sha, stats in rows:
@@ -178,7 +179,7 @@ def take_snapshot(session: Session, now: datetime | None = None,
                          "pending": pending},
             durations=durations,
             firing=firing.get(model.id, {}),
-            owed_since=_owed_since(session, model, oldest),
+            owed_since=_owed_since(model, oldest, first_unwindowed.get(model.id)),
             per_metric=(model.metric_series if model.metric_series is not None
                         else per_metric_default),
             stream_sources=_stream_sources(model, baseline_names),
@@ -222,22 +223,34 @@ def _stream_sources(model: MonitoredModel, names: dict[int, str]) -> list[str] |
     return list(source_names([(bid, names.get(bid, str(bid))) for bid in ids]).values())
 
 
-def _owed_since(session: Session, model: MonitoredModel,
-                oldest_unfinished: datetime | None) -> datetime | None:
+def _first_unwindowed(session: Session, models: list[MonitoredModel]
+                      ) -> dict[int, datetime | None]:
+    """When the oldest sample not yet in a window arrived, per model whose windows close by
+    age: one statement per 500 models (a correlated subquery, each an index probe on
+    (model_id, id)), not one round trip per model, which at 1,000 models cost ~50x more."""
+    ids = [m.id for m in models if m.window_max_age_seconds is not None]
+    out: dict[int, datetime | None] = {}
+    for chunk in _chunks(ids):
+        first = (select(Sample.received_at)
+                 .where(Sample.model_id == MonitoredModel.id,
+                        Sample.id > MonitoredModel.windowed_through_sample_id)
+                 .order_by(Sample.id).limit(1)
+                 .correlate(MonitoredModel).scalar_subquery())
+        out.update(session.execute(
+            select(MonitoredModel.id, first).where(MonitoredModel.id.in_(chunk))).all())
+    return out
+
+
+def _owed_since(model: MonitoredModel, oldest_unfinished: datetime | None,
+                first_unwindowed: datetime | None) -> datetime | None:
     """Since when a due window has waited: the oldest planned-but-unscored window, or the
-    moment the unplanned samples became due by age (one index probe). Full windows are
-    planned within seconds of filling (by ingest or beat), so they are not looked for here;
-    the ``evaluations_stale`` alert rule checks them."""
+    moment the unplanned samples became due by age. Full windows are planned within seconds
+    of filling (by ingest or beat), so they are not looked for here; the
+    ``evaluations_stale`` alert rule checks them."""
     candidates = [oldest_unfinished] if oldest_unfinished is not None else []
-    if model.window_max_age_seconds is not None:
-        first = session.scalar(
-            select(Sample.received_at)
-            .where(Sample.model_id == model.id,
-                   Sample.id > model.windowed_through_sample_id)
-            .order_by(Sample.id).limit(1))
-        if first is not None:
-            candidates.append(as_utc_or_none(first)
-                              + timedelta(seconds=model.window_max_age_seconds))
+    if model.window_max_age_seconds is not None and first_unwindowed is not None:
+        candidates.append(as_utc_or_none(first_unwindowed)
+                          + timedelta(seconds=model.window_max_age_seconds))
     return min(candidates) if candidates else None
 
 

@@ -147,8 +147,8 @@ def test_the_scrape_breakdown_times_each_step_and_checks_the_batched_lag_probe(
     finally:
         get_settings.cache_clear()
         reset_engines()
-    assert list(parts) == ["snapshot", "  lag probes, one query per model",
-                           "  (the same probes as one statement)", "families",
+    assert list(parts) == ["snapshot", "  lag probes, the exporter's statement",
+                           "  (the same probes in raw SQL)", "families",
                            "text exposition", "gzip level 5"]
     assert all(v > 0 for v in parts.values())
 

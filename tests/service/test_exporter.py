@@ -265,3 +265,27 @@ def test_the_trend_statistic_and_its_threshold_are_exported(client, database_url
     assert value(m, "collapsewatch_signal_trend_threshold", model="bot",
                  signal="tail_coverage") == 5.1
     assert math.isnan(value(m, "collapsewatch_signal_trend", model="quiet", signal="diversity"))
+
+
+def test_evaluation_lag_is_read_per_model_from_its_oldest_unwindowed_sample(client,
+                                                                            database_url):
+    """The lag of a model whose windows close by age runs from its oldest sample not yet in
+    a window plus the age limit; models without such samples, or without an age limit,
+    read 0 (the exporter reads all of them in one statement)."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    late = make_model("late", window_max_age_seconds=600)
+    add_samples(late, 2, received_at=now - timedelta(seconds=1800))
+    add_samples(late, 2, received_at=now - timedelta(seconds=60))
+    due = make_model("due", window_max_age_seconds=3600)
+    add_samples(due, 1, received_at=now - timedelta(seconds=4000))
+    make_model("idle", window_max_age_seconds=600)
+    sized = make_model("sized", window_max_age_seconds=None)
+    add_samples(sized, 3, received_at=now - timedelta(days=2))
+    m = scrape(client)
+    # oldest late sample 1,800 s ago, due after 600 s: owed for ~1,200 s
+    assert 1190 <= value(m, "collapsewatch_evaluation_lag_seconds", model="late") <= 1260
+    assert 390 <= value(m, "collapsewatch_evaluation_lag_seconds", model="due") <= 460
+    assert value(m, "collapsewatch_evaluation_lag_seconds", model="idle") == 0
+    assert value(m, "collapsewatch_evaluation_lag_seconds", model="sized") == 0
