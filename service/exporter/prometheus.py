@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -429,23 +429,39 @@ def _le(bound: float) -> str:
 
 
 class SnapshotCache:
-    """The latest families per database, reused for ``ttl`` seconds (thread-safe)."""
+    """The latest families per database, reused for ``ttl`` seconds (thread-safe), with
+    their encoded bodies: a scrape within the ttl costs neither the queries nor the text
+    exposition (at 1,000 models the exposition alone is ~0.3 s)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[float, list[Metric]]] = {}
+        # key -> (built at, families, encoded bodies by form)
+        self._entries: dict[str, tuple[float, list[Metric], dict[str, bytes]]] = {}
+
+    def _fresh(self, key: str, ttl: float, build) -> tuple[list[Metric], dict[str, bytes]]:
+        hit = self._entries.get(key)
+        if hit is not None and time.monotonic() - hit[0] < ttl:
+            return hit[1], hit[2]
+        # built under the lock: concurrent scrapes wait for one snapshot, not N
+        started = time.monotonic()
+        out = list(build())
+        bodies: dict[str, bytes] = {}
+        self._entries[key] = (time.monotonic(), out, bodies)
+        log.debug("metrics snapshot built", extra={"seconds": time.monotonic() - started})
+        return out, bodies
 
     def get(self, key: str, ttl: float, build) -> list[Metric]:
         with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None and time.monotonic() - hit[0] < ttl:
-                return hit[1]
-            # built under the lock: concurrent scrapes wait for one snapshot, not N
-            started = time.monotonic()
-            out = list(build())
-            self._entries[key] = (time.monotonic(), out)
-            log.debug("metrics snapshot built", extra={"seconds": time.monotonic() - started})
-            return out
+            return self._fresh(key, ttl, build)[0]
+
+    def encoded(self, key: str, ttl: float, build, form: str,
+                encode: Callable[[list[Metric]], bytes]) -> bytes:
+        """The families of ``key`` encoded by ``encode``, kept with them as ``form``."""
+        with self._lock:
+            families_, bodies = self._fresh(key, ttl, build)
+            if form not in bodies:
+                bodies[form] = encode(families_)
+            return bodies[form]
 
     def clear(self) -> None:
         with self._lock:
@@ -472,15 +488,32 @@ class DatabaseCollector:
 def build_registry(session_factory, cache_key: str, ttl: float,
                    per_metric_default: bool = False) -> CollectorRegistry:
     """A fresh registry holding one collector (the global registry is never used)."""
-
-    def source() -> list[Metric]:
-        def build() -> list[Metric]:
-            with session_factory() as session:
-                return list(families(take_snapshot(
-                    session, per_metric_default=per_metric_default)))
-
-        return CACHE.get(cache_key, ttl, build)
-
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(source))
+    registry.register(DatabaseCollector(
+        lambda: CACHE.get(cache_key, ttl, _builder(session_factory, per_metric_default))))
     return registry
+
+
+def _builder(session_factory, per_metric_default: bool) -> Callable[[], list[Metric]]:
+    def build() -> list[Metric]:
+        with session_factory() as session:
+            return list(families(take_snapshot(session, per_metric_default=per_metric_default)))
+
+    return build
+
+
+def exposition(session_factory, cache_key: str, ttl: float, per_metric_default: bool,
+               encoder: Callable[[CollectorRegistry], bytes], form: str,
+               compress: Callable[[bytes], bytes] | None = None) -> bytes:
+    """The body of a scrape: the cached families encoded by ``encoder`` (a
+    prometheus_client exposition encoder) and, with ``compress``, compressed; each ``form``
+    (content type and encoding) is encoded once per snapshot."""
+
+    def encode(fams: list[Metric]) -> bytes:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(DatabaseCollector(lambda: fams))
+        body = encoder(registry)
+        return compress(body) if compress is not None else body
+
+    return CACHE.encoded(cache_key, ttl, _builder(session_factory, per_metric_default),
+                         form, encode)

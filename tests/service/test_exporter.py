@@ -172,6 +172,43 @@ def test_snapshot_is_cached_briefly(client, database_url):
     assert 'collapsewatch_samples_ingested_total{model="bot"} 5.0' in client.get("/metrics").text
 
 
+def test_each_form_is_encoded_once_per_snapshot_and_forms_agree(client, database_url):
+    """Within the cache ttl a scrape reuses the encoded body of its form (text or
+    OpenMetrics, gzip or not); the gzip body is the plain body compressed."""
+    from service.exporter.prometheus import SnapshotCache
+
+    builds, encodes = [], []
+    cache = SnapshotCache()
+
+    def build():
+        builds.append(1)
+        return []
+
+    def encode(form):
+        def run(fams):
+            encodes.append(form)
+            return form.encode()
+        return run
+
+    for form in ("text|identity", "text|gzip", "text|identity", "text|gzip"):
+        assert cache.encoded("db", 60.0, build, form, encode(form)) == form.encode()
+    assert builds == [1] and encodes == ["text|identity", "text|gzip"]
+    cache.clear()
+    cache.encoded("db", 60.0, build, "text|identity", encode("text|identity"))
+    assert len(builds) == 2 and len(encodes) == 3
+    cache.encoded("db", 0.0, build, "text|identity", encode("text|identity"))  # cache off
+    assert len(builds) == 3 and len(encodes) == 4
+
+    make_model("bot")
+    CACHE.clear()
+    plain = client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    zipped = client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in plain.headers
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    # the client decodes the gzip body: the same exposition as the plain one
+    assert zipped.text == plain.text and "collapsewatch_samples_ingested_total" in plain.text
+
+
 def test_global_registry_is_untouched(client, database_url):
     before = {m.name for m in GLOBAL_REGISTRY.collect()}
     make_model("bot")
