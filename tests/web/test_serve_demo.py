@@ -124,6 +124,8 @@ def test_serve_demo_shows_a_collapse_and_an_alert_within_minutes(served_demo, ch
         page.goto(base + "/")
         page.wait_for_selector(f"#model-{demo.RECURSIVE} svg.chart-svg circle.pt",
                                timeout=30_000)
+        # cards load when they scroll into view; the collapsing model's card above it is tall
+        page.locator(f"#model-{demo.STABLE}").scroll_into_view_if_needed()
         page.wait_for_selector(f"#model-{demo.STABLE} svg.chart-svg circle.pt", timeout=60_000)
         page.wait_for_selector("tr.alert.firing")
         assert page.locator(f"#model-{demo.RECURSIVE} .card-head .badge").get_attribute(
