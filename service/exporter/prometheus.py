@@ -9,8 +9,9 @@ to date when a window is stored), the rest from indexed lookups of unfinished wo
 firing alerts.
 
 Cardinality: signals, health and pipeline series for every model (about 60 series per
-model, counted on a real ``/metrics`` in dashboards/README.md); the per-metric families (``collapsewatch_metric_*``, six series per
-registry metric) only for models whose ``metric_series`` is true, or for every model with
+model, counted on a real ``/metrics`` in dashboards/README.md); the per-metric families
+(``collapsewatch_metric_*``, six series per registry metric) only for models whose
+``metric_series`` is true, or for every model with
 ``COLLAPSEWATCH_METRICS_PER_METRIC_SERIES=1`` (dashboards/README.md has the counts). A
 stream adds 3·(sources + 1) + 2 synthetic-share series (at most three sources).
 
@@ -438,27 +439,20 @@ class SnapshotCache:
         # key -> (built at, families, encoded bodies by form)
         self._entries: dict[str, tuple[float, list[Metric], dict[str, bytes]]] = {}
 
-    def _fresh(self, key: str, ttl: float, build) -> tuple[list[Metric], dict[str, bytes]]:
-        hit = self._entries.get(key)
-        if hit is not None and time.monotonic() - hit[0] < ttl:
-            return hit[1], hit[2]
-        # built under the lock: concurrent scrapes wait for one snapshot, not N
-        started = time.monotonic()
-        out = list(build())
-        bodies: dict[str, bytes] = {}
-        self._entries[key] = (time.monotonic(), out, bodies)
-        log.debug("metrics snapshot built", extra={"seconds": time.monotonic() - started})
-        return out, bodies
-
-    def get(self, key: str, ttl: float, build) -> list[Metric]:
-        with self._lock:
-            return self._fresh(key, ttl, build)[0]
-
-    def encoded(self, key: str, ttl: float, build, form: str,
+    def encoded(self, key: str, ttl: float, build: Callable[[], list[Metric]], form: str,
                 encode: Callable[[list[Metric]], bytes]) -> bytes:
-        """The families of ``key`` encoded by ``encode``, kept with them as ``form``."""
+        """The families of ``key`` (built by ``build`` when older than ``ttl``) encoded by
+        ``encode``, kept with them as ``form``."""
         with self._lock:
-            families_, bodies = self._fresh(key, ttl, build)
+            hit = self._entries.get(key)
+            if hit is None or time.monotonic() - hit[0] >= ttl:
+                # built under the lock: concurrent scrapes wait for one snapshot, not N
+                started = time.monotonic()
+                hit = (time.monotonic(), list(build()), {})
+                self._entries[key] = hit
+                log.debug("metrics snapshot built",
+                          extra={"seconds": time.monotonic() - started})
+            _, families_, bodies = hit
             if form not in bodies:
                 bodies[form] = encode(families_)
             return bodies[form]
@@ -471,35 +465,18 @@ class SnapshotCache:
 CACHE = SnapshotCache()
 
 
-class DatabaseCollector:
-    """A prometheus_client custom collector over a cached database snapshot."""
+class FamiliesCollector:
+    """A prometheus_client custom collector over families built beforehand."""
 
-    def __init__(self, metrics_source) -> None:
-        self._source = metrics_source
+    def __init__(self, fams: list[Metric]) -> None:
+        self._fams = fams
 
     def describe(self) -> Iterable[Metric]:
         # nothing to describe up front: registering must not query the database
         return []
 
     def collect(self) -> Iterable[Metric]:
-        return self._source()
-
-
-def build_registry(session_factory, cache_key: str, ttl: float,
-                   per_metric_default: bool = False) -> CollectorRegistry:
-    """A fresh registry holding one collector (the global registry is never used)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(
-        lambda: CACHE.get(cache_key, ttl, _builder(session_factory, per_metric_default))))
-    return registry
-
-
-def _builder(session_factory, per_metric_default: bool) -> Callable[[], list[Metric]]:
-    def build() -> list[Metric]:
-        with session_factory() as session:
-            return list(families(take_snapshot(session, per_metric_default=per_metric_default)))
-
-    return build
+        return self._fams
 
 
 def exposition(session_factory, cache_key: str, ttl: float, per_metric_default: bool,
@@ -509,11 +486,15 @@ def exposition(session_factory, cache_key: str, ttl: float, per_metric_default: 
     prometheus_client exposition encoder) and, with ``compress``, compressed; each ``form``
     (content type and encoding) is encoded once per snapshot."""
 
+    def build() -> list[Metric]:
+        with session_factory() as session:
+            return list(families(take_snapshot(session, per_metric_default=per_metric_default)))
+
     def encode(fams: list[Metric]) -> bytes:
+        # a fresh registry per body: the global registry is never used
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(DatabaseCollector(lambda: fams))
+        registry.register(FamiliesCollector(fams))
         body = encoder(registry)
         return compress(body) if compress is not None else body
 
-    return CACHE.encoded(cache_key, ttl, _builder(session_factory, per_metric_default),
-                         form, encode)
+    return CACHE.encoded(cache_key, ttl, build, form, encode)
