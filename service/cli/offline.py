@@ -141,28 +141,28 @@ def _embedder():
     return embedder, reason
 
 
-def band_cache_dir() -> Path | None:
-    """Where the CLI keeps computed bands: ``COLLAPSEWATCH_BAND_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/collapsewatch/bands`` (``~/.cache/...``); the value ``off`` disables it."""
+def _cache_dir(setting: str, name: str) -> Path | None:
+    """``COLLAPSEWATCH_<setting>`` if set (``off`` disables the cache), else
+    ``$XDG_CACHE_HOME/collapsewatch/<name>`` (``~/.cache/...``)."""
     import os
 
-    explicit = os.environ.get("COLLAPSEWATCH_BAND_CACHE_DIR")
+    explicit = os.environ.get(f"COLLAPSEWATCH_{setting}")
     if explicit:
         return None if explicit.lower() == "off" else Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "collapsewatch" / "bands"
+    return Path(base) / "collapsewatch" / name
+
+
+def band_cache_dir() -> Path | None:
+    """Where the CLI keeps computed bands: ``COLLAPSEWATCH_BAND_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/collapsewatch/bands`` (``~/.cache/...``); the value ``off`` disables it."""
+    return _cache_dir("BAND_CACHE_DIR", "bands")
 
 
 def embedding_cache_dir() -> Path | None:
     """Where the CLI keeps window embeddings: ``COLLAPSEWATCH_EMBEDDING_CACHE_DIR``, else
     ``$XDG_CACHE_HOME/collapsewatch/embeddings`` (``~/.cache/...``); ``off`` disables it."""
-    import os
-
-    explicit = os.environ.get("COLLAPSEWATCH_EMBEDDING_CACHE_DIR")
-    if explicit:
-        return None if explicit.lower() == "off" else Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "collapsewatch" / "embeddings"
+    return _cache_dir("EMBEDDING_CACHE_DIR", "embeddings")
 
 
 def _log_embedding_cache(embedder) -> None:
