@@ -284,7 +284,6 @@ def _metrics_breakdown(runs: int = 5) -> dict[str, float]:
     and JSON decoding), of which the lag probes (the exporter's batched statement), the same
     probes in hand-written SQL (checked to give the same answers), the families, the text
     exposition and gzip."""
-    from prometheus_client import CollectorRegistry, generate_latest
     from sqlalchemy import select, text
 
     from service.domain.clock import as_utc_or_none
@@ -321,11 +320,9 @@ def _metrics_breakdown(runs: int = 5) -> dict[str, float]:
             if same != probed:
                 raise SystemExit("the raw-SQL lag probe disagrees with the exporter's")
         t = time.perf_counter()
-        fams = list(exporter.families(snap))
+        fams = exporter.families(snap)
         t = timed("families", t)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(exporter.FamiliesCollector(fams))
-        body = generate_latest(registry)
+        body = exporter.render(fams)
         t = timed("text exposition", t)
         gzip.compress(body, 5)
         timed("gzip level 5", t)
@@ -337,24 +334,14 @@ def _load() -> str:
 
 
 def _metrics_cost(runs: int = 20) -> tuple[float, float, int, int, float]:
-    from prometheus_client import CollectorRegistry, generate_latest
-
     from service.domain.db import session_factory
-    from service.exporter.prometheus import families, take_snapshot
+    from service.exporter.prometheus import families, render, take_snapshot
 
     times, body = [], b""
     for _ in range(runs):
         started = time.perf_counter()
         with session_factory()() as session:
-            fams = list(families(take_snapshot(session)))
-
-        class Static:
-            def collect(self, fams=fams):
-                return fams
-
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(Static())
-        body = generate_latest(registry)
+            body = render(families(take_snapshot(session)))
         times.append(time.perf_counter() - started)
     series = sum(1 for line in body.decode().splitlines() if 'model="' in line)
     return (statistics.median(times), percentile(times, 0.95), len(body),
@@ -373,7 +360,7 @@ def fill(database_url: str, n_models: int, evaluations: int, reference_id: int,
     model, resolved alerts with sent notifications. Seconds per step."""
     from sqlalchemy import create_engine, insert, text
 
-    from service.domain.evaluation import DURATION_BUCKETS, score_rows
+    from service.domain.evaluation import DURATION_BUCKETS, result_summary, score_rows
     from service.domain.tables import Baseline, Channel, MonitoredModel
     from service.settings import get_settings
 
@@ -442,12 +429,14 @@ def fill(database_url: str, n_models: int, evaluations: int, reference_id: int,
         c.execute(text("""
             INSERT INTO model_stats (model_id, latest_evaluation_id, latest_window_index,
                 evaluations_done, evaluations_failed, duration_buckets, duration_count,
-                duration_sum)
+                duration_sum, latest_summary)
             SELECT e.model_id,
                    (array_agg(e.id ORDER BY e.window_index DESC))[1], max(e.window_index),
-                   count(*), 0, CAST(:buckets AS json), count(*), sum(e.duration_seconds)
+                   count(*), 0, CAST(:buckets AS json), count(*), sum(e.duration_seconds),
+                   CAST(:summary AS json)
             FROM evaluations e WHERE e.model_id = ANY(:ids) GROUP BY e.model_id"""),
-            {"buckets": buckets, "ids": list(ids)})
+            {"buckets": buckets, "ids": list(ids),
+             "summary": json.dumps(result_summary(result))})
         c.execute(text("""
             UPDATE models m SET windowed_through_sample_id = s.last
             FROM (SELECT model_id, max(last_sample_id) AS last FROM evaluations

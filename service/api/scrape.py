@@ -19,7 +19,8 @@ router = APIRouter(tags=["metrics"])
             summary="Prometheus metrics: latest scores of every model, read from the database")
 def metrics(request: Request, settings: SettingsDep) -> Response:
     url = settings.resolved_database_url
-    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    # prometheus_client negotiates the content type; the body is written by the exporter
+    _, content_type = choose_encoder(request.headers.get("accept", ""))
     headers = {"Vary": "Accept-Encoding"}
     compress = None
     if accepts_gzip(request.headers.get("accept-encoding", "")):
@@ -28,7 +29,8 @@ def metrics(request: Request, settings: SettingsDep) -> Response:
         headers["Content-Encoding"] = "gzip"
     # encoded once per snapshot and form: scrapes within the cache ttl cost no exposition
     body = exposition(session_factory(url), url, settings.metrics_cache_seconds,
-                      settings.metrics_per_metric_series, encoder,
+                      settings.metrics_per_metric_series,
+                      content_type.startswith("application/openmetrics-text"),
                       f"{content_type}|{'gzip' if compress else 'identity'}", compress)
     return Response(content=body, media_type=content_type, headers=headers)
 

@@ -41,7 +41,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     _announce_listen_host(args.host, args.port)
     _configure_logging()
-    uvicorn.run("service.api.app:create_app", factory=True, host=args.host, port=args.port,
+    uvicorn.run("service.api.app:create_served_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_config=None, access_log=False)
     return 0
 

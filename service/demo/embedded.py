@@ -175,7 +175,7 @@ def run_embedded(host: str, port: int, demo: bool = False) -> int:
     upgrade()
     env = child_env(settings)
     server = uvicorn.Server(uvicorn.Config(
-        "service.api.app:create_app", factory=True, host=host, port=port, log_config=None,
+        "service.api.app:create_served_app", factory=True, host=host, port=port, log_config=None,
         access_log=False))
     supervisor = Supervisor([Child(name, argv, env)
                              for name, argv in child_commands(settings).items()],

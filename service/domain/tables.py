@@ -408,3 +408,6 @@ class ModelStats(Base):
     duration_buckets: Mapped[list[Any]] = mapped_column(JSON, default=list)
     duration_count: Mapped[int] = mapped_column(BigInteger, default=0)
     duration_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    # the parts of the latest result that /metrics exports (service.domain.evaluation
+    # SUMMARY_PARTS), ~1.5 KB instead of the whole ~13 KB Score JSON
+    latest_summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

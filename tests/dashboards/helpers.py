@@ -70,14 +70,12 @@ def check_exprs_with_promtool(exprs: list[str], tmp_path: Path) -> subprocess.Co
     return run(["promtool", "check", "rules", str(path)])
 
 
-def exported_metric_names() -> set[str]:
-    """Every sample name /metrics can emit (a stream with a baseline and a scored window)."""
+def exported_text() -> str:
+    """A /metrics body with every family /metrics can emit (a stream with a baseline and a
+    scored window)."""
     from datetime import UTC, datetime
 
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from service.exporter.prometheus import ModelSnapshot, Snapshot, families
+    from service.exporter.prometheus import ModelSnapshot, Snapshot, families, render
     from tests.service.alert_fixtures import score_json
 
     model = ModelSnapshot(name="bot", reference_name="ref", reference_sha256="a" * 64,
@@ -89,11 +87,11 @@ def exported_metric_names() -> set[str]:
     snap = Snapshot(taken_at=datetime.now(UTC), models=[model], metric_names=["distinct_2"],
                     notifications={}, dead_letters={("pager", "pagerduty", "critical"): 0})
 
-    class Static:
-        def collect(self):
-            return families(snap)
+    return render(families(snap)).decode()
 
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Static())
-    text = generate_latest(registry).decode()
-    return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+
+def exported_metric_names() -> set[str]:
+    """Every sample name /metrics can emit."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {s.name for f in text_string_to_metric_families(exported_text()) for s in f.samples}

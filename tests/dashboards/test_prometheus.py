@@ -13,6 +13,7 @@ from tests.dashboards.helpers import (
     RULE_TESTS,
     RULES,
     exported_metric_names,
+    exported_text,
     load_yaml,
     rule_names,
     run,
@@ -40,6 +41,17 @@ def test_promtool_unit_tests_pass():
     files = sorted(RULE_TESTS.glob("*.yml"))
     assert files
     result = run([promtool, "test", "rules", *map(str, files)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_accepts_the_exposition():
+    """``promtool check metrics`` lints what /metrics writes (names, types, HELP, the
+    counters' _total)."""
+    import subprocess
+
+    promtool = need_program("promtool")
+    result = subprocess.run([promtool, "check", "metrics"], input=exported_text(),
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -117,7 +117,7 @@ def add_evaluation(model_id: int, health: str | None, *, status: str = "done",
         s.flush()
         # the per-model totals the pipeline keeps when it stores or fails a window
         if status == "done":
-            record_done(s, model_id, ev.id, index, duration)
+            record_done(s, model_id, ev.id, index, duration, result)
         elif status == "failed":
             record_failed(s, model_id)
         return ev.id

@@ -326,3 +326,96 @@ def test_evaluation_lag_is_read_per_model_from_its_oldest_unwindowed_sample(clie
     assert 390 <= value(m, "collapsewatch_evaluation_lag_seconds", model="due") <= 460
     assert value(m, "collapsewatch_evaluation_lag_seconds", model="idle") == 0
     assert value(m, "collapsewatch_evaluation_lag_seconds", model="sized") == 0
+
+
+def _samples(families) -> dict[tuple, float | str]:
+    """(sample name, sorted labels) -> value (NaN as a string, so that NaN equals NaN)."""
+    out = {}
+    for family in families:
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = (
+                "NaN" if math.isnan(s.value) else s.value)
+    return out
+
+
+def test_openmetrics_and_text_carry_the_same_samples_and_escape_labels(client, database_url,
+                                                                     per_metric_series):
+    """The exporter writes both formats itself: OpenMetrics passes the strict parser, with
+    the same samples as the text format, and label values with quotes, backslashes and line
+    feeds survive both."""
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as openmetrics_families,
+    )
+
+    from tests.service.alert_fixtures import score_json
+
+    odd = 'say "hi"\\there\nnext'
+    model_id = make_model(odd)
+    add_samples(model_id, 3)
+    add_evaluation(model_id, "early_collapse", result=score_json("early_collapse"))
+    make_model("quiet")
+    CACHE.clear()
+    text = client.get("/metrics").text
+    om = client.get("/metrics", headers={"accept": "application/openmetrics-text; "
+                                                   "version=1.0.0"}).text
+    as_text = _samples(text_string_to_metric_families(text))
+    as_om = _samples(openmetrics_families(om))
+    assert as_om == as_text and len(as_text) > 100
+    assert as_text[("collapsewatch_samples_ingested_total", (("model", odd),))] == 3
+    assert as_text[("collapsewatch_health_state",
+                    (("model", odd), ("state", "early_collapse")))] == 1
+    # a counter's family is named without _total in OpenMetrics, with it in the text format
+    assert "# TYPE collapsewatch_samples_ingested counter" in om
+    assert "# TYPE collapsewatch_samples_ingested_total counter" in text
+
+
+def test_the_latest_window_is_read_from_its_summary_or_else_from_its_result(client,
+                                                                           database_url):
+    """model_stats keeps the exported parts of the latest result when a window is stored; a
+    summary not written (a window stored before the summary existed) is read from the
+    evaluation's result instead."""
+    from sqlalchemy import update
+
+    from service.domain.tables import Evaluation, ModelStats
+    from tests.service.alert_fixtures import score_json
+
+    model_id = make_model("bot")
+    eval_id = add_evaluation(model_id, "collapse")
+    with session_scope() as s:
+        stats = s.get(ModelStats, model_id)
+        assert stats.latest_evaluation_id == eval_id
+        assert set(stats.latest_summary) >= {"signals", "documents"}
+        assert "metrics" not in stats.latest_summary and "evidence" not in stats.latest_summary
+    assert value(scrape(client), "collapsewatch_diversity_ratio", model="bot"
+                 ) == pytest.approx(0.45)
+    # the result changes under the summary: the scrape follows the summary ...
+    changed = score_json("collapse")
+    changed["signals"]["diversity"]["ratio"] = 0.5
+    with session_scope() as s:
+        s.execute(update(Evaluation).where(Evaluation.id == eval_id).values(result=changed))
+    assert value(scrape(client), "collapsewatch_diversity_ratio", model="bot"
+                 ) == pytest.approx(0.45)
+    # ... and without a summary, the result
+    with session_scope() as s:
+        s.execute(update(ModelStats).where(ModelStats.model_id == model_id)
+                  .values(latest_summary=None))
+    m = scrape(client)
+    assert value(m, "collapsewatch_diversity_ratio", model="bot") == pytest.approx(0.5)
+    assert value(m, "collapsewatch_health_state", model="bot", state="collapse") == 1
+
+
+def test_the_served_app_moves_its_start_up_objects_out_of_the_collectors_view(tmp_path):
+    """`collapsewatch api` and `serve` run the app from create_served_app, which freezes the
+    objects of start-up (gc.freeze) so that collections during a large scrape do not walk
+    them; create_app, used by the tests, does not."""
+    import subprocess
+    import sys
+
+    code = ("import gc; from service.api.app import create_app, create_served_app; "
+            "create_app(); before = gc.get_freeze_count(); create_served_app(); "
+            "print(before, gc.get_freeze_count())")
+    env = {"COLLAPSEWATCH_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env, check=True).stdout.split()
+    before, after = map(int, out)
+    assert before == 0 and after > 10_000

@@ -187,3 +187,94 @@ def test_upgrade_from_0004_keeps_models_and_pins_on_postgres():
         _fill_at_0004(url)
         upgrade(url)
         _check_upgraded_to_0005(url)
+
+
+# --------------------------------------------------------------------------------------------
+# 0005 -> 0006 on a database filled by the previous revision
+
+def _result(ratio: float) -> dict:
+    signal = {"ratio": ratio, "human_low": 0.9, "human_high": 1.1, "outside_band": False}
+    return {"documents": 10, "health": "healthy",
+            "signals": {"diversity": signal, "tail_coverage": signal, "sameness": signal},
+            "metrics": {"distinct_2": {"value": 0.5, "ratio": ratio}},
+            "evidence": {"phrases": []}, "calibration": {"pool": 10}}
+
+
+def _fill_at_0005(url: str) -> None:
+    """Two models as revision 0005 stored them: one with two scored windows (model_stats
+    pointing at the second), one whose only window failed."""
+    import json
+
+    from sqlalchemy import text
+
+    engine = create_engine(url)
+    now = "2026-12-02 12:00:00+00:00"
+    with engine.begin() as c:
+        c.execute(text(
+            "INSERT INTO \"references\" (name, version, sha256, document_count, token_count, "
+            "documents_gz, profile, created_at) VALUES ('ref', 1, :sha, 200, 1000, :b, :b, "
+            ":now)"), {"sha": "a" * 64, "b": b"x", "now": now})
+        for name in ("scored", "failed"):
+            c.execute(text(
+                "INSERT INTO models (name, reference_id, window_size, window_min_size, "
+                "auto_baseline_windows, samples_ingested, windowed_through_sample_id, "
+                "next_window_index, created_at, updated_at) "
+                "VALUES (:name, 1, 10, 5, 0, 20, 20, 2, :now, :now)"),
+                {"name": name, "now": now})
+        for i, (model, status, result) in enumerate([(1, "done", _result(0.8)),
+                                                     (1, "done", _result(0.6)),
+                                                     (2, "failed", None)]):
+            c.execute(text(
+                "INSERT INTO evaluations (model_id, reference_id, window_index, "
+                "first_sample_id, last_sample_id, sample_count, status, attempts, health, "
+                "result, created_at) VALUES (:m, 1, :i, :a, :b, 10, :s, 1, :h, :r, :now)"),
+                {"m": model, "i": i if model == 1 else 0, "a": 10 * i + 1, "b": 10 * i + 10,
+                 "s": status, "h": "healthy" if result else None,
+                 "r": json.dumps(result) if result else None, "now": now})
+        c.execute(text(
+            "INSERT INTO model_stats (model_id, latest_evaluation_id, latest_window_index, "
+            "evaluations_done, evaluations_failed, duration_buckets, duration_count, "
+            "duration_sum) VALUES (1, 2, 1, 2, 0, '[]', 2, 1.0), "
+            "(2, NULL, NULL, 0, 1, '[]', 0, 0.0)"))
+    engine.dispose()
+
+
+def _check_upgraded_to_0006(url: str) -> None:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from service.domain.tables import ModelStats
+    from service.exporter.prometheus import take_snapshot
+
+    engine = create_engine(url)
+    with Session(engine) as s:
+        summaries = dict(s.execute(select(ModelStats.model_id, ModelStats.latest_summary)).all())
+        # the latest window's exported parts, without per-metric rows, evidence, calibration
+        expected = {k: v for k, v in _result(0.6).items()
+                    if k in ("signals", "documents")}
+        assert summaries == {1: expected, 2: None}
+        snap = {m.name: m for m in take_snapshot(s).models}
+        assert snap["scored"].result["signals"]["diversity"]["ratio"] == 0.6
+        assert snap["failed"].result is None
+    engine.dispose()
+
+
+def test_upgrade_from_0005_summarises_the_latest_window_on_sqlite(tmp_path):
+    from service.domain.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0005")
+    _fill_at_0005(url)
+    upgrade(url)
+    _check_upgraded_to_0006(url)
+
+
+def test_upgrade_from_0005_summarises_the_latest_window_on_postgres():
+    from service.domain.migrate import upgrade
+    from tests.conftest import fresh_pg_database
+
+    with fresh_pg_database(migrate=False) as url:
+        upgrade(url, "0005")
+        _fill_at_0005(url)
+        upgrade(url)
+        _check_upgraded_to_0006(url)
