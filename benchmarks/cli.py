@@ -6,7 +6,8 @@
 
 The window is ``--documents`` fortunes (the shipped sample, seed 7) that the reference did
 not see; the reference is built from 12,000 other fortunes with the default settings
-(bands stored for 100, 500 and 2,000 documents, 200 replicates). Three configurations:
+(bands stored at `reference build`'s default sizes, 200 replicates: a window between two
+of them gets an interpolated band, e.g. ``--documents 1400``). Three configurations:
 
 * ``lexical``: a reference built without an embedding model (no semantic metrics, nothing
   embedded at score time);
@@ -119,7 +120,10 @@ def config_env(config: str, xdg: Path) -> dict[str, str]:
 
 
 def build_reference(work: Path, src: Path, config: str) -> Path:
-    out = work / f"reference-{config}.cwp"
+    from service.cli.offline import DEFAULT_BAND_SIZES
+
+    grid = "-".join(map(str, DEFAULT_BAND_SIZES))
+    out = work / f"reference-{config}-{grid}.cwp"
     if out.exists():
         return out
     print(f"building the {config} reference into {out} (once)", flush=True)
@@ -128,9 +132,10 @@ def build_reference(work: Path, src: Path, config: str) -> Path:
         if config == "lexical":
             code = ("import sys, metrics\n"
                     "docs = open(sys.argv[1]).read().splitlines()\n"
-                    "p = metrics.build_reference(docs, 'fortunes', embedder=None)\n"
+                    "cfg = metrics.ReferenceConfig(band_sizes=tuple(map(int, sys.argv[3:])))\n"
+                    "p = metrics.build_reference(docs, 'fortunes', config=cfg, embedder=None)\n"
                     "metrics.save_profile(p, sys.argv[2])\n")
-            cmd = [PYTHON, "-c", code, str(src), str(out)]
+            cmd = [PYTHON, "-c", code, str(src), str(out), *map(str, DEFAULT_BAND_SIZES)]
         else:
             cmd = [CLI, "reference", "build", str(src), "--name", "fortunes", "-o", str(out)]
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -264,10 +269,12 @@ def stages(reference_path: str, window_path: str, replicates: int | None = None)
         minhash_of(Sample(reference.pool, 0, reference.pool_doc_keys), ctx)
         clock.lap("pool signatures")
     registry.REGISTRY = _timed_registry(plain, band_kinds)
-    band = reference.band(n_docs, budget)
+    # as metrics.score: interpolated between stored sizes when they bracket the window
+    band, origin = reference.band_with_origin(n_docs, budget)
     registry.REGISTRY = plain
     clock.lap("band")
-    cal = scoring.calibrate(band, reference.pool, n_docs, budget, "pool")
+    cal = scoring.calibrate(band, reference.pool, n_docs, budget, "pool",
+                            interpolated_from=origin)
     human = scoring._Comparison(values, cal, n_docs, cfg)
     scoring.health_state(human.bands(), None, cfg)
     clock.lap("compare with band")
@@ -276,7 +283,7 @@ def stages(reference_path: str, window_path: str, replicates: int | None = None)
     score_fields(sample, reference, None)
     clock.lap("semantic fields")
     return {"steps": clock.steps, "window_kinds": window_kinds, "band_kinds": band_kinds,
-            "documents": n_docs, "budget": budget,
+            "documents": n_docs, "budget": budget, "interpolated_from": origin,
             "replicates": reference.config.replicates, "full_replicates": full_replicates}
 
 
@@ -338,6 +345,9 @@ def report(n_docs: int, results: dict, parts: dict, start: dict | None) -> None:
     print(f"{'band / window metrics':<24}" + "".join(
         f"{p['steps']['band']['cpu'] / max(p['steps']['window metrics']['cpu'], 1e-9):>15.1f}x"
         for p in cols.values()) + f"   (first: target <= {TARGET_BAND_FACTOR:.0f}x, CPU)")
+    print(f"{'band':<24}" + "".join(
+        f"{'interpolated' if p.get('interpolated_from') else 'computed/read':>16}"
+        for p in cols.values()))
 
 
 def report_large(n_docs: int, parts: dict[str, dict]) -> None:

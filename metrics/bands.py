@@ -209,6 +209,9 @@ class Calibration:
     share_tokens: float
     status: str
     reason: str | None
+    # the stored (documents, budget) bands an interpolated band was made from; None when
+    # the band was computed (see interpolate below)
+    interpolated_from: list[tuple[int, int]] | None = None
 
     @property
     def share(self) -> float:
@@ -228,11 +231,14 @@ class Calibration:
             "widening": round(self.widening, 4),
             "status": self.status,
             "reason": self.reason,
+            "interpolated_from": (None if self.interpolated_from is None else
+                                  [list(k) for k in self.interpolated_from]),
         }
 
 
 def calibrate(
-    matrix: np.ndarray, pool: Corpus, n_docs: int, budget: int, what: str = "pool"
+    matrix: np.ndarray, pool: Corpus, n_docs: int, budget: int, what: str = "pool",
+    interpolated_from: list[tuple[int, int]] | None = None,
 ) -> Calibration:
     """Calibrate a (replicates, metrics) band for windows of ``n_docs`` documents and
     ``budget`` tokens drawn from the source of ``pool`` (see the notes above)."""
@@ -266,4 +272,116 @@ def calibrate(
     for m in (band, within):
         m.setflags(write=False)
     return Calibration(band, within, pool_docs, pool_tokens, float(f_docs), float(f_tokens),
-                       status, reason)
+                       status, reason, interpolated_from)
+
+
+# ------------------------------------------------------------------ interpolation
+#
+# A band at a window size between two stored ones (a reference built with a grid of band
+# sizes, e.g. `collapsewatch reference build --band-sizes`) is interpolated instead of
+# computed: ~10 ms instead of seconds. Each column is a location-scale transform of the
+# larger stored band's replicates (so the replicates keep their joint structure across
+# metrics, which the signal quantiles read) to a mean and spread interpolated between the
+# two stored bands, linearly in log size (log mean and log sd where positive: the type
+# counts and their spreads follow power laws in the window's size, Heaps 1978). The spread
+# is interpolated as a fresh window's spread, sd / sqrt(1 - share) (the finite population
+# correction of the notes above), and turned back into a replicate spread at the target's
+# share. "docs" columns are interpolated in documents, "budget" columns in budget tokens;
+# a budget column at a stored budget is that band's, exactly in distribution (a
+# replicate's budget view does not depend on its document count).
+#
+# Measured by benchmarks/bands.py (fresh fortunes windows beyond the 1% collapse-side
+# bound, 12 pools x 30 windows x 3 signals, grid 250/500/1,000/2,000 documents; see
+# docs/early-warning.md, "Interpolated bands"): at 350 / 700 / 1,400 documents,
+# interpolated 0.5% / 1.0% / 0.5%, computed 0.1% / 0.5% / 0.5%.
+
+# stored sizes further apart than this are not interpolated between (measured at 2x)
+GRID_RATIO_LIMIT = 2.5
+
+
+def _bracket(values: list[int], x: int) -> tuple[int, int] | None:
+    below = [v for v in values if v <= x]
+    above = [v for v in values if v >= x]
+    if not below or not above:
+        return None
+    lo, hi = max(below), min(above)
+    return (lo, hi) if hi <= lo * GRID_RATIO_LIMIT else None
+
+
+def _moments(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+        return np.nanmean(matrix, axis=0), np.nanstd(matrix, axis=0, ddof=1)
+
+
+def _lumpy(matrix: np.ndarray, share: float = 0.5) -> np.ndarray:
+    """Columns where at least ``share`` of the replicates take one value."""
+    out = np.zeros(matrix.shape[1], dtype=bool)
+    for j in range(matrix.shape[1]):
+        col = matrix[:, j]
+        col = col[~np.isnan(col)]
+        if len(col):
+            out[j] = np.unique(col, return_counts=True)[1].max() >= share * len(col)
+    return out
+
+
+def _log_interp(t: float, y1: np.ndarray, y2: np.ndarray) -> np.ndarray:
+    """Between y1 (t = 0) and y2 (t = 1): geometric where both are positive, else linear."""
+    positive = (y1 > 0) & (y2 > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        geometric = np.exp((1 - t) * np.log(np.where(positive, y1, 1.0))
+                           + t * np.log(np.where(positive, y2, 1.0)))
+    return np.where(positive, geometric, (1 - t) * y1 + t * y2)
+
+
+def _target_moments(bands: dict[int, np.ndarray], lo: int, hi: int, x: int, pool: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and replicate sd at size ``x`` from the bands at sizes ``lo`` <= x <= ``hi``
+    drawn from a pool of ``pool`` units (documents or tokens)."""
+    m1, s1 = _moments(bands[lo])
+    if lo == hi:
+        return m1, s1
+    m2, s2 = _moments(bands[hi])
+    t = (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    fresh = _log_interp(t, s1 / math.sqrt(1 - lo / pool), s2 / math.sqrt(1 - hi / pool))
+    return _log_interp(t, m1, m2), fresh * math.sqrt(1 - x / pool)
+
+
+def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: int,
+                pool_docs: int, pool_tokens: int
+                ) -> tuple[np.ndarray, list[tuple[int, int]]] | None:
+    """A (replicates, metrics) band for ``n_docs`` documents and ``budget`` tokens from
+    ``stored`` bands ((documents, budget) -> matrix), and the keys it was made from; None
+    when the stored sizes or budgets do not bracket the window within
+    ``GRID_RATIO_LIMIT`` or the window is not smaller than the pool (see the notes
+    above)."""
+    if not stored or n_docs >= pool_docs or budget >= pool_tokens:
+        return None
+    # one band per document count and per budget (of several, the largest key)
+    doc_keys = {n: (n, b) for n, b in sorted(stored)}
+    budget_keys = {b: (n, b) for n, b in sorted(stored)}
+    by_docs = {n: stored[k] for n, k in doc_keys.items()}
+    by_budget = {b: stored[k] for b, k in budget_keys.items()}
+    docs = _bracket(list(by_docs), n_docs)
+    budgets = _bracket(list(by_budget), budget)
+    if docs is None or budgets is None or docs[1] >= pool_docs or budgets[1] >= pool_tokens:
+        return None
+    base = by_docs[docs[1]]
+    base_mean, base_sd = _moments(base)
+    out = base.copy()
+    for columns, bands, (a, b), x, pool in (
+            (DOC_COLUMNS, by_docs, docs, n_docs, pool_docs),
+            (BUDGET_COLUMNS, by_budget, budgets, budget, pool_tokens)):
+        mean, sd = _target_moments(bands, a, b, x, pool)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(base_sd > 0, sd / base_sd, 1.0)
+        moved = mean + (base - base_mean) * scale
+        # a column mostly at one value (duplicate rates: most replicates have none) has no
+        # location and scale to move: the larger stored size's values are kept, which are
+        # if anything more spread (more documents, more chances of a duplicate), so the
+        # band errs wide
+        keep = _lumpy(bands[a]) | _lumpy(bands[b])
+        cols = np.asarray(columns)
+        out[:, cols] = np.where(keep[cols], base[:, cols], moved[:, cols])
+    used = sorted({*(doc_keys[n] for n in docs), *(budget_keys[b] for b in budgets)})
+    return out, used

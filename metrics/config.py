@@ -121,6 +121,11 @@ class ScoreConfig:
       outside the human band. Healthy production models are rarely human-like (a small LLM
       at temperature 0.7 reads ~0.8 of human distinct-2), so the floors sit far below
       that: they catch degenerate output even if the baseline itself was poor.
+    interpolate_bands (True): a band at a window size between two bands stored in the
+      profile (``band_sizes`` at build time) is interpolated between them instead of
+      computed (milliseconds instead of seconds; see :func:`metrics.bands.interpolate`
+      and docs/early-warning.md for how its false-alarm rate was measured). False
+      computes it.
     """
 
     min_documents: int = 50
@@ -135,6 +140,7 @@ class ScoreConfig:
     baseline_early_tail_ratio: float = 0.9
     floor_diversity_ratio: float = 0.5
     floor_sameness_ratio: float = 3.0
+    interpolate_bands: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.band_low < self.band_high <= 1.0:

@@ -28,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from metrics.bands import BAND_DRAW, band_matrix
+from metrics.bands import interpolate as interpolate_band
 from metrics.config import ReferenceConfig
 from metrics.embedding import Embedder, shared_embedder
 from metrics.errors import ProfileError
@@ -156,6 +157,38 @@ class Profile:
         value = compute()  # outside the lock: two threads may compute it, one value is kept
         with self._lock:
             return self._derived.setdefault(name, value)
+
+    def band_with_origin(self, n_docs: int, budget: int, reference: Profile | None = None,
+                         interpolate: bool = True
+                         ) -> tuple[np.ndarray, list[tuple[int, int]] | None]:
+        """:meth:`band`, or with ``interpolate`` a band interpolated between stored bands
+        when no band of this key is stored, memoised or in the band store (see
+        :func:`metrics.bands.interpolate`); with the stored keys it was made from (None for
+        a band computed or read)."""
+        key = (int(n_docs), int(budget))
+        if not interpolate or key in self.stored_bands:
+            return self.band(n_docs, budget, reference), None
+        ikey = (*key, "interpolated")
+        with self._lock:
+            if key in self._memo:
+                return self._memo[key], None
+            if ikey in self._memo:
+                self._memo.move_to_end(ikey)
+                return self._memo[ikey]
+        if self.band_store is not None and self._fits(self.band_store.load(*key)):
+            return self.band(n_docs, budget, reference), None
+        fitting = {k: m for k, m in self.stored_bands.items() if self._fits(m)}
+        made = interpolate_band(fitting, key[0], key[1], self.pool.n_docs,
+                                int(self.pool.offsets[-1]))
+        if made is None:
+            return self.band(n_docs, budget, reference), None
+        matrix, used = made
+        matrix.setflags(write=False)
+        with self._lock:
+            self._memo[ikey] = (matrix, used)
+            while len(self._memo) > _MEMO_LIMIT:
+                self._memo.popitem(last=False)
+        return matrix, used
 
     def band(self, n_docs: int, budget: int, reference: Profile | None = None) -> np.ndarray:
         """(replicates, metrics) band for ``n_docs`` documents and ``budget`` tokens.

@@ -43,7 +43,12 @@ def default_budget(pool: Corpus, n_docs: int, cap: int | None = None) -> int:
 
 
 def _store_bands(profile: Profile, sizes: Sequence[int], reference: Profile | None) -> None:
+    """Compute and store the bands of ``sizes``; a size the pool cannot serve (at least as
+    many documents as it has: such a band repeats documents and is flagged ``too_small``
+    when used) is left out."""
     for n in sizes:
+        if int(n) >= profile.pool.n_docs:
+            continue
         budget = default_budget(profile.pool, int(n))
         if budget > 0:
             profile.stored_bands[(int(n), budget)] = profile.band(int(n), budget, reference)

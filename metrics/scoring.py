@@ -236,16 +236,20 @@ def score(
     sample = Sample(corpus, budget, keys)
     values = compute_all(sample, reference.context())
     enough = n_docs >= cfg.min_documents and budget > 0
-    band = reference.band(n_docs, budget) if enough else None
+    band, origin = (reference.band_with_origin(n_docs, budget, interpolate=cfg.interpolate_bands)
+                    if enough else (None, None))
     human = None
     if band is not None:
-        cal = calibrate(band, reference.pool, n_docs, budget, "reference's calibration pool")
+        cal = calibrate(band, reference.pool, n_docs, budget, "reference's calibration pool",
+                        interpolated_from=origin)
         band = cal.band
         human = _Comparison(values, cal, n_docs, cfg)
     base = base_cal = None
     if enough and baseline is not None:
-        base_cal = calibrate(baseline.band(n_docs, budget, reference), baseline.pool, n_docs,
-                             budget, "baseline")
+        base_band, base_origin = baseline.band_with_origin(n_docs, budget, reference,
+                                                           interpolate=cfg.interpolate_bands)
+        base_cal = calibrate(base_band, baseline.pool, n_docs, budget, "baseline",
+                             interpolated_from=base_origin)
         # a window larger than the baseline cannot be judged against it (its replicates
         # repeat documents): the baseline comparison is left out and said so
         if base_cal.status != "too_small":

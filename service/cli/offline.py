@@ -387,7 +387,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     windows = [read_all([path], args.field) for path in args.inputs]
     quote = get_settings().evidence_text and not args.no_evidence_text
     try:
-        results = [metrics.score(docs, reference, baseline, evidence_text=quote)
+        config = metrics.ScoreConfig(interpolate_bands=not args.exact_bands)
+        results = [metrics.score(docs, reference, baseline, config=config, evidence_text=quote)
                    for docs in windows]
         for path, result in zip(args.inputs, results, strict=True):
             # a window's rare-topic probe answers: where they land (no baseline answers
@@ -467,6 +468,11 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
                    help="JSONL field / CSV column holding the text (default: text)")
 
 
+# stored band sizes of `reference build`: a geometric grid at most 2.5x apart, so a window
+# of 100-2,000 documents gets an interpolated band (metrics.bands.GRID_RATIO_LIMIT)
+DEFAULT_BAND_SIZES = (100, 200, 500, 1000, 2000)
+
+
 def register(sub) -> None:
     p = sub.add_parser("reference", help="frozen human references (offline)")
     rsub = p.add_subparsers(dest="reference_command", metavar="ACTION")
@@ -476,9 +482,10 @@ def register(sub) -> None:
     b.add_argument("--name", required=True)
     b.add_argument("-o", "--output", required=True, metavar="REF_FILE")
     _add_input_options(b)
-    b.add_argument("--band-sizes", type=_band_sizes, default=(100, 500, 2000),
-                   help="window sizes whose human bands are stored in the file "
-                        "(default: 100,500,2000; others are computed on first use)")
+    b.add_argument("--band-sizes", type=_band_sizes, default=DEFAULT_BAND_SIZES,
+                   help="window sizes whose human bands are stored in the file (default: "
+                        f"{','.join(map(str, DEFAULT_BAND_SIZES))}; a size between two of "
+                        "them is interpolated, others are computed on first use)")
     b.add_argument("--min-documents", type=int, default=200,
                    help="refuse to build from fewer documents (default: 200)")
     b.add_argument("--replicates", type=_positive, default=200,
@@ -511,6 +518,10 @@ def register(sub) -> None:
     s.add_argument("--no-evidence-text", action="store_true",
                    help="evidence without quoted sample text (duplicate groups and typical "
                         "examples); also COLLAPSEWATCH_EVIDENCE_TEXT=off")
+    s.add_argument("--exact-bands", action="store_true",
+                   help="compute the band of a window size the files do not store, instead "
+                        "of interpolating it between two stored sizes (seconds instead of "
+                        "milliseconds; see docs/early-warning.md, Interpolated bands)")
     s.add_argument("--fail-on", choices=["early_collapse", "collapse"],
                    help="exit 1 when health (the last window's, with the trend) is at "
                         "least this bad")

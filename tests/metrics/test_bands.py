@@ -11,7 +11,7 @@ import pytest
 
 import metrics
 import metrics.profile as profile_module
-from metrics.bands import band_matrix
+from metrics.bands import band_matrix, interpolate, snap_budget
 from metrics.registry import BUDGET_COLUMNS, DOC_COLUMNS, REGISTRY, compute_all
 from metrics.sample import Sample
 from tests.support.bands import count_band_computations
@@ -240,3 +240,92 @@ def test_fresh_windows_fall_beyond_the_one_percent_bound_in_at_most_two_percent(
     assert beyond <= 0.02 * checks, f"{case}: {beyond}/{checks} beyond the 1% bound"
     # the check can fail: uncalibrated, the same windows leave the band more often
     assert raw_beyond > beyond, (raw_beyond, beyond)
+
+
+# ------------------------------------------------------------------ interpolation
+
+@pytest.fixture(scope="module")
+def grid_reference(fortune_split) -> metrics.Profile:
+    """A reference storing bands at 100 and 200 documents (60 replicates, lexical)."""
+    cfg = metrics.ReferenceConfig(replicates=60, band_sizes=(100, 200))
+    return metrics.build_reference(fortune_split[0][:2500], "grid", config=cfg, embedder=None)
+
+
+def _between_stored_budgets(ref: metrics.Profile) -> int:
+    (_, b1), (_, b2) = sorted(ref.stored_bands)
+    return snap_budget(round((b1 * b2) ** 0.5), 10**9)
+
+
+def test_an_interpolated_band_has_the_computed_bands_centre_and_spread(grid_reference):
+    """Between stored sizes, each column's mean and spread are those of a band computed at
+    that size (to within the sampling error of 60 replicates); a stored band taken as it
+    is would be further off. Columns mostly at one value (duplicate rates) keep the larger
+    stored size's values."""
+    ref = grid_reference
+    n, budget = 141, _between_stored_budgets(ref)
+    made = interpolate(dict(ref.stored_bands), n, budget, ref.pool.n_docs,
+                       int(ref.pool.offsets[-1]))
+    assert made is not None
+    band, used = made
+    assert used == sorted(ref.stored_bands)
+    larger = ref.stored_bands[max(ref.stored_bands)]
+    computed = ref.band(n, budget)
+    names = [spec.name for spec in REGISTRY]
+    lumpy = [names.index(m) for m in ("exact_duplicate_rate", "near_duplicate_rate")]
+    np.testing.assert_array_equal(band[:, lumpy], larger[:, lumpy])
+    smooth = np.array([i for i in range(len(names)) if i not in lumpy
+                       and not np.isnan(computed[:, i]).all()])
+    assert len(smooth) >= 15
+    sd = np.nanstd(computed[:, smooth], axis=0, ddof=1)
+
+    def shift_of(matrix):
+        return np.abs(np.nanmean(matrix[:, smooth], axis=0)
+                      - np.nanmean(computed[:, smooth], axis=0)) / sd
+
+    shift = shift_of(band)
+    spread = np.nanstd(band[:, smooth], axis=0, ddof=1) / sd
+    # the mean of 60 replicates is known to ~0.13 sd, a spread to ~9%
+    assert np.median(shift) < 0.3 and shift.max() < 1.0, shift
+    assert 0.8 < np.median(spread) < 1.25 and 0.6 < spread.min() and spread.max() < 1.6, spread
+    assert np.median(shift_of(larger)) > 2 * np.median(shift)
+
+
+def test_a_stored_size_interpolates_to_its_own_moments(grid_reference):
+    ref = grid_reference
+    (n, budget), matrix = min(ref.stored_bands.items())
+    band, _ = interpolate(dict(ref.stored_bands), n, budget, ref.pool.n_docs,
+                          int(ref.pool.offsets[-1]))
+    np.testing.assert_allclose(band, matrix, rtol=1e-9, atol=1e-12)
+
+
+def test_scoring_interpolates_between_stored_sizes_and_says_so(grid_reference, fortune_split,
+                                                               monkeypatch):
+    """A window between two stored sizes gets an interpolated band without a computation,
+    and the Score JSON names the stored bands; ``interpolate_bands=False`` computes it,
+    and so does a window outside the stored sizes."""
+    ref = grid_reference
+    calls = count_band_computations(monkeypatch)
+    held = fortune_split[1]
+    window = held[:141]
+    result = metrics.score(window, ref, with_evidence=False)
+    assert calls == []
+    assert result["calibration"]["human"]["interpolated_from"] == [
+        list(k) for k in sorted(ref.stored_bands)]
+    assert result["health"] == "healthy"
+    exact = metrics.score(window, ref, config=metrics.ScoreConfig(interpolate_bands=False),
+                          with_evidence=False)
+    assert len(calls) == 1 and exact["calibration"]["human"]["interpolated_from"] is None
+    assert exact["health"] == "healthy"
+    outside = metrics.score(held[:300], ref, with_evidence=False)
+    assert len(calls) == 2 and outside["calibration"]["human"]["interpolated_from"] is None
+
+
+def test_stored_sizes_too_far_apart_are_not_interpolated_between(grid_reference):
+    ref = grid_reference
+    (n1, b1), (n2, b2) = sorted(ref.stored_bands)
+    far = {(n1, b1): ref.stored_bands[(n1, b1)], (n1 * 3, b2): ref.stored_bands[(n2, b2)]}
+    pool = (ref.pool.n_docs, int(ref.pool.offsets[-1]))
+    assert interpolate(far, int(n1 * 1.5), b1, *pool) is None
+    assert interpolate(dict(ref.stored_bands), n1 + 1, b1, *pool) is not None
+    # a window at least as large as its pool: never interpolated
+    assert interpolate(dict(ref.stored_bands), pool[0], b1, *pool) is None

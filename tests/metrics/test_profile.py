@@ -122,3 +122,12 @@ def test_baseline_needs_a_reference_profile(small_reference, fortune_split):
                                   config=metrics.ReferenceConfig(replicates=5))
     with pytest.raises(metrics.ProfileError, match="pass a reference"):
         metrics.build_baseline(fortune_split[1][:250], base, "c")
+
+
+def test_band_sizes_the_pool_cannot_serve_are_not_stored(fortune_split):
+    """A stored band needs fewer documents than the calibration pool has (else it repeats
+    documents and would be flagged too_small whenever used)."""
+    cfg = metrics.ReferenceConfig(replicates=5, band_sizes=(50, 5000))
+    ref = metrics.build_reference(fortune_split[0][:400], "small", config=cfg, embedder=None)
+    assert ref.pool.n_docs < 5000
+    assert [n for n, _ in ref.stored_bands] == [50]
