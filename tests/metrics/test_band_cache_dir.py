@@ -47,3 +47,29 @@ def test_a_band_key_names_the_profile_its_context_and_the_code_version():
     others = {band_key(b"profile!", "reference", "1.0"), band_key(b"profile", "baseline", "1.0"),
               band_key(b"profile", "reference", "1.1")}
     assert key not in others and len(others) == 3
+
+
+def test_a_write_that_fails_half_way_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """A band whose file cannot be renamed into place (or whose writing fails) is a miss
+    next time, and its temporary file is gone: a full disk does not fill with litter."""
+    import os
+
+    import metrics.atomic
+
+    store = DirectoryBandStore(tmp_path, KEY)
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metrics.atomic.os, "replace", refuse)
+    store.save(500, 20000, np.ones((4, 3)))
+    assert store.load(500, 20000) is None
+    assert os.listdir(tmp_path / KEY) == []
+    monkeypatch.undo()
+
+    def fail(fh):
+        fh.write(b"half")
+        raise OSError(5, "I/O error")
+
+    assert metrics.atomic.write_atomic(tmp_path / KEY / "x.bin", fail) is False
+    assert os.listdir(tmp_path / KEY) == []
