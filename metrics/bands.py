@@ -291,21 +291,22 @@ def calibrate(
 # replicate's budget view does not depend on its document count).
 #
 # Measured by benchmarks/bands.py (fresh fortunes windows beyond the 1% collapse-side
-# bound, 12 pools x 30 windows x 3 signals, grid 250/500/1,000/2,000 documents; see
-# docs/early-warning.md, "Interpolated bands"): at 350 / 700 / 1,400 documents,
-# interpolated 0.5% / 1.0% / 0.5%, computed 0.1% / 0.5% / 0.5%.
+# bound, 12 references x 30 windows x 3 signals per size; docs/early-warning.md,
+# "Interpolated bands"): on the default grid 100/200/500/1,000/2,000, at 141 / 316 / 707 /
+# 1,414 documents, interpolated 1.0% / 0.5% / 1.4% / 0.6%, computed 0.6% / 0.7% / 1.4% / 0.8%.
 
-# stored sizes further apart than this are not interpolated between (measured at 2x)
+# stored sizes further apart than this are not interpolated between (measured at 2x, and
+# at 2.5x, the default grid's widest step)
 GRID_RATIO_LIMIT = 2.5
 
 
-def _bracket(values: list[int], x: int) -> tuple[int, int] | None:
+def _bracket(values: list[int], x: int, limit: float) -> tuple[int, int] | None:
     below = [v for v in values if v <= x]
     above = [v for v in values if v >= x]
     if not below or not above:
         return None
     lo, hi = max(below), min(above)
-    return (lo, hi) if hi <= lo * GRID_RATIO_LIMIT else None
+    return (lo, hi) if hi <= lo * limit else None
 
 
 def _moments(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -362,8 +363,10 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
     budget_keys = {b: (n, b) for n, b in sorted(stored)}
     by_docs = {n: stored[k] for n, k in doc_keys.items()}
     by_budget = {b: stored[k] for b, k in budget_keys.items()}
-    docs = _bracket(list(by_docs), n_docs)
-    budgets = _bracket(list(by_budget), budget)
+    docs = _bracket(list(by_docs), n_docs, GRID_RATIO_LIMIT)
+    # stored budgets are snapped down to the 2^(1/8) grid, so two of them may be up to one
+    # grid step further apart than their document counts
+    budgets = _bracket(list(by_budget), budget, GRID_RATIO_LIMIT * 2 ** (1 / _GRID_STEPS))
     if docs is None or budgets is None or docs[1] >= pool_docs or budgets[1] >= pool_tokens:
         return None
     base = by_docs[docs[1]]

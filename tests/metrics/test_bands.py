@@ -326,6 +326,13 @@ def test_stored_sizes_too_far_apart_are_not_interpolated_between(grid_reference)
     far = {(n1, b1): ref.stored_bands[(n1, b1)], (n1 * 3, b2): ref.stored_bands[(n2, b2)]}
     pool = (ref.pool.n_docs, int(ref.pool.offsets[-1]))
     assert interpolate(far, int(n1 * 1.5), b1, *pool) is None
+    # 2.5x apart in documents is interpolated; stored budgets are snapped down to a grid
+    # of 2^(1/8) steps, so theirs may be one step further apart
+    a, b = ref.stored_bands[(n1, b1)], ref.stored_bands[(n2, b2)]
+    apart = {(100, 1000): a, (250, int(2500 * 1.08)): b}
+    assert interpolate(apart, 160, 1600, *pool) is not None
+    assert interpolate({(100, 1000): a, (260, 2600): b}, 160, 1600, *pool) is None
+    assert interpolate({(100, 1000): a, (250, 2800): b}, 160, 1600, *pool) is None
     assert interpolate(dict(ref.stored_bands), n1 + 1, b1, *pool) is not None
     # a window at least as large as its pool: never interpolated
     assert interpolate(dict(ref.stored_bands), pool[0], b1, *pool) is None
