@@ -184,11 +184,16 @@ class Profile:
             return self.band(n_docs, budget, reference), None
         matrix, used = made
         matrix.setflags(write=False)
+        self._remember(ikey, (matrix, used))
+        return matrix, used
+
+    def _remember(self, key: tuple, value: object) -> None:
+        """Memoise ``value`` under ``key``, dropping the least recently used beyond
+        ``_MEMO_LIMIT``."""
         with self._lock:
-            self._memo[ikey] = (matrix, used)
+            self._memo[key] = value
             while len(self._memo) > _MEMO_LIMIT:
                 self._memo.popitem(last=False)
-        return matrix, used
 
     def band(self, n_docs: int, budget: int, reference: Profile | None = None) -> np.ndarray:
         """(replicates, metrics) band for ``n_docs`` documents and ``budget`` tokens.
@@ -215,10 +220,7 @@ class Profile:
             pending.wait()  # another thread is computing it; then read the memo
         try:
             matrix = self._compute_band(key, reference)
-            with self._lock:
-                self._memo[key] = matrix
-                while len(self._memo) > _MEMO_LIMIT:
-                    self._memo.popitem(last=False)
+            self._remember(key, matrix)
         finally:
             with self._lock:
                 del self._computing[key]

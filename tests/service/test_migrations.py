@@ -20,6 +20,16 @@ def test_migrations_create_every_table(database_url):
 # --------------------------------------------------------------------------------------------
 # 0002 -> 0003 on a database filled by the previous revision
 
+def _insert_reference(conn, now: str) -> None:
+    """Reference 1, as every revision so far stores it (the fills below build on it)."""
+    from sqlalchemy import text
+
+    conn.execute(text(
+        "INSERT INTO \"references\" (name, version, sha256, document_count, token_count, "
+        "documents_gz, profile, created_at) VALUES ('ref', 1, :sha, 200, 1000, :b, :b, "
+        ":now)"), {"sha": "a" * 64, "b": b"x", "now": now})
+
+
 def _fill_at_0002(url: str) -> None:
     """Rows as revision 0002 stored them: a model with finished and failed windows, alert
     rules, states, alerts and notifications."""
@@ -28,10 +38,7 @@ def _fill_at_0002(url: str) -> None:
     engine = create_engine(url)
     now = "2026-11-30 12:00:00+00:00"
     with engine.begin() as c:
-        c.execute(text(
-            "INSERT INTO \"references\" (name, version, sha256, document_count, token_count, "
-            "documents_gz, profile, created_at) VALUES ('ref', 1, :sha, 200, 1000, :b, :b, "
-            ":now)"), {"sha": "a" * 64, "b": b"x", "now": now})
+        _insert_reference(c, now)
         c.execute(text(
             "INSERT INTO models (name, reference_id, window_size, window_min_size, "
             "auto_baseline_windows, samples_ingested, windowed_through_sample_id, "
@@ -131,10 +138,7 @@ def _fill_at_0004(url: str) -> None:
     engine = create_engine(url)
     now = "2026-12-01 12:00:00+00:00"
     with engine.begin() as c:
-        c.execute(text(
-            "INSERT INTO \"references\" (name, version, sha256, document_count, token_count, "
-            "documents_gz, profile, created_at) VALUES ('ref', 1, :sha, 200, 1000, :b, :b, "
-            ":now)"), {"sha": "a" * 64, "b": b"x", "now": now})
+        _insert_reference(c, now)
         c.execute(text(
             "INSERT INTO models (name, reference_id, baseline_id, window_size, window_min_size, "
             "auto_baseline_windows, samples_ingested, windowed_through_sample_id, "
@@ -210,10 +214,7 @@ def _fill_at_0005(url: str) -> None:
     engine = create_engine(url)
     now = "2026-12-02 12:00:00+00:00"
     with engine.begin() as c:
-        c.execute(text(
-            "INSERT INTO \"references\" (name, version, sha256, document_count, token_count, "
-            "documents_gz, profile, created_at) VALUES ('ref', 1, :sha, 200, 1000, :b, :b, "
-            ":now)"), {"sha": "a" * 64, "b": b"x", "now": now})
+        _insert_reference(c, now)
         for name in ("scored", "failed"):
             c.execute(text(
                 "INSERT INTO models (name, reference_id, window_size, window_min_size, "
