@@ -25,15 +25,16 @@ _NAME = re.compile(r"^(\d+)-(\d+)\.npy$")
 
 def band_key(profile_bytes: bytes, context: str = "", version: str = "") -> str:
     """The key of a profile's computed bands: the code (``version``, the replicate draw,
-    the metric list), the ``context`` (a baseline's reference) and the profile's bytes. The
-    server's database band cache and the CLI's directory both use it (the server through
-    ``service.domain.band_cache.profile_key``), so a key never names a stale band. Here,
-    not in the service, so the CLI computes it without importing the database layer."""
+    the metric list with each definition's revision), the ``context`` (a baseline's
+    reference) and the profile's bytes. The server's database band cache and the CLI's
+    directory both use it (the server through ``service.domain.band_cache.profile_key``),
+    so a key never names a stale band. Here, not in the service, so the CLI computes it
+    without importing the database layer."""
     from metrics.bands import BAND_DRAW
-    from metrics.registry import METRIC_NAMES
+    from metrics.registry import METRIC_SUITE
 
     h = hashlib.sha256()
-    for part in (f"collapsewatch {version} draw {BAND_DRAW}", ",".join(METRIC_NAMES), context):
+    for part in (f"collapsewatch {version} draw {BAND_DRAW}", ",".join(METRIC_SUITE), context):
         h.update(part.encode("utf-8") + b"\0")
     h.update(profile_bytes)
     return h.hexdigest()

@@ -33,7 +33,7 @@ from metrics.config import ReferenceConfig
 from metrics.embedding import Embedder, shared_embedder
 from metrics.errors import ProfileError
 from metrics.lm import ReferenceModel
-from metrics.registry import DOC_COLUMNS, METRIC_NAMES, Context
+from metrics.registry import DOC_COLUMNS, METRIC_NAMES, METRIC_SUITE, Context
 from metrics.sample import Corpus
 from metrics.semantic import SemanticContext, SemanticProfile
 
@@ -283,7 +283,7 @@ class Profile:
             "config": self.config.to_dict(),
             "reference_sha256": self.reference_sha256,
             "human_ratios": self.human_ratios,
-            "metrics": list(METRIC_NAMES),
+            "metrics": list(METRIC_SUITE),
             "band_draw": self.band_draw,
             "vocab_size": len(self.pool.vocab),
             "semantic": None if self.semantic is None else self.semantic.to_arrays()[1],
@@ -360,8 +360,9 @@ class Profile:
         if meta["kind"] == "reference":
             model = ReferenceModel(**{n: arrays["m_" + n] for n in ReferenceModel.ARRAYS})
         bands: dict[tuple[int, int], np.ndarray] = {}
-        # bands computed with another metric list are dropped and recomputed on demand
-        if meta.get("metrics") == list(METRIC_NAMES) and len(arrays["band_keys"]):
+        # bands computed with another metric list (or an older definition of one of its
+        # metrics) are dropped and recomputed on demand
+        if meta.get("metrics") == list(METRIC_SUITE) and len(arrays["band_keys"]):
             for (n, b), values in zip(arrays["band_keys"], arrays["band_values"]):
                 bands[(int(n), int(b))] = values
         for value in list(arrays.values()) + list(bands.values()):

@@ -88,11 +88,23 @@ def topic_counts(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return np.bincount(np.argmax(x @ centroids.T, axis=1), minlength=len(centroids))
 
 
-def share_reached(counts: np.ndarray, topics: np.ndarray) -> float | None:
-    """Share of the given topics with at least one document."""
+def share_reached(counts: np.ndarray, topics: np.ndarray, shares: np.ndarray) -> float | None:
+    """Share of the given topics' reference documents whose topic has at least one document
+    in the window: sum of ``shares`` over reached topics / sum over all of ``topics``.
+
+    Weighted by the reference shares, not a count of topics: a window of n documents misses
+    a topic of share s by chance with probability ~exp(-n·s), so the count treats the chance
+    absence of a tiny topic (common) like the absence of a large one (rare). The shortfall
+    of the weighted share is sum(n·s)/n over missing topics, the summed expected counts of
+    what is missing, which is what makes an absence unlikely. Measured on fortunes (3,000-
+    document reference, 33 topics, a 256-document sample, every document of the two largest
+    rare topics removed): -8 replicate sd against -5 for the count."""
     if len(topics) == 0 or counts.sum() == 0:
         return None
-    return float((counts[topics] > 0).mean())
+    total = float(shares[topics].sum())
+    if total <= 0:
+        return None
+    return float(shares[topics][counts[topics] > 0].sum() / total)
 
 
 def entropy_bits(counts: np.ndarray) -> float | None:
@@ -347,6 +359,7 @@ class SemanticContext:
     centroids: np.ndarray
     rare_topics: np.ndarray  # indices
     all_topics: np.ndarray
+    shares: np.ndarray  # the reference's topic shares (weights of the topic recalls)
     gamma: float
     k_yy_mean: float
     sample_size: int
@@ -361,6 +374,7 @@ class SemanticContext:
             centroids=profile.centroids,
             rare_topics=np.flatnonzero(profile.rare),
             all_topics=np.arange(len(profile.centroids)),
+            shares=np.asarray(profile.shares, dtype=np.float64),
             gamma=profile.gamma,
             k_yy_mean=profile.k_yy_mean,
             sample_size=sample_size,
@@ -424,12 +438,12 @@ def semantic_recall(x, sem, sample):
 
 @_metric
 def topic_recall(x, sem, sample):
-    return share_reached(_topics(x, sem, sample), sem.all_topics)
+    return share_reached(_topics(x, sem, sample), sem.all_topics, sem.shares)
 
 
 @_metric
 def rare_topic_recall(x, sem, sample):
-    return share_reached(_topics(x, sem, sample), sem.rare_topics)
+    return share_reached(_topics(x, sem, sample), sem.rare_topics, sem.shares)
 
 
 @_metric

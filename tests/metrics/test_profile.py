@@ -66,6 +66,27 @@ def test_stored_bands_survive_serialisation(fortune_split):
         np.testing.assert_array_equal(loaded.stored_bands[key], band)
 
 
+def test_stored_and_cached_bands_of_an_older_metric_definition_are_not_read(
+        fortune_split, monkeypatch):
+    """topic_recall and rare_topic_recall changed definition under the same names (revision
+    2): a file written when the metric list named them without revisions drops its stored
+    bands, and the band cache key changes, so no band of the old definition is read."""
+    from metrics.band_cache_dir import band_key
+    from metrics.registry import BY_NAME, METRIC_NAMES, METRIC_SUITE
+
+    assert BY_NAME["topic_recall"].revision == 2 and "topic_recall@2" in METRIC_SUITE
+    cfg = metrics.ReferenceConfig(replicates=8, band_sizes=(50,))
+    ref = metrics.build_reference(fortune_split[0][:600], "revised", config=cfg)
+    current_key = band_key(b"p", "reference", "1")
+    with monkeypatch.context() as m:
+        m.setattr("metrics.profile.METRIC_SUITE", METRIC_NAMES)
+        m.setattr("metrics.registry.METRIC_SUITE", METRIC_NAMES)
+        older = ref.to_bytes()
+        assert band_key(b"p", "reference", "1") != current_key
+    assert metrics.Profile.from_bytes(older).stored_bands == {}
+    assert len(metrics.Profile.from_bytes(ref.to_bytes()).stored_bands) == 1
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [

@@ -194,34 +194,30 @@ def test_a_baseline_carries_its_topic_shares(small_reference, fortune_split):
 # ------------------------------------------------------------------ the planted test
 
 
-def test_removing_two_rare_topics_is_named_and_drops_topic_coverage_below_human(
+def test_removing_two_rare_topics_is_named_and_drops_topic_coverage_out_of_band(
         small_reference, fortune_split):
-    """Every document of two rare reference topics is removed from a fresh human window:
-    both topics are named as vanished, and topic_recall and rare_topic_recall fall below
-    at least 95% of the human band's replicates. The two are the rare topics with the
-    largest shares: for the tiniest topics (expected < 4 documents in a 256-document
-    sample) absence is not evidence.
-
-    Not asserted: ``outside_band`` (the 1%-99% quantiles). With this fixture's 60
-    replicates the 1% quantile is the most extreme replicate, and two of ~33 topics missing
-    sits at that edge (human samples miss a small topic now and then); benchmarks/semantic.py
-    measures how often it is outside at 200 replicates."""
+    """Every document of two rare reference topics is removed from fresh human windows:
+    both topics are named as vanished, and topic_recall and rare_topic_recall fall out of
+    the human band (below its 1% bound), while the intact windows stay inside. The two are
+    the rare topics with the largest shares: for the tiniest topics (expected < 4 documents
+    in a 256-document sample) absence is not evidence. Three disjoint windows."""
     sem = small_reference.semantic
     embedder = small_reference.context().semantic.embedder
-    window = fortune_split[1][:500]
-    vectors = embedder.embed([" ".join(metrics.tokenize(d)) for d in window])
-    labels = np.argmax(vectors @ sem.centroids.T, axis=1)
     rare = np.flatnonzero(sem.rare)
     a, b = rare[np.argsort(-sem.shares[rare], kind="stable")][:2]
-    kept = [d for d, label in zip(window, labels) if label not in (a, b)]
-    assert len(kept) < len(window)
-    result = metrics.score(kept, small_reference)
-    intact = metrics.score(window, small_reference)
-    named = {t["topic"] for t in result["evidence"]["vanished_topics"]}
-    assert {sem.names[a], sem.names[b]} <= named
-    assert not {sem.names[a], sem.names[b]} & {
-        t["topic"] for t in intact["evidence"]["vanished_topics"]}
-    for name in ("topic_recall", "rare_topic_recall"):
-        planted, before = result["metrics"][name], intact["metrics"][name]
-        assert planted["percentile"] <= 0.05, (name, planted)
-        assert planted["value"] < before["value"] and not before["outside_band"], name
+    for start in (0, 500, 1000):
+        window = fortune_split[1][start:start + 500]
+        vectors = embedder.embed([" ".join(metrics.tokenize(d)) for d in window])
+        labels = np.argmax(vectors @ sem.centroids.T, axis=1)
+        kept = [d for d, label in zip(window, labels) if label not in (a, b)]
+        assert len(kept) < len(window)
+        result = metrics.score(kept, small_reference)
+        intact = metrics.score(window, small_reference)
+        named = {t["topic"] for t in result["evidence"]["vanished_topics"]}
+        assert {sem.names[a], sem.names[b]} <= named
+        assert not {sem.names[a], sem.names[b]} & {
+            t["topic"] for t in intact["evidence"]["vanished_topics"]}
+        for name in ("topic_recall", "rare_topic_recall"):
+            planted, before = result["metrics"][name], intact["metrics"][name]
+            assert planted["outside_band"] and planted["z"] < 0, (start, name, planted)
+            assert not before["outside_band"], (start, name, before)
