@@ -169,7 +169,10 @@ CALIBRATION_CASES = {  # name: (window documents, fortunes per document, pool so
     "200 long": (200, 6, 1000, 0),
     "200 auto-baseline": (200, 1, 2000, 3),
 }
-POOLS, FRESH_WINDOWS = 4, 40
+# 12 pools: the error of a pool's mean is shared by its 40 windows, so a case's count is
+# clustered by pool (with 4 pools, one pool of "100 short" gave 5 of its 10 windows beyond
+# the bound; 12 pools read 19/1440 = 1.3% for that case)
+POOLS, FRESH_WINDOWS = 12, 40
 
 
 def _beyond(entry: dict, signal: str) -> bool:
@@ -179,16 +182,19 @@ def _beyond(entry: dict, signal: str) -> bool:
     return entry["ratio"] < entry["low"]
 
 
-# measured just over the target (10 of 480 = 2.1% beyond the bound; before calibration
-# 26/480 and 30/480): 100 short-document windows against a 600-document pool, and 200-
-# document windows against a 3-window baseline. The strict xfail turns into a failure the
-# day they meet it, so the mark is then removed.
-SHORT_OF_TARGET = {"100 short", "200 auto-baseline"}
+# measured just over the target: 200-document windows against a 3-window baseline (600
+# documents), 29 of 1,440 = 2.01% beyond the bound (before calibration, 4 pools: 30/480). The
+# excess is sameness (17/480), from 3 of the 12 baselines: a 600-document pool that happens
+# to lack the few highly repetitive fortunes reads low on self_repetition and
+# top_ngram_share, and its replicates are then also narrow (per-document contributions are
+# skewed; the widening assumes a symmetric error of the pool's mean). The strict xfail turns
+# into a failure the day it meets the target, so the mark is then removed.
+SHORT_OF_TARGET = {"200 auto-baseline"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="measured 10/480 = 2.1% > 2%"))
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="measured 29/1440 = 2.01% > 2%"))
     if c in SHORT_OF_TARGET else c
     for c in CALIBRATION_CASES
 ])
