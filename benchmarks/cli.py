@@ -274,7 +274,8 @@ def stages(reference_path: str, window_path: str, replicates: int | None = None)
     registry.REGISTRY = plain
     clock.lap("band")
     cal = scoring.calibrate(band, reference.pool, n_docs, budget, "pool",
-                            interpolated_from=origin)
+                            interpolated_from=origin,
+                            sample_docs=reference.config.suite.semantic_sample)
     human = scoring._Comparison(values, cal, n_docs, cfg)
     scoring.health_state(human.bands(), None, cfg)
     clock.lap("compare with band")

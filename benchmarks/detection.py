@@ -324,7 +324,8 @@ def replicate_increments(profile, reference, n_docs: int, budget: int) -> dict[s
     from metrics.scoring import metric_ratios, signal_ratios
     from metrics.trend import COLLAPSE_SIGN
 
-    cal = calibrate(profile.band(n_docs, budget, reference), profile.pool, n_docs, budget)
+    cal = calibrate(profile.band(n_docs, budget, reference), profile.pool, n_docs, budget,
+                    sample_docs=(reference or profile).config.suite.semantic_sample)
     centre = np.nanmean(cal.band, axis=0)
     logs = np.log(signal_ratios(metric_ratios(cal.within, centre, n_docs)))
     out = {}

@@ -74,6 +74,14 @@ class DirectoryBandStore:
                     return matrix
         return None
 
+    def stored_keys(self) -> list[tuple[int, int]]:
+        try:
+            names = [p.name for p in self.dir.iterdir()]
+        except OSError:
+            return []
+        return sorted((int(m.group(1)), int(m.group(2)))
+                      for m in map(_NAME.match, names) if m)
+
     def save(self, n_docs: int, budget: int, matrix: np.ndarray) -> None:
         # a read-only or full disk costs a recomputation next time, nothing else
         data = np.ascontiguousarray(matrix, dtype=np.float64)

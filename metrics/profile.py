@@ -55,6 +55,9 @@ class BandStore(Protocol):
 
     def save(self, n_docs: int, budget: int, matrix: np.ndarray) -> None: ...
 
+    def stored_keys(self) -> list[tuple[int, int]]:
+        """The (documents, budget) of every band held (interpolation sources)."""
+
 
 @dataclass(eq=False)
 class Profile:
@@ -178,14 +181,39 @@ class Profile:
         if self.band_store is not None and self._fits(self.band_store.load(*key)):
             return self.band(n_docs, budget, reference), None
         fitting = {k: m for k, m in self.stored_bands.items() if self._fits(m)}
+        fitting.update(self._store_neighbours(key, fitting))
+        # the semantic columns read the reference's sample size (its context draws them)
+        sample_docs = (reference or self).config.suite.semantic_sample
         made = interpolate_band(fitting, key[0], key[1], self.pool.n_docs,
-                                int(self.pool.offsets[-1]))
+                                int(self.pool.offsets[-1]), sample_docs)
         if made is None:
             return self.band(n_docs, budget, reference), None
         matrix, used = made
         matrix.setflags(write=False)
         self._remember(ikey, (matrix, used))
         return matrix, used
+
+    def _store_neighbours(self, key: tuple[int, int], have: dict) -> dict:
+        """Bands in the band store next to ``key`` (the nearest document counts and
+        budgets on each side, as :func:`metrics.bands.interpolate` picks them): the
+        service's store holds a reference's grid of sizes, computed after the reference
+        was created, and every band computed since."""
+        if self.band_store is None:
+            return {}
+        keys = [k for k in self.band_store.stored_keys() if k not in have]
+        picks = set()
+        for pos in (0, 1):
+            values = sorted({k[pos] for k in keys})
+            below = [v for v in values if v <= key[pos]]
+            above = [v for v in values if v >= key[pos]]
+            for v in ([max(below)] if below else []) + ([min(above)] if above else []):
+                picks.add(max(k for k in keys if k[pos] == v))
+        out = {}
+        for k in picks:
+            matrix = self.band_store.load(*k)
+            if self._fits(matrix):
+                out[k] = matrix
+        return out
 
     def _remember(self, key: tuple, value: object) -> None:
         """Memoise ``value`` under ``key``, dropping the least recently used beyond

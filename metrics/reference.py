@@ -42,16 +42,22 @@ def default_budget(pool: Corpus, n_docs: int, cap: int | None = None) -> int:
     return snap_budget(round(float(n_docs * mean_len)), cap)
 
 
-def _store_bands(profile: Profile, sizes: Sequence[int], reference: Profile | None) -> None:
-    """Compute and store the bands of ``sizes``; a size the pool cannot serve (at least as
-    many documents as it has: such a band repeats documents and is flagged ``too_small``
-    when used) is left out."""
-    for n in sizes:
-        if int(n) >= profile.pool.n_docs:
-            continue
-        budget = default_budget(profile.pool, int(n))
+def band_grid(pool: Corpus, sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """(documents, budget) of the bands to precompute for window ``sizes``; a size the
+    pool cannot serve (at least as many documents as it has: such a band repeats documents
+    and is flagged ``too_small`` when used) is left out."""
+    keys = []
+    for n in sorted({int(n) for n in sizes}):
+        budget = default_budget(pool, n) if n < pool.n_docs else 0
         if budget > 0:
-            profile.stored_bands[(int(n), budget)] = profile.band(int(n), budget, reference)
+            keys.append((n, budget))
+    return keys
+
+
+def _store_bands(profile: Profile, sizes: Sequence[int], reference: Profile | None) -> None:
+    """Compute and store the bands of ``sizes`` (see :func:`band_grid`)."""
+    for n, budget in band_grid(profile.pool, sizes):
+        profile.stored_bands[(n, budget)] = profile.band(n, budget, reference)
 
 
 def _embedder_for_build(embedder: Embedder | None | str) -> Embedder | None:

@@ -346,6 +346,11 @@ BY_NAME = {spec.name: spec for spec in REGISTRY}
 DOC_COLUMNS = np.array([i for i, s in enumerate(REGISTRY) if s.view == "docs"], dtype=np.intp)
 BUDGET_COLUMNS = np.array([i for i, s in enumerate(REGISTRY) if s.view == "budget"],
                           dtype=np.intp)
+# "docs" columns that read a fixed-size subsample of the window's documents (the semantic
+# metrics: SuiteConfig.semantic_sample documents), so their effective window size, for the
+# finite-population correction of a band (metrics.bands), is min(documents, sample)
+SUBSAMPLE_COLUMNS = np.array([i for i, s in enumerate(REGISTRY)
+                              if s.fn.__module__ == semantic.__name__], dtype=np.intp)
 
 
 def compute_all(sample: Sample, ctx: Context, columns: np.ndarray | None = None) -> np.ndarray:

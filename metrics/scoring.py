@@ -239,9 +239,10 @@ def score(
     band, origin = (reference.band_with_origin(n_docs, budget, interpolate=cfg.interpolate_bands)
                     if enough else (None, None))
     human = None
+    sample_docs = reference.config.suite.semantic_sample  # what the semantic columns read
     if band is not None:
         cal = calibrate(band, reference.pool, n_docs, budget, "reference's calibration pool",
-                        interpolated_from=origin)
+                        interpolated_from=origin, sample_docs=sample_docs)
         band = cal.band
         human = _Comparison(values, cal, n_docs, cfg)
     base = base_cal = None
@@ -249,7 +250,7 @@ def score(
         base_band, base_origin = baseline.band_with_origin(n_docs, budget, reference,
                                                            interpolate=cfg.interpolate_bands)
         base_cal = calibrate(base_band, baseline.pool, n_docs, budget, "baseline",
-                             interpolated_from=base_origin)
+                             interpolated_from=base_origin, sample_docs=sample_docs)
         # a window larger than the baseline cannot be judged against it (its replicates
         # repeat documents): the baseline comparison is left out and said so
         if base_cal.status != "too_small":

@@ -22,6 +22,7 @@ BEAT_QUEUE = "collapsewatch.beat"
 
 PLAN_WINDOWS = "collapsewatch.plan_windows"
 SCORE_WINDOW = "collapsewatch.score_window"
+REFERENCE_BANDS = "collapsewatch.reference_bands"
 REAP_STUCK = "collapsewatch.reap_stuck"
 APPLY_RETENTION = "collapsewatch.apply_retention"
 EVALUATE_ALERTS = "collapsewatch.evaluate_alerts"

@@ -18,6 +18,7 @@ from service.broker import (
     BROKER_ERRORS,
     DELIVER_NOTIFICATION,
     EVALUATE_ALERTS,
+    REFERENCE_BANDS,
     SCORE_WINDOW,
     celery_app,
 )
@@ -48,6 +49,19 @@ def enqueue_scoring(evaluation_ids: Iterable[int]) -> list[int]:
                             .values(enqueued_at=utcnow())
                             .execution_options(synchronize_session=False))
     return sent
+
+
+def enqueue_reference_bands(reference_id: int) -> bool:
+    """Send reference_bands for a committed reference: a worker computes its band grid
+    (``REFERENCE_BAND_SIZES``). A broker error is logged; the bands are then computed on
+    first use, as without the grid."""
+    try:
+        celery_app.send_task(REFERENCE_BANDS, args=[int(reference_id)])
+    except BROKER_ERRORS as exc:
+        log.warning("could not enqueue reference_bands; bands are computed on first use",
+                    extra={"reference_id": reference_id, "error": str(exc)})
+        return False
+    return True
 
 
 def plan_and_enqueue(model_id: int, now: datetime | None = None) -> list[int]:

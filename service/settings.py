@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     reaper_timeout_seconds: float = 300.0
     # computed bands not used for this long are dropped from the database (a cache)
     band_cache_keep_days: float = 30.0
+    # window sizes (documents) whose human bands a worker computes right after a reference
+    # is created, so a window of any size between two of them gets an interpolated band
+    # instead of computing its own (sizes the reference's calibration pool cannot serve
+    # are left out; "" computes none: every new size is then computed on first use)
+    reference_band_sizes: str = Field("100,200,500,1000,2000",
+                                      pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*)?$")
     evaluation_max_attempts: int = 5
     # a worker holds the window it scores for this long and renews the lease every third
     # of it while scoring (heartbeat): a window held by a killed worker is taken over after
@@ -152,6 +158,11 @@ class Settings(BaseSettings):
     # logging
     log_level: str = "INFO"
     log_json: bool = True
+
+    @property
+    def reference_band_grid(self) -> tuple[int, ...]:
+        return tuple(sorted({int(v) for v in self.reference_band_sizes.split(",")
+                             if v.strip() and int(v) > 0}))
 
     @property
     def resolved_database_url(self) -> str:

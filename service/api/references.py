@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
@@ -111,7 +111,8 @@ def _text(value) -> str | None:
              summary="Create a reference (a new version when the name exists)",
              openapi_extra=_CREATE_BODY)
 async def create_reference(request: Request, principal: AdminPrincipal, session: SessionDep,
-                           settings: SettingsDep) -> ReferencePublic:
+                           settings: SettingsDep, background: BackgroundTasks
+                           ) -> ReferencePublic:
     if principal.model_name is not None:
         raise ProblemError(403, f"key is scoped to model '{principal.model_name}'; references "
                                 "are shared by all models, so use an admin key without --model")
@@ -125,6 +126,11 @@ async def create_reference(request: Request, principal: AdminPrincipal, session:
                                 "multipart/form-data with a 'file' field")
     row = await run_in_threadpool(service.create_reference, session, settings, name,
                                   documents, description)
+    if settings.reference_band_grid:
+        # a worker computes the band grid (windows between two sizes then interpolate)
+        from service.dispatch import enqueue_reference_bands
+
+        background.add_task(enqueue_reference_bands, row.id)
     return ReferencePublic.model_validate(row, from_attributes=True)
 
 

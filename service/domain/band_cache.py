@@ -94,6 +94,15 @@ class DatabaseBandStore:
     def load_any(self, n_docs: int) -> np.ndarray | None:
         return self._read(n_docs, None)
 
+    def stored_keys(self) -> list[tuple[int, int]]:
+        query = select(BandCache.n_docs, BandCache.budget).where(BandCache.profile_key == self.key)
+        try:
+            with session_factory()() as session:
+                return sorted((int(n), int(b)) for n, b in session.execute(query))
+        except SQLAlchemyError as exc:
+            log.warning("could not list stored bands", extra={"error": str(exc)})
+            return []
+
     def save(self, n_docs: int, budget: int, matrix: np.ndarray) -> None:
         now = datetime.now(UTC)
         row = {"profile_key": self.key, "n_docs": int(n_docs), "budget": int(budget),
@@ -105,3 +114,4 @@ class DatabaseBandStore:
         except SQLAlchemyError as exc:
             log.warning("could not store a computed band", extra={
                 "n_docs": n_docs, "budget": budget, "error": str(exc)})
+

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.domain.band_cache import DatabaseBandStore, profile_key
+from service.domain.db import session_factory
 from service.domain.tables import Baseline, Reference
 from service.settings import get_settings
 
@@ -96,6 +97,21 @@ def baseline_profile(session: Session, baseline_id: int) -> Any:
         lambda: session.scalar(select(Baseline.profile).where(Baseline.id == baseline_id)),
         band_context=f"baseline of reference {row.reference_id}",
     )
+
+
+def compute_reference_grid(reference_id: int, sizes: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Compute a reference's human bands at window ``sizes`` into the store (those already
+    stored are read, not recomputed), so windows between two sizes get interpolated bands
+    (:meth:`metrics.Profile.band_with_origin`). Returns the (documents, budget) keys.
+    Raises LookupError for an unknown reference."""
+    from metrics.reference import band_grid
+
+    with session_factory()() as session:
+        profile = reference_profile(session, reference_id)
+    keys = band_grid(profile.pool, sizes)
+    for n_docs, budget in keys:
+        profile.band(n_docs, budget)
+    return keys
 
 
 class MixtureCache:

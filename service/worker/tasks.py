@@ -5,6 +5,7 @@ lost or repeated message costs a delay, never data or a second score set.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from service.broker import (
     APPLY_RETENTION,
     PLAN_WINDOWS,
     REAP_STUCK,
+    REFERENCE_BANDS,
     SCORE_WINDOW,
     celery_app,
 )
@@ -162,6 +164,28 @@ def _timed_out(task, evaluation_id: int, settings: Settings) -> dict[str, Any]:
                 extra={"evaluation_id": evaluation_id,
                        "soft_time_limit_seconds": settings.score_soft_time_limit_seconds})
     raise task.retry(countdown=0, max_retries=None)
+
+
+@celery_app.task(name=REFERENCE_BANDS, ignore_result=True,
+                 soft_time_limit=_SETTINGS.score_soft_time_limit_seconds,
+                 time_limit=_SETTINGS.score_time_limit_seconds)
+def reference_bands(reference_id: int) -> dict[str, Any]:
+    """A new reference's human bands at REFERENCE_BAND_SIZES, into the database band
+    cache. Best effort: any failure leaves the bands to be computed on first use."""
+    from service.domain.profiles import compute_reference_grid
+
+    sizes = get_settings().reference_band_grid
+    started = time.monotonic()
+    try:
+        keys = compute_reference_grid(int(reference_id), sizes)
+    except (LookupError, SQLAlchemyError, SoftTimeLimitExceeded) as exc:
+        log.warning("reference bands not computed; they are computed on first use",
+                    extra={"reference_id": reference_id, "error": str(exc)})
+        return {"reference_id": reference_id, "bands": []}
+    log.info("reference bands computed", extra={
+        "reference_id": reference_id, "bands": [list(k) for k in keys],
+        "seconds": round(time.monotonic() - started, 2)})
+    return {"reference_id": reference_id, "bands": [list(k) for k in keys]}
 
 
 @celery_app.task(name=REAP_STUCK, ignore_result=True)

@@ -20,6 +20,34 @@ def test_a_saved_band_is_loaded_back_exactly(tmp_path):
     assert store.load(500, 30000) is None and store.load_any(501) is None
     # nothing half-written is left behind
     assert [p.name for p in (tmp_path / KEY).iterdir()] == ["500-20000.npy"]
+    store.save(100, 3000, matrix)
+    (tmp_path / KEY / "notes.txt").write_text("not a band")
+    assert store.stored_keys() == [(100, 3000), (500, 20000)]
+    assert DirectoryBandStore(tmp_path / "absent", KEY).stored_keys() == []
+
+
+def test_bands_in_the_store_are_interpolated_between(tmp_path, human_documents, monkeypatch):
+    """A profile whose store holds bands at two sizes (computed earlier, by this or another
+    process) interpolates between them for a window in between instead of computing."""
+    import metrics
+    from tests.support.bands import count_band_computations
+
+    docs = human_documents[:1500:2] + human_documents[1:1500:2]
+    cfg = metrics.ReferenceConfig(replicates=12)
+    ref = metrics.build_reference(docs[:1000], "stored", config=cfg, embedder=None)
+    store = DirectoryBandStore(tmp_path, KEY)
+    ref.band_store = store
+    grid = metrics.reference.band_grid(ref.pool, (100, 200))
+    for n, budget in grid:
+        ref.band(n, budget)
+    assert store.stored_keys() == grid
+    fresh = metrics.Profile.from_bytes(ref.to_bytes())
+    fresh.band_store = store
+    calls = count_band_computations(monkeypatch)
+    budget = metrics.reference.default_budget(fresh.pool, 141)
+    band, used = fresh.band_with_origin(141, budget)
+    assert calls == [] and used == grid
+    assert band.shape == (12, len(metrics.REGISTRY))
 
 
 def test_a_corrupt_or_unwritable_cache_is_a_miss(tmp_path):

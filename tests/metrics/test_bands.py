@@ -11,8 +11,14 @@ import pytest
 
 import metrics
 import metrics.profile as profile_module
-from metrics.bands import band_matrix, interpolate, snap_budget
-from metrics.registry import BUDGET_COLUMNS, DOC_COLUMNS, REGISTRY, compute_all
+from metrics.bands import band_matrix, calibrate, interpolate, snap_budget
+from metrics.registry import (
+    BUDGET_COLUMNS,
+    DOC_COLUMNS,
+    REGISTRY,
+    SUBSAMPLE_COLUMNS,
+    compute_all,
+)
 from metrics.sample import Sample
 from tests.support.bands import count_band_computations
 
@@ -342,3 +348,45 @@ def test_stored_sizes_too_far_apart_are_not_interpolated_between(grid_reference)
     assert interpolate(dict(ref.stored_bands), n1 + 1, b1, *pool) is not None
     # a window at least as large as its pool: never interpolated
     assert interpolate(dict(ref.stored_bands), pool[0], b1, *pool) is None
+
+
+# ------------------------------------------------------------------ subsampled columns
+
+def test_semantic_columns_are_calibrated_for_the_documents_they_read(grid_reference):
+    """The semantic metrics read the first ``sample_docs`` documents of a window, so their
+    finite-population correction uses min(documents, sample) / pool, not the window's
+    share; the other "docs" columns keep the window's."""
+    pool = grid_reference.pool
+    sample = pool.n_docs // 4
+    matrix = np.random.default_rng(3).normal(size=(200, len(REGISTRY)))
+    lexical_docs = np.setdiff1d(DOC_COLUMNS, SUBSAMPLE_COLUMNS)
+    assert len(SUBSAMPLE_COLUMNS) == 7 and len(lexical_docs)
+
+    def widening(f):
+        return np.sqrt((1 + f) / (1 - f))
+
+    for n_docs in (pool.n_docs // 2, sample // 2):  # above the sample, and below it
+        cal = calibrate(matrix, pool, n_docs, 100, sample_docs=sample)
+        spread = np.std(cal.band, axis=0) / np.std(matrix, axis=0)
+        np.testing.assert_allclose(spread[SUBSAMPLE_COLUMNS],
+                                   widening(min(n_docs, sample) / pool.n_docs))
+        np.testing.assert_allclose(spread[lexical_docs], widening(n_docs / pool.n_docs))
+
+
+def test_semantic_columns_between_stored_sizes_above_the_sample_are_the_larger_bands():
+    """Two stored sizes that both read the whole sample have the same semantic columns in
+    distribution: the interpolated band keeps the larger one's as they are; below the
+    sample they are interpolated in documents like the other "docs" columns."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(1.0, 0.1, size=(60, len(REGISTRY)))
+    b = rng.normal(1.2, 0.05, size=(60, len(REGISTRY)))
+    pool = (5000, 100_000)
+    above = {(300, 3000): a, (600, 6000): b}
+    band, _ = interpolate(above, 400, 4000, *pool, sample_docs=256)
+    np.testing.assert_array_equal(band[:, SUBSAMPLE_COLUMNS], b[:, SUBSAMPLE_COLUMNS])
+    moved, _ = interpolate(above, 400, 4000, *pool)
+    assert not np.allclose(moved[:, SUBSAMPLE_COLUMNS], b[:, SUBSAMPLE_COLUMNS])
+    below = {(100, 3000): a, (200, 6000): b}
+    np.testing.assert_allclose(
+        interpolate(below, 141, 4000, *pool, sample_docs=256)[0][:, SUBSAMPLE_COLUMNS],
+        interpolate(below, 141, 4000, *pool)[0][:, SUBSAMPLE_COLUMNS], rtol=1e-12)

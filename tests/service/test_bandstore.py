@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 from sqlalchemy import select, text
@@ -133,3 +135,69 @@ def test_rows_unused_for_the_keep_time_are_dropped_and_reads_keep_rows_alive(ser
     # the reaper does it on its rounds
     reap(now=datetime.now(UTC) + timedelta(days=31))
     assert _used_at("p" * 64) == {}
+
+
+def test_a_references_band_grid_serves_windows_between_its_sizes(pipeline_env, human_documents,
+                                                                 monkeypatch):
+    """The worker's reference_bands task (sent when POST /references creates a reference)
+    computes the human bands at REFERENCE_BAND_SIZES that the reference's pool can serve
+    into the database; a window between two of those sizes is then scored with a band
+    interpolated between them, and no band is computed for it."""
+    from service.domain.band_cache import profile_key
+    from service.domain.db import session_scope
+    from service.domain.profiles import PROFILES
+    from service.domain.tables import Evaluation
+    from service.worker.tasks import reference_bands
+
+    PROFILES.clear()
+    # shuffled fortunes: the window's documents are as long as the pool's on average, so
+    # its token budget falls between the grid's too
+    shuffled = random.Random(11).sample(human_documents, 841)
+    docs, window = shuffled[:700], shuffled[700:]
+    profile = metrics.build_reference(docs, "grid", embedder=None,
+                                      config=metrics.ReferenceConfig(replicates=REPLICATES))
+    assert profile.pool.n_docs == 280
+    ref = store_reference(profile, docs, name="grid")
+    keys = [tuple(k) for k in reference_bands.run(ref)["bands"]]
+    assert [n for n, _ in keys] == [100, 200]  # 500, 1,000, 2,000: more than the pool
+    with session_scope() as session:
+        stored = session.execute(
+            select(BandCache.n_docs, BandCache.budget)
+            .where(BandCache.profile_key == profile_key(profile.to_bytes(), "reference"))
+            .order_by(BandCache.n_docs)).all()
+    assert [tuple(row) for row in stored] == keys
+
+    PROFILES.clear()  # as another worker process would load it
+    calls = count_band_computations(monkeypatch)
+    add_model("bot", ref, size=141)
+    ingest("bot", window)
+    (evaluation_id,) = plan_now()
+    assert score_now(evaluation_id).status == "done"
+    assert calls == []
+    with session_scope() as session:
+        result = session.get(Evaluation, evaluation_id).result
+    assert result["calibration"]["human"]["interpolated_from"] == [list(k) for k in keys]
+    assert result["health"] == "healthy"
+
+
+def test_an_unknown_reference_or_no_grid_computes_nothing(pipeline_env, monkeypatch, caplog):
+    from service.settings import get_settings
+    from service.worker.tasks import reference_bands
+
+    calls = count_band_computations(monkeypatch)
+    assert reference_bands.run(999_999)["bands"] == []
+    assert "reference bands not computed; they are computed on first use" in [
+        r.getMessage() for r in caplog.records]
+    monkeypatch.setenv("COLLAPSEWATCH_REFERENCE_BAND_SIZES", "")
+    get_settings.cache_clear()
+    assert get_settings().reference_band_grid == ()
+    monkeypatch.setenv("COLLAPSEWATCH_REFERENCE_BAND_SIZES", "200, 100,100")
+    get_settings.cache_clear()
+    assert get_settings().reference_band_grid == (100, 200)
+    monkeypatch.setenv("COLLAPSEWATCH_REFERENCE_BAND_SIZES", "100;200")
+    get_settings.cache_clear()
+    with pytest.raises(ValueError, match="reference_band_sizes"):
+        get_settings()
+    monkeypatch.delenv("COLLAPSEWATCH_REFERENCE_BAND_SIZES")
+    get_settings.cache_clear()
+    assert calls == []
