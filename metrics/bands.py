@@ -388,9 +388,18 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
     base = by_docs[docs[1]]
     base_mean, base_sd = _moments(base)
     out = base.copy()
-    for columns, bands, (a, b), x, pool in (
-            (DOC_COLUMNS, by_docs, docs, n_docs, pool_docs),
-            (BUDGET_COLUMNS, by_budget, budgets, budget, pool_tokens)):
+    doc_columns, sampled = DOC_COLUMNS, []
+    if sample_docs is not None and len(SUBSAMPLE_COLUMNS):
+        # the subsampled columns move in the documents they read; when both stored bands
+        # read the whole sample they stay the larger band's own, as copied above
+        doc_columns = np.setdiff1d(DOC_COLUMNS, SUBSAMPLE_COLUMNS)
+        lo, hi = (min(n, sample_docs) for n in docs)
+        if lo != hi:
+            sampled = [(SUBSAMPLE_COLUMNS, {lo: by_docs[docs[0]], hi: base}, (lo, hi),
+                        min(n_docs, sample_docs), pool_docs)]
+    moves = [(doc_columns, by_docs, docs, n_docs, pool_docs),
+             (BUDGET_COLUMNS, by_budget, budgets, budget, pool_tokens), *sampled]
+    for columns, bands, (a, b), x, pool in moves:
         mean, sd = _target_moments(bands, a, b, x, pool)
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(base_sd > 0, sd / base_sd, 1.0)
@@ -402,18 +411,5 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
         keep = _lumpy(bands[a]) | _lumpy(bands[b])
         cols = np.asarray(columns)
         out[:, cols] = np.where(keep[cols], base[:, cols], moved[:, cols])
-    if sample_docs is not None and len(SUBSAMPLE_COLUMNS):
-        cols = SUBSAMPLE_COLUMNS
-        lo, hi = (min(n, sample_docs) for n in docs)
-        if lo == hi:  # both stored bands read the same number of documents
-            out[:, cols] = base[:, cols]
-        else:
-            mean, sd = _target_moments({lo: by_docs[docs[0]], hi: base}, lo, hi,
-                                       min(n_docs, sample_docs), pool_docs)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                scale = np.where(base_sd > 0, sd / base_sd, 1.0)
-            moved = mean + (base - base_mean) * scale
-            keep = _lumpy(by_docs[docs[0]]) | _lumpy(base)
-            out[:, cols] = np.where(keep[cols], base[:, cols], moved[:, cols])
     used = sorted({*(doc_keys[n] for n in docs), *(budget_keys[b] for b in budgets)})
     return out, used
