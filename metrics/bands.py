@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metrics import kernels
 from metrics.registry import (
     BUDGET_COLUMNS,
     DOC_COLUMNS,
@@ -62,6 +63,40 @@ def _draw(rng: np.random.Generator, lengths: np.ndarray, n_docs: int, budget: in
 
 
 _NO_VECTORS = np.zeros((0, 0), dtype=np.float32)
+_TAKE_GROUPS_SHARE = 8
+
+
+def _pool_groups(pool: Corpus, pool_doc_keys: np.ndarray, ctx: Context
+                 ) -> dict[int, tuple[np.ndarray, ...]]:
+    """The pool's (n-gram, document, count) groups (:func:`kernels.doc_ngram_groups`) for
+    every n the "docs" metrics read (Self-BLEU's 1..max_n, self-repetition's n)."""
+    whole = Sample(pool, 0, pool_doc_keys)
+    ns = {*range(1, ctx.suite.self_bleu_max_n + 1), ctx.suite.self_repetition_n}
+    return {n: kernels.doc_ngram_groups(*whole.ngrams("docs", n)) for n in sorted(ns)}
+
+
+def _take_groups(groups: tuple[np.ndarray, ...], docs_sel: np.ndarray, pool_docs: int
+                 ) -> tuple[np.ndarray, ...]:
+    """The groups of the replicate whose documents are the pool's ``docs_sel`` (in that
+    order, repeats allowed), from the pool's: each pool entry once per position its
+    document takes, without sorting the replicate's n-grams again (the sort was ~60% of
+    a large replicate's time). Keys stay sorted; within a key the positions follow the
+    pool's document order rather than the replicate's, which nothing reading the groups
+    depends on (per key: counts and their maximum; per document: its entries in key
+    order, as before)."""
+    g_key, g_doc, g_count = groups
+    by_doc = np.argsort(docs_sel, kind="stable")
+    ptr = np.zeros(pool_docs + 1, dtype=np.int64)
+    np.cumsum(np.bincount(docs_sel, minlength=pool_docs), out=ptr[1:])
+    mult = ptr[1:] - ptr[:-1]
+    m = mult[g_doc]
+    keep = np.flatnonzero(m)
+    m = m[keep]
+    entry = np.repeat(keep, m)
+    total = len(entry)
+    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(m) - m, m)
+    positions = by_doc[ptr[g_doc[entry]] + within]
+    return g_key[entry], positions.astype(np.int64), g_count[entry]
 
 # Version of the replicate draw. 2: a replicate's random stream does not depend on the
 # budget, so its document view is the same at every budget (and its budget view at a
@@ -80,6 +115,7 @@ def band_matrix(
     seed: int,
     doc_part: np.ndarray | None = None,
     pool_vectors: np.ndarray | None = None,
+    only: np.ndarray | None = None,
 ) -> np.ndarray:
     """(replicates, metrics) values of the registry on random pool samples. NaN = undefined.
 
@@ -94,6 +130,9 @@ def band_matrix(
     ``pool_vectors``: the pool's stored document embeddings (semantic metrics read a
     replicate's from them instead of embedding; see :func:`metrics.semantic.band_vectors`).
 
+    ``only``: compute these registry columns only (the others stay NaN; see
+    :func:`extend`). Not with ``doc_part``.
+
     Replicates run on a few threads: the work is numpy sorting and arithmetic, which
     releases the GIL.
     """
@@ -101,12 +140,23 @@ def band_matrix(
     if doc_part is not None and doc_part.shape != (replicates, len(DOC_COLUMNS)):
         raise ValueError(f"doc_part has shape {doc_part.shape}, expected "
                          f"{(replicates, len(DOC_COLUMNS))}")
-    columns = BUDGET_COLUMNS if doc_part is not None else None
+    if only is not None and doc_part is not None:
+        raise ValueError("only and doc_part exclude each other")
+    columns = BUDGET_COLUMNS if doc_part is not None else only
+    docs_view = columns is None or bool(np.isin(DOC_COLUMNS, columns).any())
     # MinHash signatures depend only on their own document: compute each pool document's
     # once, and let a replicate take its documents' rows
-    signatures = None
-    if doc_part is None and pool.n_docs and n_docs:
+    signatures = lsh = None
+    groups: dict[int, tuple[np.ndarray, ...]] = {}
+    if docs_view and pool.n_docs and n_docs:
         signatures = minhash_of(Sample(pool, 0, pool_doc_keys), ctx)
+        lsh = kernels.lsh_keys(signatures, ctx.suite.near_duplicate_threshold)
+        # likewise a document's n-gram counts: a replicate's groups are taken from the
+        # pool's instead of sorting its n-grams again. Taking them scans the whole pool's,
+        # so it pays only for replicates above ~1/8 of the pool (measured: 2,000 of 4,800
+        # documents 1.6x faster, 200 of 4,800 1.6x slower)
+        if n_docs * _TAKE_GROUPS_SHARE >= pool.n_docs:
+            groups = _pool_groups(pool, pool_doc_keys, ctx)
 
     def replicate(r: int) -> np.ndarray:
         rng = np.random.default_rng([int(seed), int(n_docs), 0xBA5D, BAND_DRAW, r])
@@ -118,11 +168,14 @@ def band_matrix(
             doc_keys=pool_doc_keys[docs_sel],
             budget_source=pool.take(order),
         )
-        if columns is None:
+        if docs_view:
             nll = pool_doc_nll[docs_sel]
             sample._cache["doc_nll"] = nll[~np.isnan(nll)]
             if signatures is not None:
                 sample._cache["minhash"] = signatures[docs_sel]
+                sample._cache["lsh_keys"] = lsh[docs_sel]
+            for n, pool_groups in groups.items():
+                sample._cache[("groups", n)] = _take_groups(pool_groups, docs_sel, pool.n_docs)
             # a pool without stored embeddings leaves the semantic columns undefined
             # rather than embedding every replicate
             sample._cache["embeddings"] = (
@@ -223,6 +276,9 @@ class Calibration:
     # the stored (documents, budget) bands an interpolated band was made from; None when
     # the band was computed (see interpolate below)
     interpolated_from: list[tuple[int, int]] | None = None
+    # an extended band (see extend below): the stored band it extends and the replicates
+    # computed at the window's size; None otherwise
+    extended: Extended | None = None
 
     @property
     def share(self) -> float:
@@ -244,16 +300,25 @@ class Calibration:
             "reason": self.reason,
             "interpolated_from": (None if self.interpolated_from is None else
                                   [list(k) for k in self.interpolated_from]),
+            "extended_from": (None if self.extended is None else {
+                "band": list(self.extended.base),
+                "replicates_computed": self.extended.replicates}),
         }
 
 
 def calibrate(
     matrix: np.ndarray, pool: Corpus, n_docs: int, budget: int, what: str = "pool",
-    interpolated_from: list[tuple[int, int]] | None = None, sample_docs: int | None = None,
+    interpolated_from: list[tuple[int, int]] | Extended | None = None,
+    sample_docs: int | None = None,
 ) -> Calibration:
     """Calibrate a (replicates, metrics) band for windows of ``n_docs`` documents and
     ``budget`` tokens drawn from the source of ``pool`` (see the notes above);
-    ``sample_docs``: the documents the subsampled (semantic) metrics read at most."""
+    ``sample_docs``: the documents the subsampled (semantic) metrics read at most;
+    ``interpolated_from``: the band's origin as :meth:`metrics.Profile.band_with_origin`
+    gives it (stored keys of an interpolated band, an :class:`Extended`, or None)."""
+    extended = interpolated_from if isinstance(interpolated_from, Extended) else None
+    if extended is not None:
+        interpolated_from = None
     pool_docs, pool_tokens = pool.n_docs, int(pool.offsets[-1])
     f_docs = n_docs / pool_docs if pool_docs else math.inf
     f_tokens = budget / pool_tokens if pool_tokens else math.inf
@@ -286,7 +351,7 @@ def calibrate(
     for m in (band, within):
         m.setflags(write=False)
     return Calibration(band, within, pool_docs, pool_tokens, float(f_docs), float(f_tokens),
-                       status, reason, interpolated_from)
+                       status, reason, interpolated_from, extended)
 
 
 # ------------------------------------------------------------------ interpolation
@@ -413,3 +478,92 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
         out[:, cols] = np.where(keep[cols], base[:, cols], moved[:, cols])
     used = sorted({*(doc_keys[n] for n in docs), *(budget_keys[b] for b in budgets)})
     return out, used
+
+
+# ------------------------------------------------------------------ above the grid
+#
+# A window larger than every stored band (e.g. 32,000 documents against a grid that ends at
+# 2,000) has nothing to be interpolated from, and a full band there costs 200 replicates of
+# the window's size: ~60 s at 32,000 fortunes, ~25x the window's own scoring. Such a band
+# is *extended* from the largest stored one instead: its replicates keep their joint
+# structure and each column's shape, and are moved (location-scale, as in interpolation)
+# to the mean and spread of only ``MOMENT_REPLICATES`` replicates computed at the window's
+# own size. A mean and a standard deviation need far fewer replicates than a 1% quantile:
+# the sd of 50 normal replicates is within ~10% of the truth (relative standard error
+# 1/sqrt(2(r - 1)), e.g. Ahn & Fessler 2003), about what the 1% order statistic of 200
+# replicates achieves, whose coverage has sd ~0.7% around 1% (Beta(2, 199)). The shape is
+# the stored band's: the "docs" columns are per-document averages and medians, whose
+# skewness shrinks as 1/sqrt(n), so the shape at >= EXTEND_MIN_DOCS documents is at least
+# as wide in the tails as the target's. Columns that need no computing are taken as they
+# are: the budget columns from a stored band at the same budget (the token budget is
+# capped, so every large window shares one; exact in distribution, see interpolate), the
+# subsampled (semantic) columns when the stored band already reads the whole sample.
+# Columns mostly at one value (duplicate rates) have no location and scale: the computed
+# replicates themselves, repeated, stand for them. benchmarks/bands.py --extended measures
+# the false-alarm rate of extended bands against computed ones.
+
+MOMENT_REPLICATES = 50
+EXTEND_MIN_DOCS = 1_000
+
+
+@dataclass(frozen=True)
+class Extended:
+    """How an extended band was made: the stored band it extends and the replicates
+    computed at the window's size (Score JSON: calibration.extended_from)."""
+
+    base: tuple[int, int]
+    replicates: int
+    sources: tuple[tuple[int, int], ...] = ()  # stored bands whose columns were taken
+
+
+def extension_plan(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: int,
+                   sample_docs: int | None = None
+                   ) -> tuple[tuple[int, int], np.ndarray, dict[int, tuple[int, int]]] | None:
+    """For a window above every stored document count: (the base band's key, the registry
+    columns to compute at the window's size, {column: stored key whose column is taken
+    as it is}); None when the window is not above the stored sizes or the largest is
+    below ``EXTEND_MIN_DOCS``."""
+    if not stored or max(n for n, _ in stored) >= n_docs:
+        return None
+    base = max(stored)  # the largest document count (of several, the largest budget)
+    if base[0] < EXTEND_MIN_DOCS:
+        return None
+    taken: dict[int, tuple[int, int]] = {}
+    same_budget = [k for k in stored if k[1] == budget]
+    if same_budget:
+        for j in BUDGET_COLUMNS:
+            taken[int(j)] = max(same_budget)
+    if sample_docs is not None and min(base[0], sample_docs) == min(n_docs, sample_docs):
+        for j in SUBSAMPLE_COLUMNS:
+            taken[int(j)] = base
+    compute = np.array([j for j in range(len(REGISTRY)) if j not in taken], dtype=np.intp)
+    return base, compute, taken
+
+
+def extend(stored: dict[tuple[int, int], np.ndarray], base: tuple[int, int],
+           computed: np.ndarray, compute: np.ndarray, taken: dict[int, tuple[int, int]]
+           ) -> np.ndarray:
+    """The extended band (see the notes above): ``stored[base]``'s replicates, the
+    ``compute`` columns moved to the mean and sd of ``computed`` (replicates at the
+    window's size), the ``taken`` columns moved to their stored band's (for a column of
+    the base itself: unchanged)."""
+    matrix = stored[base]
+    rows = len(matrix)
+    base_mean, base_sd = _moments(matrix)
+    base_lumpy = _lumpy(matrix)
+    out = matrix.copy()
+    targets = [(np.asarray(compute, dtype=np.intp), computed)]
+    for key in sorted(set(taken.values())):
+        targets.append((np.array([j for j, k in taken.items() if k == key], dtype=np.intp),
+                        stored[key]))
+    for cols, source in targets:
+        if not len(cols) or source is matrix:
+            continue
+        mean, sd = _moments(source)
+        lumpy = base_lumpy | _lumpy(source)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(base_sd > 0, sd / base_sd, 1.0)
+        moved = mean + (matrix - base_mean) * scale
+        for j in cols:
+            out[:, j] = np.resize(source[:, j], rows) if lumpy[j] else moved[:, j]
+    return out

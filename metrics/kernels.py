@@ -8,6 +8,7 @@ Every kernel is a small pure function; its cost is in its docstring (T = tokens,
 from __future__ import annotations
 
 import gzip
+import itertools
 from functools import lru_cache
 
 import numpy as np
@@ -324,12 +325,22 @@ def minhash_signatures(
         return sig
     a, b = minhash_permutations(num_perm, seed)
     hv = _fmix32(shingle_hash32)
-    with np.errstate(over="ignore"):
-        permuted = np.multiply(a[:, None], hv[None, :])  # (num_perm, S): reduce along rows
-        permuted += b[:, None]
     starts = np.flatnonzero(np.r_[True, doc_of[1:] != doc_of[:-1]])
-    sig[doc_of[starts]] = np.minimum.reduceat(permuted, starts, axis=1).T
+    # whole documents at a time, about _MINHASH_CHUNK shingles each: the (num_perm, S)
+    # product of a 32,000-document window at once is ~460 MB and slower (memory-bound)
+    ends = np.r_[starts[1:], len(hv)]
+    cut = np.searchsorted(starts, np.arange(0, len(hv), _MINHASH_CHUNK), side="right") - 1
+    cut = np.unique(np.r_[cut, len(starts)])
+    for i, j in itertools.pairwise(cut):
+        lo, hi = starts[i], ends[j - 1]
+        with np.errstate(over="ignore"):
+            permuted = np.multiply(a[:, None], hv[None, lo:hi])  # (num_perm, chunk)
+            permuted += b[:, None]
+        sig[doc_of[starts[i:j]]] = np.minimum.reduceat(permuted, starts[i:j] - lo, axis=1).T
     return sig
+
+
+_MINHASH_CHUNK = 1 << 15
 
 
 def lsh_band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -343,11 +354,19 @@ def lsh_band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
         return mix64((banded * multipliers).sum(axis=2, dtype=np.uint64))
 
 
+def lsh_keys(signatures: np.ndarray, threshold: float) -> np.ndarray:
+    """(documents, bands) LSH band keys of MinHash signatures for a Jaccard threshold: a
+    row depends only on its own document."""
+    bands, rows = lsh_params(float(threshold), int(signatures.shape[1]))
+    return lsh_band_keys(signatures, bands, rows)
+
+
 def near_duplicate_flags(
     signatures: np.ndarray,
     threshold: float,
     eligible: np.ndarray | None = None,
     neighbours: int = 8,
+    band_keys: np.ndarray | None = None,
 ) -> np.ndarray:
     """True for each document with another whose estimated Jaccard is >= threshold.
 
@@ -361,18 +380,21 @@ def near_duplicate_flags(
     band-specific hash and each is compared with its next ``neighbours`` members, so the
     work stays O(D·bands·neighbours) even when one bucket holds most of the window
     (a collapsed model). Candidates are verified on the full signature (share of equal
-    MinHash values, the unbiased Jaccard estimate).
+    MinHash values, the unbiased Jaccard estimate). ``band_keys``: the signatures'
+    :func:`lsh_keys`, when already known (a band replicate takes its pool's rows).
     """
-    n_docs, num_perm = signatures.shape
+    n_docs = signatures.shape[0]
     flags = np.zeros(n_docs, dtype=bool)
     if eligible is not None and not eligible.all():
         keep = np.flatnonzero(eligible)
-        flags[keep] = near_duplicate_flags(signatures[keep], threshold, None, neighbours)
+        flags[keep] = near_duplicate_flags(signatures[keep], threshold, None, neighbours,
+                                           None if band_keys is None else band_keys[keep])
         return flags
     if n_docs < 2:
         return flags
-    bands, rows = lsh_params(float(threshold), int(num_perm))
-    band_keys = lsh_band_keys(signatures, bands, rows)
+    if band_keys is None:
+        band_keys = lsh_keys(signatures, threshold)
+    bands = band_keys.shape[1]
     doc_idx = np.arange(n_docs, dtype=np.uint64)
     for band in range(bands):
         key = band_keys[:, band]

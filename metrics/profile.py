@@ -27,7 +27,14 @@ from typing import Protocol
 
 import numpy as np
 
-from metrics.bands import BAND_DRAW, band_matrix
+from metrics.bands import (
+    BAND_DRAW,
+    MOMENT_REPLICATES,
+    Extended,
+    band_matrix,
+    extend,
+    extension_plan,
+)
 from metrics.bands import interpolate as interpolate_band
 from metrics.config import ReferenceConfig
 from metrics.embedding import Embedder, shared_embedder
@@ -96,6 +103,9 @@ class Profile:
     semantic: SemanticProfile | None = None
     # the model windows are embedded with (see use_embedder); None: the pinned default
     embedder: Embedder | None = field(default=None, repr=False)
+    # document counts of the bands the file stores but that were computed by another
+    # metric suite (METRIC_SUITE), so were dropped on load: they are recomputed on demand
+    stale_band_sizes: tuple[int, ...] = ()
     _embedder_reason: str | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ behaviour
@@ -163,11 +173,13 @@ class Profile:
 
     def band_with_origin(self, n_docs: int, budget: int, reference: Profile | None = None,
                          interpolate: bool = True
-                         ) -> tuple[np.ndarray, list[tuple[int, int]] | None]:
+                         ) -> tuple[np.ndarray, list[tuple[int, int]] | Extended | None]:
         """:meth:`band`, or with ``interpolate`` a band interpolated between stored bands
         when no band of this key is stored, memoised or in the band store (see
-        :func:`metrics.bands.interpolate`); with the stored keys it was made from (None for
-        a band computed or read)."""
+        :func:`metrics.bands.interpolate`), or for a window above every stored size one
+        extended from the largest (:func:`metrics.bands.extend`); with its origin: the
+        stored keys it was interpolated from, an :class:`~metrics.bands.Extended`, or None
+        for a band computed or read."""
         key = (int(n_docs), int(budget))
         if not interpolate or key in self.stored_bands:
             return self.band(n_docs, budget, reference), None
@@ -187,11 +199,31 @@ class Profile:
         made = interpolate_band(fitting, key[0], key[1], self.pool.n_docs,
                                 int(self.pool.offsets[-1]), sample_docs)
         if made is None:
+            made = self._extended(key, fitting, reference, sample_docs)
+        if made is None:
             return self.band(n_docs, budget, reference), None
         matrix, used = made
         matrix.setflags(write=False)
         self._remember(ikey, (matrix, used))
         return matrix, used
+
+    def _extended(self, key: tuple[int, int], stored: dict, reference: Profile | None,
+                  sample_docs: int) -> tuple[np.ndarray, Extended] | None:
+        """A band for a window above every stored size, extended from the largest stored
+        band with :data:`MOMENT_REPLICATES` replicates computed at the window's size (see
+        :func:`metrics.bands.extend`); None when that does not apply."""
+        plan = extension_plan(stored, key[0], key[1], sample_docs)
+        ref = self if self.kind == "reference" else reference
+        if plan is None or ref is None or self.config.replicates <= MOMENT_REPLICATES:
+            return None
+        base, compute, taken = plan
+        computed = band_matrix(
+            self.pool, self.pool_doc_keys, self.pool_doc_nll, key[0], key[1], ref.context(),
+            MOMENT_REPLICATES, self.config.seed, pool_vectors=self.pool_vectors(ref),
+            only=compute)
+        matrix = extend(stored, base, computed, compute, taken)
+        sources = tuple(sorted({base, *taken.values()}))
+        return matrix, Extended(base, MOMENT_REPLICATES, sources)
 
     def _store_neighbours(self, key: tuple[int, int], have: dict) -> dict:
         """Bands in the band store next to ``key`` (the nearest document counts and
@@ -388,11 +420,15 @@ class Profile:
         if meta["kind"] == "reference":
             model = ReferenceModel(**{n: arrays["m_" + n] for n in ReferenceModel.ARRAYS})
         bands: dict[tuple[int, int], np.ndarray] = {}
+        stale: tuple[int, ...] = ()
         # bands computed with another metric list (or an older definition of one of its
         # metrics) are dropped and recomputed on demand
-        if meta.get("metrics") == list(METRIC_SUITE) and len(arrays["band_keys"]):
-            for (n, b), values in zip(arrays["band_keys"], arrays["band_values"]):
-                bands[(int(n), int(b))] = values
+        if len(arrays["band_keys"]):
+            if meta.get("metrics") == list(METRIC_SUITE):
+                for (n, b), values in zip(arrays["band_keys"], arrays["band_values"]):
+                    bands[(int(n), int(b))] = values
+            else:
+                stale = tuple(sorted({int(n) for n, _ in arrays["band_keys"]}))
         for value in list(arrays.values()) + list(bands.values()):
             value.setflags(write=False)
         return cls(
@@ -410,6 +446,7 @@ class Profile:
             human_ratios=meta.get("human_ratios"),
             stored_bands=bands,
             band_draw=int(meta.get("band_draw", 1)),
+            stale_band_sizes=stale,
             # absent from profiles built before embeddings (or without a model)
             semantic=(SemanticProfile.from_arrays(arrays, meta["semantic"])
                       if meta.get("semantic") else None),

@@ -174,8 +174,10 @@ def _near_dup(s: Sample, ctx: Context) -> float | None:
         return None
     su = ctx.suite
     sig = s.memo("minhash", lambda: minhash_of(s, ctx))
+    keys = s.memo("lsh_keys", lambda: kernels.lsh_keys(sig, su.near_duplicate_threshold))
     eligible = s.docs.lengths > 0
-    return float(kernels.near_duplicate_flags(sig, su.near_duplicate_threshold, eligible).mean())
+    return float(kernels.near_duplicate_flags(sig, su.near_duplicate_threshold, eligible,
+                                              band_keys=keys).mean())
 
 
 def _groups(s: Sample, n: int) -> tuple[np.ndarray, ...]:

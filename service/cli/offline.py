@@ -105,6 +105,12 @@ def _load(path: str, what: str, band_context: str | None = None):
         raise CliError(f"{what} file {path}: {exc}") from None
     except OSError as exc:
         raise CliError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    if profile.stale_band_sizes:
+        sizes = ", ".join(map(str, profile.stale_band_sizes))
+        print(f"collapsewatch: warning: {what} file {path}: its stored bands ({sizes} "
+              f"documents) were computed by an older metric suite and are ignored, so bands "
+              f"are computed on first use; build the {what} again to store them",
+              file=sys.stderr)
     root = band_cache_dir()
     if band_context is not None and root is not None:
         from metrics.band_cache_dir import DirectoryBandStore, band_key
@@ -520,8 +526,9 @@ def register(sub) -> None:
                         "examples); also COLLAPSEWATCH_EVIDENCE_TEXT=off")
     s.add_argument("--exact-bands", action="store_true",
                    help="compute the band of a window size the files do not store, instead "
-                        "of interpolating it between two stored sizes (seconds instead of "
-                        "milliseconds; see docs/early-warning.md, Interpolated bands)")
+                        "of interpolating it between two stored sizes or extending the "
+                        "largest (seconds instead of milliseconds; see "
+                        "docs/early-warning.md, Interpolated bands, Extended bands)")
     s.add_argument("--fail-on", choices=["early_collapse", "collapse"],
                    help="exit 1 when health (the last window's, with the trend) is at "
                         "least this bad")

@@ -15,7 +15,10 @@ from sqlalchemy.orm import Session
 from service.domain.band_cache import DatabaseBandStore, profile_key
 from service.domain.db import session_factory
 from service.domain.tables import Baseline, Reference
+from service.logging import get_logger
 from service.settings import get_settings
+
+log = get_logger("collapsewatch.profiles")
 
 
 class ProfileCache:
@@ -42,6 +45,12 @@ class ProfileCache:
 
         data = load_bytes()
         profile = metrics.Profile.from_bytes(data)
+        if profile.stale_band_sizes:
+            log.warning("stale stored bands ignored", extra={
+                "kind": profile.kind, "sha256": sha256,
+                "band_sizes": list(profile.stale_band_sizes),
+                "reason": "computed by an older metric suite; bands are computed on first "
+                          "use and kept in the band cache"})
         if profile.kind == "reference":
             profile.use_embedder(*configured_embedder())
         if band_context is not None:

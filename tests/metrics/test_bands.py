@@ -73,24 +73,28 @@ def test_a_band_from_reused_doc_columns_equals_the_full_computation(pool_referen
     assert not np.array_equal(first[:, BUDGET_COLUMNS], full[:, BUDGET_COLUMNS], equal_nan=True)
 
 
-def test_band_rows_match_the_metrics_on_the_drawn_sample(pool_reference):
-    """Precomputed per-document inputs (MinHash rows, NLL) give the same values as
-    computing the suite on the replicate's sample from scratch."""
+@pytest.mark.parametrize("n_docs", [30, 90, 1500])
+def test_band_rows_match_the_metrics_on_the_drawn_sample(pool_reference, n_docs):
+    """Precomputed per-document inputs (MinHash rows, LSH keys, NLL, and for replicates
+    above 1/8 of the pool the n-gram groups) give the same values as computing the suite
+    on the replicate's sample from scratch; also for a replicate larger than its pool
+    (documents repeat)."""
     ref, ctx = pool_reference, pool_reference.context()
+    assert 30 * 8 < ref.pool.n_docs <= 90 * 8 and ref.pool.n_docs < 1500
     vectors = ref.pool_vectors(ref)
-    band = band_matrix(ref.pool, ref.pool_doc_keys, ref.pool_doc_nll, 90, 1500, ctx, 3, seed=1,
-                       pool_vectors=vectors)
+    band = band_matrix(ref.pool, ref.pool_doc_keys, ref.pool_doc_nll, n_docs, 1500, ctx, 3,
+                       seed=1, pool_vectors=vectors)
     from metrics.bands import _NO_VECTORS, BAND_DRAW, _draw
     from metrics.semantic import band_vectors
 
     for r in range(3):
-        rng = np.random.default_rng([1, 90, 0xBA5D, BAND_DRAW, r])
-        order = _draw(rng, ref.pool.lengths, 90, 1500)
-        sample = _sample(ref, order[:90], order, 1500)
+        rng = np.random.default_rng([1, n_docs, 0xBA5D, BAND_DRAW, r])
+        order = _draw(rng, ref.pool.lengths, n_docs, 1500)
+        sample = _sample(ref, order[:n_docs], order, 1500)
         # the semantic columns read the pool's stored embeddings in both (no model run)
         sample._cache["embeddings"] = (
             _NO_VECTORS if vectors is None else
-            band_vectors(vectors, ref.pool.lengths, order[:90], ctx.suite.semantic_sample))
+            band_vectors(vectors, ref.pool.lengths, order[:n_docs], ctx.suite.semantic_sample))
         direct = compute_all(sample, ctx)
         np.testing.assert_array_equal(band[r], direct)
 
@@ -390,3 +394,88 @@ def test_semantic_columns_between_stored_sizes_above_the_sample_are_the_larger_b
     np.testing.assert_allclose(
         interpolate(below, 141, 4000, *pool, sample_docs=256)[0][:, SUBSAMPLE_COLUMNS],
         interpolate(below, 141, 4000, *pool)[0][:, SUBSAMPLE_COLUMNS], rtol=1e-12)
+
+
+# ------------------------------------------------------------------ above the grid
+
+@pytest.fixture(scope="module")
+def top_reference(fortune_split) -> metrics.Profile:
+    """A reference whose largest (only) stored band is at 1,000 documents (100 replicates,
+    lexical): windows above it get an extended band."""
+    cfg = metrics.ReferenceConfig(replicates=100, band_sizes=(1000,))
+    return metrics.build_reference(fortune_split[0], "top", config=cfg, embedder=None)
+
+
+def test_an_extended_band_has_the_moments_of_replicates_at_the_windows_size(top_reference):
+    """Above the grid, each computed column is the stored band's replicates moved to the
+    mean and sd of MOMENT_REPLICATES replicates at the window's size: those are the first
+    rows of the full band at that size (a replicate's stream depends on its index only),
+    so the moments match exactly; the budget columns, at the same (capped) budget, are
+    the stored band's own; duplicate rates (mostly one value) are the computed replicates."""
+    from metrics.bands import MOMENT_REPLICATES, Extended
+
+    ref = top_reference
+    ((n_top, budget),) = ref.stored_bands
+    n = 1100
+    band, origin = ref.band_with_origin(n, budget)
+    assert origin == Extended((n_top, budget), MOMENT_REPLICATES, ((n_top, budget),))
+    full = ref.band(n, budget)  # computed in full, all 100 replicates
+    first = full[:MOMENT_REPLICATES]
+    names = [spec.name for spec in REGISTRY]
+    lumpy = [names.index(m) for m in ("exact_duplicate_rate", "near_duplicate_rate")]
+    moved = np.array([j for j in DOC_COLUMNS if j not in lumpy
+                      and not np.isnan(full[:, j]).all()])
+    assert len(moved) >= 5
+    np.testing.assert_allclose(np.mean(band[:, moved], axis=0),
+                               np.mean(first[:, moved], axis=0), rtol=1e-9)
+    np.testing.assert_allclose(np.std(band[:, moved], axis=0, ddof=1),
+                               np.std(first[:, moved], axis=0, ddof=1), rtol=1e-9)
+    stored = ref.stored_bands[(n_top, budget)]
+    np.testing.assert_array_equal(band[:, BUDGET_COLUMNS], stored[:, BUDGET_COLUMNS])
+    for j in lumpy:
+        np.testing.assert_array_equal(np.sort(band[:, j]),
+                                      np.sort(np.resize(first[:, j], len(band))))
+    # and the extended band's quantiles sit where the full band's do, within the error of
+    # 50 replicates (a 1% bound is ~2.3 sd from the centre; sd known to ~10%)
+    sd = np.std(full[:, moved], axis=0, ddof=1)
+    for q in (0.01, 0.99):
+        gap = np.abs(np.quantile(band[:, moved], q, axis=0)
+                     - np.quantile(full[:, moved], q, axis=0)) / sd
+        assert np.median(gap) < 0.5, (q, gap)
+
+
+def test_scoring_above_the_grid_extends_the_largest_band_and_says_so(top_reference,
+                                                                    fortune_split,
+                                                                    monkeypatch):
+    ref = metrics.Profile.from_bytes(top_reference.to_bytes())  # nothing memoised
+    calls = count_band_computations(monkeypatch)
+    window = fortune_split[1][:1100]
+    result = metrics.score(window, ref, with_evidence=False)
+    ((n_top, budget),) = ref.stored_bands
+    assert calls == [(1100, budget, False)]  # the MOMENT_REPLICATES replicates only
+    cal = result["calibration"]["human"]
+    assert cal["extended_from"] == {"band": [n_top, budget], "replicates_computed": 50}
+    assert cal["interpolated_from"] is None
+    assert result["health"] == "healthy"
+    exact = metrics.score(window, ref, config=metrics.ScoreConfig(interpolate_bands=False),
+                          with_evidence=False)
+    assert exact["calibration"]["human"]["extended_from"] is None
+    assert len(calls) == 2
+
+
+def test_extension_needs_a_window_above_every_stored_size_and_a_large_enough_band():
+    from metrics.bands import EXTEND_MIN_DOCS, extension_plan
+
+    m = np.zeros((60, len(REGISTRY)))
+    top = EXTEND_MIN_DOCS
+    assert extension_plan({(top, 9000): m}, top, 9000) is None  # not above
+    assert extension_plan({(top // 2, 9000): m}, top, 9000) is None  # base too small
+    assert extension_plan({(top, 9000): m, (3 * top, 9000): m}, 2 * top, 9000) is None
+    base, compute, taken = extension_plan({(top, 9000): m}, 2 * top, 9000, sample_docs=256)
+    assert base == (top, 9000)
+    assert set(taken) == {*BUDGET_COLUMNS.tolist(), *SUBSAMPLE_COLUMNS.tolist()}
+    assert set(compute.tolist()) == set(DOC_COLUMNS.tolist()) - set(SUBSAMPLE_COLUMNS.tolist())
+    # another budget: the budget columns are computed too; a sample above the base's
+    # size: so are the semantic columns
+    _, compute, taken = extension_plan({(top, 9000): m}, 2 * top, 12000, sample_docs=4 * top)
+    assert taken == {} and len(compute) == len(REGISTRY)

@@ -130,3 +130,36 @@ def test_compression_ratio_is_one_gzip_pass():
     assert F.compression_ratio(docs) == pytest.approx(len(text) / len(gzip.compress(text)))
     assert F.compression_ratio([["abc", "abc"], ["x"]]) == F.compression_ratio(["abc abc", "x"])
     assert F.compression_ratio([]) == 0.0
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 15])
+def test_minhash_signatures_do_not_depend_on_the_chunk_size(monkeypatch, chunk):
+    """Signatures are computed a chunk of whole documents at a time (bounded memory): any
+    chunk size gives the signatures of the single product over all shingles."""
+    rng = np.random.default_rng(chunk)
+    n_docs = 40
+    doc_of = np.sort(rng.integers(0, n_docs - 3, 500))  # some documents have no shingles
+    hashes = rng.integers(0, 2**32, len(doc_of), dtype=np.uint64).astype(np.uint32)
+    a, b = kernels.minhash_permutations(16, 9)
+    with np.errstate(over="ignore"):
+        permuted = a[:, None] * kernels._fmix32(hashes)[None, :] + b[:, None]
+    expected = np.full((n_docs, 16), np.iinfo(np.uint32).max, dtype=np.uint32)
+    for d in range(n_docs):
+        if (doc_of == d).any():
+            expected[d] = permuted[:, doc_of == d].min(axis=1)
+    monkeypatch.setattr(kernels, "_MINHASH_CHUNK", chunk)
+    np.testing.assert_array_equal(kernels.minhash_signatures(hashes, doc_of, n_docs, 16, 9),
+                                  expected)
+
+
+def test_near_duplicate_flags_with_given_lsh_keys_equal_computing_them():
+    rng = np.random.default_rng(5)
+    sig = rng.integers(0, 50, size=(300, 128)).astype(np.uint32)
+    sig[150:] = sig[:150]  # half the documents duplicate the other half
+    sig[10, :100] = 7
+    eligible = np.ones(300, dtype=bool)
+    eligible[[3, 153]] = False
+    keys = kernels.lsh_keys(sig, 0.8)
+    np.testing.assert_array_equal(
+        kernels.near_duplicate_flags(sig, 0.8, eligible, band_keys=keys),
+        kernels.near_duplicate_flags(sig, 0.8, eligible))

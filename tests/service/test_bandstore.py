@@ -201,3 +201,25 @@ def test_an_unknown_reference_or_no_grid_computes_nothing(pipeline_env, monkeypa
     monkeypatch.delenv("COLLAPSEWATCH_REFERENCE_BAND_SIZES")
     get_settings.cache_clear()
     assert calls == []
+
+
+def test_a_profile_with_bands_of_an_older_metric_suite_is_loaded_with_a_warning(
+        service_env, human_documents, monkeypatch, caplog):
+    """A stored reference whose file holds bands of an older metric suite: the worker logs
+    which sizes it ignores (they are computed on first use) instead of silently scoring
+    slower."""
+    import metrics.profile as profile_module
+    from service.domain.profiles import ProfileCache
+
+    cfg = metrics.ReferenceConfig(replicates=REPLICATES, band_sizes=(60,))
+    data = metrics.build_reference(human_documents[:400], "old", config=cfg,
+                                   embedder=None).to_bytes()
+    cache = ProfileCache()
+    assert not cache.get("a" * 64, lambda: data).stale_band_sizes
+    assert "stale stored bands ignored" not in [r.getMessage() for r in caplog.records]
+    monkeypatch.setattr(profile_module, "METRIC_SUITE",
+                        (*profile_module.METRIC_SUITE[:-1], "semantic_mmd@99"))
+    profile = cache.get("b" * 64, lambda: data)
+    assert profile.stale_band_sizes == (60,) and not profile.stored_bands
+    records = [r for r in caplog.records if r.getMessage() == "stale stored bands ignored"]
+    assert len(records) == 1 and records[0].band_sizes == [60]

@@ -82,3 +82,29 @@ def test_the_cli_keys_bands_like_the_server():
                                                                                 context)
     assert band_key(b"profile bytes", "reference", "0.0.0") != profile_key(b"profile bytes",
                                                                           "reference")
+
+
+def test_stored_bands_of_an_older_metric_suite_are_ignored_with_a_warning(
+        files, tmp_path, monkeypatch, capsys):
+    """A reference built before a metric's definition changed keeps its file, but its stored
+    bands are not read as the new definition's: the CLI says so, once, on stderr, and
+    computes the band (the score is still made)."""
+    import metrics.profile as profile_module
+
+    ref, window, _ = files
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(profile_module, "METRIC_SUITE",
+                        (*profile_module.METRIC_SUITE[:-1], "semantic_mmd@99"))
+    calls = count_band_computations(monkeypatch)
+    assert main(["score", "--reference", str(ref), str(window), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["health"] in {"healthy", "early_collapse"}
+    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(warnings) == 1, captured.err
+    assert "stored bands (80 documents)" in warnings[0]
+    assert "older metric suite" in warnings[0]
+    assert len(calls) == 1
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg2"))
+    assert main(["score", "--reference", str(ref), str(window), "--format", "json"]) == 0
+    assert "warning" not in capsys.readouterr().err
