@@ -123,6 +123,21 @@ def compute_reference_grid(reference_id: int, sizes: tuple[int, ...]) -> list[tu
     return keys
 
 
+def missing_reference_grid(reference_id: int, sizes: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The (documents, budget) keys of a reference's band grid at ``sizes`` that neither its
+    file nor the database band cache holds: a reference created before the grid was
+    computed at ``POST /references`` (or while no worker ran) has them all missing. Raises
+    LookupError for an unknown reference."""
+    from metrics.reference import band_grid
+
+    with session_factory()() as session:
+        profile = reference_profile(session, reference_id)
+    have = set(profile.stored_bands)
+    if profile.band_store is not None:
+        have.update(profile.band_store.stored_keys())
+    return [key for key in band_grid(profile.pool, sizes) if key not in have]
+
+
 class MixtureCache:
     """Built mixture models of streams (``metrics.mixture.MixtureModel``), keyed by the
     reference's and the sources' sha256: a stream's windows share one build (one bigram LM

@@ -6,7 +6,7 @@ lost or repeated message costs a delay, never data or a second score set.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -21,11 +21,16 @@ from service.broker import (
     SCORE_WINDOW,
     celery_app,
 )
-from service.dispatch import enqueue_scoring, notify_alerting, plan_due_windows
+from service.dispatch import (
+    enqueue_reference_bands,
+    enqueue_scoring,
+    notify_alerting,
+    plan_due_windows,
+)
 from service.domain import evaluation, retention
 from service.domain.clock import utcnow
 from service.domain.db import is_postgres, session_factory
-from service.domain.tables import Evaluation
+from service.domain.tables import Evaluation, Reference
 from service.logging import get_logger
 from service.settings import Settings, get_settings
 
@@ -143,8 +148,53 @@ def score_window(self, evaluation_id: int) -> dict[str, Any]:
         raise self.retry(countdown=countdown, exc=exc) from exc
     if outcome.status == "done":
         notify_alerting(outcome.model_id)
+        _complete_reference_grid(int(evaluation_id), settings)
     return {"evaluation_id": outcome.evaluation_id, "status": outcome.status,
             "health": outcome.health}
+
+
+# references whose band grid this worker process has checked (_complete_reference_grid)
+_GRID_CHECKED: set[int] = set()
+# a reference younger than this is left to the reference_bands task POST /references sent
+GRID_GRACE_SECONDS = 600.0
+
+
+def _complete_reference_grid(evaluation_id: int, settings: Settings) -> None:
+    """Once per worker process and reference, after a window scored against it: when its
+    band grid (REFERENCE_BAND_SIZES) is incomplete in the band cache — a reference stored
+    before grids were computed at POST /references, or whose grid task was lost — send
+    reference_bands, so later windows between two grid sizes get interpolated bands. A
+    reference younger than GRID_GRACE_SECONDS is not checked yet (its own grid task is
+    likely still at work). Best effort: a failure leaves the bands to be computed on first
+    use."""
+    sizes = settings.reference_band_grid
+    if not sizes:
+        return
+    try:
+        with session_factory()() as session:
+            row = session.execute(
+                select(Reference.id, Reference.created_at)
+                .join(Evaluation, Evaluation.reference_id == Reference.id)
+                .where(Evaluation.id == evaluation_id)).first()
+        if row is None or row.id in _GRID_CHECKED:
+            return
+        reference_id, created_at = row
+        if created_at.tzinfo is None:
+            created_at = created_at.replace(tzinfo=UTC)
+        if (utcnow() - created_at).total_seconds() < GRID_GRACE_SECONDS:
+            return  # its own grid task may still be running: look again later
+        _GRID_CHECKED.add(reference_id)
+        from service.domain.profiles import missing_reference_grid
+
+        missing = missing_reference_grid(reference_id, sizes)
+    except (LookupError, SQLAlchemyError) as exc:
+        log.warning("could not check a reference's band grid",
+                    extra={"evaluation_id": evaluation_id, "error": str(exc)})
+        return
+    if missing:
+        log.info("reference band grid incomplete; sending reference_bands",
+                 extra={"reference_id": reference_id, "missing": [list(k) for k in missing]})
+        enqueue_reference_bands(reference_id)
 
 
 def _timed_out(task, evaluation_id: int, settings: Settings) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -223,3 +224,44 @@ def test_a_profile_with_bands_of_an_older_metric_suite_is_loaded_with_a_warning(
     assert profile.stale_band_sizes == (60,) and not profile.stored_bands
     records = [r for r in caplog.records if r.getMessage() == "stale stored bands ignored"]
     assert len(records) == 1 and records[0].band_sizes == [60]
+
+
+def test_a_reference_without_its_grid_gets_it_after_its_first_scored_window(
+        pipeline_env, human_documents, monkeypatch):
+    """A reference stored without its band grid (created before grids were computed at
+    POST /references, or its task lost): the worker that scores a window against it sends
+    reference_bands once per process; once the grid is complete, nothing is sent."""
+    from service.domain.profiles import PROFILES
+    from service.worker import tasks
+
+    PROFILES.clear()
+    monkeypatch.setattr(tasks, "_GRID_CHECKED", set())
+    sent: list[int] = []
+    monkeypatch.setattr(tasks, "enqueue_reference_bands", sent.append)
+    shuffled = random.Random(12).sample(human_documents, 700 + 3 * WINDOW)
+    docs, window = shuffled[:700], shuffled[700:]
+    profile = metrics.build_reference(docs, "nogrid", embedder=None,
+                                      config=metrics.ReferenceConfig(replicates=REPLICATES))
+    ref = store_reference(profile, docs, name="nogrid")
+    add_model("old-ref", ref, size=WINDOW)
+    # just created: its own grid task (sent by POST /references) is left to finish
+    ingest("old-ref", window[:WINDOW], start=10_000)
+    (evaluation_id,) = plan_now()
+    assert tasks.score_window.run(evaluation_id)["status"] == "done"
+    assert sent == [] and ref not in tasks._GRID_CHECKED
+    from service.domain.db import session_scope
+    from service.domain.tables import Reference
+
+    with session_scope() as session:  # a reference from before the upgrade
+        session.get(Reference, ref).created_at = datetime.now(UTC) - timedelta(days=30)
+    for i in range(2):
+        ingest("old-ref", window[i * WINDOW:(i + 1) * WINDOW], start=i * WINDOW)
+        (evaluation_id,) = plan_now()
+        assert tasks.score_window.run(evaluation_id)["status"] == "done"
+    assert sent == [ref]  # once, not per window
+    assert [n for n, _ in tasks.reference_bands.run(ref)["bands"]] == [100, 200]
+    monkeypatch.setattr(tasks, "_GRID_CHECKED", set())  # another worker process
+    ingest("old-ref", window[2 * WINDOW:], start=2 * WINDOW)
+    (evaluation_id,) = plan_now()
+    assert tasks.score_window.run(evaluation_id)["status"] == "done"
+    assert sent == [ref]
