@@ -190,8 +190,10 @@ class Profile:
             if ikey in self._memo:
                 self._memo.move_to_end(ikey)
                 return self._memo[ikey]
-        if self.band_store is not None and self._fits(self.band_store.load(*key)):
-            return self.band(n_docs, budget, reference), None
+        if self.band_store is not None:
+            matrix = self.band_store.load(*key)
+            if self._fits(matrix):  # read once, kept as a computed band would be
+                return self._keep(key, matrix), None
         fitting = {k: m for k, m in self.stored_bands.items() if self._fits(m)}
         fitting.update(self._store_neighbours(key, fitting))
         # the semantic columns read the reference's sample size (its context draws them)
@@ -320,9 +322,18 @@ class Profile:
             )
             if store is not None:
                 store.save(key[0], key[1], matrix)
+        return self._adopt(key, matrix)
+
+    def _adopt(self, key: tuple[int, int], matrix: np.ndarray) -> np.ndarray:
+        """A band made read-only, its "docs" columns reusable at other budgets."""
         matrix.setflags(write=False)
         with self._lock:
             self._doc_parts.setdefault(key[0], matrix[:, DOC_COLUMNS])
+        return matrix
+
+    def _keep(self, key: tuple[int, int], matrix: np.ndarray) -> np.ndarray:
+        """A band read from the store, memoised as :meth:`band` keeps a computed one."""
+        self._remember(key, self._adopt(key, matrix))
         return matrix
 
     def __repr__(self) -> str:

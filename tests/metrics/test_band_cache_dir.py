@@ -48,6 +48,15 @@ def test_bands_in_the_store_are_interpolated_between(tmp_path, human_documents, 
     band, used = fresh.band_with_origin(141, budget)
     assert calls == [] and used == grid
     assert band.shape == (12, len(metrics.REGISTRY))
+    # a band the store holds under the window's own key is read once, then memoised
+    reads = []
+    real_load = store.load
+    monkeypatch.setattr(store, "load", lambda *key: reads.append(key) or real_load(*key))
+    exact, used = fresh.band_with_origin(*grid[1])
+    assert used is None and reads == [grid[1]] and calls == []
+    np.testing.assert_array_equal(exact, real_load(*grid[1]))
+    again, _ = fresh.band_with_origin(*grid[1])
+    assert again is exact and reads == [grid[1]]
 
 
 def test_a_corrupt_or_unwritable_cache_is_a_miss(tmp_path):
