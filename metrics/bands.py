@@ -405,6 +405,15 @@ def _lumpy(matrix: np.ndarray, share: float = 0.5) -> np.ndarray:
     return out
 
 
+def _moved(base: np.ndarray, base_mean: np.ndarray, base_sd: np.ndarray, mean: np.ndarray,
+           sd: np.ndarray) -> np.ndarray:
+    """``base``'s replicates, each column moved (location-scale) to ``mean`` and ``sd``;
+    a column without spread keeps its deviations."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(base_sd > 0, sd / base_sd, 1.0)
+    return mean + (base - base_mean) * scale
+
+
 def _log_interp(t: float, y1: np.ndarray, y2: np.ndarray) -> np.ndarray:
     """Between y1 (t = 0) and y2 (t = 1): geometric where both are positive, else linear."""
     positive = (y1 > 0) & (y2 > 0)
@@ -465,10 +474,7 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
     moves = [(doc_columns, by_docs, docs, n_docs, pool_docs),
              (BUDGET_COLUMNS, by_budget, budgets, budget, pool_tokens), *sampled]
     for columns, bands, (a, b), x, pool in moves:
-        mean, sd = _target_moments(bands, a, b, x, pool)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scale = np.where(base_sd > 0, sd / base_sd, 1.0)
-        moved = mean + (base - base_mean) * scale
+        moved = _moved(base, base_mean, base_sd, *_target_moments(bands, a, b, x, pool))
         # a column mostly at one value (duplicate rates: most replicates have none) has no
         # location and scale to move: the larger stored size's values are kept, which are
         # if anything more spread (more documents, more chances of a duplicate), so the
@@ -499,8 +505,8 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
 # capped, so every large window shares one; exact in distribution, see interpolate), the
 # subsampled (semantic) columns when the stored band already reads the whole sample.
 # Columns mostly at one value (duplicate rates) have no location and scale: the computed
-# replicates themselves, repeated, stand for them. benchmarks/bands.py --extended measures
-# the false-alarm rate of extended bands against computed ones.
+# replicates themselves, repeated, stand for them. benchmarks/bands.py, with sizes above its
+# --grid, measures the false-alarm rate of extended bands against computed ones.
 
 MOMENT_REPLICATES = 50
 EXTEND_MIN_DOCS = 1_000
@@ -559,11 +565,8 @@ def extend(stored: dict[tuple[int, int], np.ndarray], base: tuple[int, int],
     for cols, source in targets:
         if not len(cols) or source is matrix:
             continue
-        mean, sd = _moments(source)
         lumpy = base_lumpy | _lumpy(source)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scale = np.where(base_sd > 0, sd / base_sd, 1.0)
-        moved = mean + (matrix - base_mean) * scale
+        moved = _moved(matrix, base_mean, base_sd, *_moments(source))
         for j in cols:
             out[:, j] = np.resize(source[:, j], rows) if lumpy[j] else moved[:, j]
     return out

@@ -23,6 +23,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import __version__
+from service.domain.clock import as_utc
 from service.domain.db import insert_missing, session_factory
 from service.domain.tables import BandCache
 from service.logging import get_logger
@@ -78,8 +79,7 @@ class DatabaseBandStore:
                 if row is None:
                     return None
                 now = datetime.now(UTC)
-                used = row.used_at if row.used_at.tzinfo else row.used_at.replace(tzinfo=UTC)
-                if now - used > TOUCH_AFTER:  # a write at most daily per row
+                if now - as_utc(row.used_at) > TOUCH_AFTER:  # a write at most daily per row
                     session.execute(update(BandCache).where(BandCache.id == row.id)
                                     .values(used_at=now))
             return _decode(row.matrix)

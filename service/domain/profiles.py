@@ -113,11 +113,7 @@ def compute_reference_grid(reference_id: int, sizes: tuple[int, ...]) -> list[tu
     stored are read, not recomputed), so windows between two sizes get interpolated bands
     (:meth:`metrics.Profile.band_with_origin`). Returns the (documents, budget) keys.
     Raises LookupError for an unknown reference."""
-    from metrics.reference import band_grid
-
-    with session_factory()() as session:
-        profile = reference_profile(session, reference_id)
-    keys = band_grid(profile.pool, sizes)
+    profile, keys = _reference_grid(reference_id, sizes)
     for n_docs, budget in keys:
         profile.band(n_docs, budget)
     return keys
@@ -128,14 +124,21 @@ def missing_reference_grid(reference_id: int, sizes: tuple[int, ...]) -> list[tu
     file nor the database band cache holds: a reference created before the grid was
     computed at ``POST /references`` (or while no worker ran) has them all missing. Raises
     LookupError for an unknown reference."""
+    profile, keys = _reference_grid(reference_id, sizes)
+    have = set(profile.stored_bands)
+    if profile.band_store is not None:
+        have.update(profile.band_store.stored_keys())
+    return [key for key in keys if key not in have]
+
+
+def _reference_grid(reference_id: int, sizes: tuple[int, ...]
+                    ) -> tuple[Any, list[tuple[int, int]]]:
+    """A reference's profile and the (documents, budget) keys of its grid at ``sizes``."""
     from metrics.reference import band_grid
 
     with session_factory()() as session:
         profile = reference_profile(session, reference_id)
-    have = set(profile.stored_bands)
-    if profile.band_store is not None:
-        have.update(profile.band_store.stored_keys())
-    return [key for key in band_grid(profile.pool, sizes) if key not in have]
+    return profile, band_grid(profile.pool, sizes)
 
 
 class MixtureCache:

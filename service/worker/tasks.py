@@ -6,7 +6,7 @@ lost or repeated message costs a delay, never data or a second score set.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -28,7 +28,7 @@ from service.dispatch import (
     plan_due_windows,
 )
 from service.domain import evaluation, retention
-from service.domain.clock import utcnow
+from service.domain.clock import as_utc, utcnow
 from service.domain.db import is_postgres, session_factory
 from service.domain.tables import Evaluation, Reference
 from service.logging import get_logger
@@ -179,9 +179,7 @@ def _complete_reference_grid(evaluation_id: int, settings: Settings) -> None:
         if row is None or row.id in _GRID_CHECKED:
             return
         reference_id, created_at = row
-        if created_at.tzinfo is None:
-            created_at = created_at.replace(tzinfo=UTC)
-        if (utcnow() - created_at).total_seconds() < GRID_GRACE_SECONDS:
+        if (utcnow() - as_utc(created_at)).total_seconds() < GRID_GRACE_SECONDS:
             return  # its own grid task may still be running: look again later
         _GRID_CHECKED.add(reference_id)
         from service.domain.profiles import missing_reference_grid
