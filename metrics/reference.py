@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from metrics.bands import band_matrix, snap_budget
+from metrics.bands import GRID_RATIO_LIMIT, band_matrix, snap_budget
 from metrics.config import ReferenceConfig, ScoreConfig
 from metrics.embedding import Embedder, shared_embedder
 from metrics.errors import ProfileError, ReferenceTooSmall
@@ -45,12 +45,24 @@ def default_budget(pool: Corpus, n_docs: int, cap: int | None = None) -> int:
 def band_grid(pool: Corpus, sizes: Sequence[int]) -> list[tuple[int, int]]:
     """(documents, budget) of the bands to precompute for window ``sizes``; a size the
     pool cannot serve (at least as many documents as it has: such a band repeats documents
-    and is flagged ``too_small`` when used) is left out."""
+    and is flagged ``too_small`` when used) is left out.
+
+    Each size gets the budget of pool-like documents; the smallest size also gets a budget
+    ``GRID_RATIO_LIMIT`` times smaller, so that a window of that size with shorter
+    documents than the pool's (half of all windows of the smallest size, and a model's
+    terse outputs) has a budget between two stored ones and is interpolated too. That
+    extra band costs only its budget columns: its "docs" columns are the size's own
+    (:func:`metrics.bands.band_matrix`)."""
     keys = []
     for n in sorted({int(n) for n in sizes}):
         budget = default_budget(pool, n) if n < pool.n_docs else 0
         if budget > 0:
             keys.append((n, budget))
+    if keys:
+        n, budget = keys[0]
+        low = snap_budget(math.floor(budget / GRID_RATIO_LIMIT), budget)
+        if 0 < low < budget:
+            keys.insert(0, (n, low))
     return keys
 
 

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # is created, so a window of any size between two of them gets an interpolated band
     # instead of computing its own (sizes the reference's calibration pool cannot serve
     # are left out; "" computes none: every new size is then computed on first use)
-    reference_band_sizes: str = Field("100,200,500,1000,2000",
+    reference_band_sizes: str = Field("50,100,200,500,1000,2000",
                                       pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*)?$")
     evaluation_max_attempts: int = 5
     # a worker holds the window it scores for this long and renews the lease every third

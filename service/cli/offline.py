@@ -338,7 +338,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.output}: reference {profile.name!r} sha256 {profile.sha256}, "
         f"{profile.document_count} documents, {profile.token_count} tokens, "
-        f"bands stored for {', '.join(str(n) for n, _ in sorted(profile.stored_bands)) or 'no'} "
+        f"bands stored for {', '.join(map(str, sorted({n for n, _ in profile.stored_bands}))) or 'no'} "
         f"window sizes"
     )
     return 0
@@ -474,9 +474,10 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
                    help="JSONL field / CSV column holding the text (default: text)")
 
 
-# stored band sizes of `reference build`: a geometric grid at most 2.5x apart, so a window
-# of 100-2,000 documents gets an interpolated band (metrics.bands.GRID_RATIO_LIMIT)
-DEFAULT_BAND_SIZES = (100, 200, 500, 1000, 2000)
+# stored band sizes of `reference build`: a geometric grid at most 2.5x apart from the
+# smallest scored window (ScoreConfig.min_documents, 50), so a window of 50-2,000 documents
+# gets an interpolated band (metrics.bands.GRID_RATIO_LIMIT) and a larger one an extended band
+DEFAULT_BAND_SIZES = (50, 100, 200, 500, 1000, 2000)
 
 
 def register(sub) -> None:
@@ -491,7 +492,8 @@ def register(sub) -> None:
     b.add_argument("--band-sizes", type=_band_sizes, default=DEFAULT_BAND_SIZES,
                    help="window sizes whose human bands are stored in the file (default: "
                         f"{','.join(map(str, DEFAULT_BAND_SIZES))}; a size between two of "
-                        "them is interpolated, others are computed on first use)")
+                        "them is interpolated, a larger one extended from the largest, "
+                        "others are computed on first use)")
     b.add_argument("--min-documents", type=int, default=200,
                    help="refuse to build from fewer documents (default: 200)")
     b.add_argument("--replicates", type=_positive, default=200,

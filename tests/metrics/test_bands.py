@@ -151,7 +151,7 @@ def test_stored_bands_of_an_older_draw_are_used_but_their_doc_columns_are_not_re
     built = metrics.build_reference(fortune_split[0][:1200], "draws", config=cfg)
     current = metrics.Profile.from_bytes(built.to_bytes())
     assert current.band_draw == built.band_draw == metrics.bands.BAND_DRAW
-    ((n, budget),) = current.stored_bands
+    n, budget = max(current.stored_bands)  # the size's pool-like budget (the other: lower)
     calls = count_band_computations(monkeypatch)
     current.band(n, budget + 300)
     assert calls == [(n, budget + 300, True)]
@@ -267,8 +267,14 @@ def grid_reference(fortune_split) -> metrics.Profile:
     return metrics.build_reference(fortune_split[0][:2500], "grid", config=cfg, embedder=None)
 
 
+def _sized(ref: metrics.Profile) -> list[tuple[int, int]]:
+    """The stored band of each size at its pool-like budget (the smallest size also has one
+    at a lower budget, :func:`metrics.reference.band_grid`)."""
+    return sorted({n: (n, b) for n, b in sorted(ref.stored_bands)}.values())
+
+
 def _between_stored_budgets(ref: metrics.Profile) -> int:
-    (_, b1), (_, b2) = sorted(ref.stored_bands)
+    (_, b1), (_, b2) = _sized(ref)
     return snap_budget(round((b1 * b2) ** 0.5), 10**9)
 
 
@@ -283,7 +289,7 @@ def test_an_interpolated_band_has_the_computed_bands_centre_and_spread(grid_refe
                        int(ref.pool.offsets[-1]))
     assert made is not None
     band, used = made
-    assert used == sorted(ref.stored_bands)
+    assert used == _sized(ref)
     larger = ref.stored_bands[max(ref.stored_bands)]
     computed = ref.band(n, budget)
     names = [spec.name for spec in REGISTRY]
@@ -308,7 +314,8 @@ def test_an_interpolated_band_has_the_computed_bands_centre_and_spread(grid_refe
 
 def test_a_stored_size_interpolates_to_its_own_moments(grid_reference):
     ref = grid_reference
-    (n, budget), matrix = min(ref.stored_bands.items())
+    n, budget = _sized(ref)[0]
+    matrix = ref.stored_bands[(n, budget)]
     band, _ = interpolate(dict(ref.stored_bands), n, budget, ref.pool.n_docs,
                           int(ref.pool.offsets[-1]))
     np.testing.assert_allclose(band, matrix, rtol=1e-9, atol=1e-12)
@@ -326,7 +333,7 @@ def test_scoring_interpolates_between_stored_sizes_and_says_so(grid_reference, f
     result = metrics.score(window, ref, with_evidence=False)
     assert calls == []
     assert result["calibration"]["human"]["interpolated_from"] == [
-        list(k) for k in sorted(ref.stored_bands)]
+        list(k) for k in _sized(ref)]
     assert result["health"] == "healthy"
     exact = metrics.score(window, ref, config=metrics.ScoreConfig(interpolate_bands=False),
                           with_evidence=False)
@@ -336,9 +343,56 @@ def test_scoring_interpolates_between_stored_sizes_and_says_so(grid_reference, f
     assert len(calls) == 2 and outside["calibration"]["human"]["interpolated_from"] is None
 
 
+def test_a_window_of_the_smallest_size_with_short_documents_is_interpolated(
+        grid_reference, fortune_split, monkeypatch):
+    """The smallest stored size also has a band at a budget GRID_RATIO_LIMIT times lower, so
+    a window of that size whose documents are shorter than the pool's (a smaller token
+    budget) is interpolated between its two budgets instead of computing a band: its
+    budget columns have the centre and spread of the band computed at its budget, its
+    "docs" columns are the size's own."""
+    from metrics.bands import GRID_RATIO_LIMIT
+
+    ref = grid_reference
+    n, b_size = _sized(ref)[0]
+    lows = [k for k in ref.stored_bands if k[0] == n and k[1] < b_size]
+    assert len(lows) == 1 and b_size / lows[0][1] <= GRID_RATIO_LIMIT * 2 ** (1 / 8)
+    budget = snap_budget(round(0.6 * b_size), 10**9)
+    assert lows[0][1] < budget < b_size
+    band, used = interpolate(dict(ref.stored_bands), n, budget, ref.pool.n_docs,
+                             int(ref.pool.offsets[-1]))
+    assert used == [lows[0], (n, b_size)]
+    own = ref.stored_bands[(n, b_size)]
+    np.testing.assert_array_equal(band[:, DOC_COLUMNS], own[:, DOC_COLUMNS])
+    fresh = metrics.Profile.from_bytes(ref.to_bytes())
+    computed = fresh.band(n, budget)
+    cols = np.array([j for j in BUDGET_COLUMNS if not np.isnan(computed[:, j]).all()
+                     and np.nanstd(computed[:, j]) > 0])
+    assert len(cols) >= 5
+    sd = np.nanstd(computed[:, cols], axis=0, ddof=1)
+    shift = np.abs(np.nanmean(band[:, cols], axis=0)
+                   - np.nanmean(computed[:, cols], axis=0)) / sd
+    spread = np.nanstd(band[:, cols], axis=0, ddof=1) / sd
+    assert np.median(shift) < 0.3 and shift.max() < 1.0, shift
+    assert 0.8 < np.median(spread) < 1.25, spread
+    # the size's own band would be off: its budget columns read 1/0.6 times more tokens
+    unmoved = np.abs(np.nanmean(own[:, cols], axis=0)
+                     - np.nanmean(computed[:, cols], axis=0)) / sd
+    assert np.median(unmoved) > 2 * np.median(shift)
+
+    # scored: the window's shortest documents, fewer tokens than the size's stored budget
+    held = sorted(fortune_split[1][:1000], key=len)[200:200 + n]
+    calls = count_band_computations(monkeypatch)
+    result = metrics.score(held, metrics.Profile.from_bytes(ref.to_bytes()),
+                           with_evidence=False)
+    assert result["documents"] == n
+    assert calls == []
+    assert result["calibration"]["human"]["interpolated_from"] == [list(lows[0]),
+                                                                  [n, b_size]]
+
+
 def test_stored_sizes_too_far_apart_are_not_interpolated_between(grid_reference):
     ref = grid_reference
-    (n1, b1), (n2, b2) = sorted(ref.stored_bands)
+    (n1, b1), (n2, b2) = _sized(ref)
     far = {(n1, b1): ref.stored_bands[(n1, b1)], (n1 * 3, b2): ref.stored_bands[(n2, b2)]}
     pool = (ref.pool.n_docs, int(ref.pool.offsets[-1]))
     assert interpolate(far, int(n1 * 1.5), b1, *pool) is None
@@ -415,7 +469,7 @@ def test_an_extended_band_has_the_moments_of_replicates_at_the_windows_size(top_
     from metrics.bands import MOMENT_REPLICATES, Extended
 
     ref = top_reference
-    ((n_top, budget),) = ref.stored_bands
+    n_top, budget = max(ref.stored_bands)  # the pool-like budget (the other: lower)
     n = 1100
     band, origin = ref.band_with_origin(n, budget)
     assert origin == Extended((n_top, budget), MOMENT_REPLICATES, ((n_top, budget),))
@@ -451,7 +505,7 @@ def test_scoring_above_the_grid_extends_the_largest_band_and_says_so(top_referen
     calls = count_band_computations(monkeypatch)
     window = fortune_split[1][:1100]
     result = metrics.score(window, ref, with_evidence=False)
-    ((n_top, budget),) = ref.stored_bands
+    n_top, budget = max(ref.stored_bands)
     assert calls == [(1100, budget, False)]  # the MOMENT_REPLICATES replicates only
     cal = result["calibration"]["human"]
     assert cal["extended_from"] == {"band": [n_top, budget], "replicates_computed": 50}

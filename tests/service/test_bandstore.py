@@ -160,12 +160,13 @@ def test_a_references_band_grid_serves_windows_between_its_sizes(pipeline_env, h
     assert profile.pool.n_docs == 280
     ref = store_reference(profile, docs, name="grid")
     keys = [tuple(k) for k in reference_bands.run(ref)["bands"]]
-    assert [n for n, _ in keys] == [100, 200]  # 500, 1,000, 2,000: more than the pool
+    # 500, 1,000, 2,000: more than the pool; 50 at two budgets (metrics.reference.band_grid)
+    assert [n for n, _ in keys] == [50, 50, 100, 200]
     with session_scope() as session:
         stored = session.execute(
             select(BandCache.n_docs, BandCache.budget)
             .where(BandCache.profile_key == profile_key(profile.to_bytes(), "reference"))
-            .order_by(BandCache.n_docs)).all()
+            .order_by(BandCache.n_docs, BandCache.budget)).all()
     assert [tuple(row) for row in stored] == keys
 
     PROFILES.clear()  # as another worker process would load it
@@ -177,7 +178,8 @@ def test_a_references_band_grid_serves_windows_between_its_sizes(pipeline_env, h
     assert calls == []
     with session_scope() as session:
         result = session.get(Evaluation, evaluation_id).result
-    assert result["calibration"]["human"]["interpolated_from"] == [list(k) for k in keys]
+    # between the stored 100 and 200 (their budgets bracket the window's too)
+    assert result["calibration"]["human"]["interpolated_from"] == [list(k) for k in keys[2:]]
     assert result["health"] == "healthy"
 
 
@@ -259,7 +261,7 @@ def test_a_reference_without_its_grid_gets_it_after_its_first_scored_window(
         (evaluation_id,) = plan_now()
         assert tasks.score_window.run(evaluation_id)["status"] == "done"
     assert sent == [ref]  # once, not per window
-    assert [n for n, _ in tasks.reference_bands.run(ref)["bands"]] == [100, 200]
+    assert [n for n, _ in tasks.reference_bands.run(ref)["bands"]] == [50, 50, 100, 200]
     monkeypatch.setattr(tasks, "_GRID_CHECKED", set())  # another worker process
     ingest("old-ref", window[2 * WINDOW:], start=2 * WINDOW)
     (evaluation_id,) = plan_now()

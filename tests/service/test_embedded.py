@@ -77,7 +77,7 @@ def test_serve_scores_posted_samples_and_stops_on_ctrl_c(tmp_path, human_documen
             assert health["health"] == evaluation["health"]
 
         # the new reference's band grid was computed by the worker (its 120-document
-        # calibration pool serves the 100-document size only)
+        # calibration pool serves the 50- and 100-document sizes only)
         def grid_logged():
             for line in log_path.read_text(errors="replace").splitlines():
                 if '"reference bands computed"' in line:
@@ -85,7 +85,8 @@ def test_serve_scores_posted_samples_and_stops_on_ctrl_c(tmp_path, human_documen
             return None
 
         line = wait_until(grid_logged, 120, "the reference's band grid", on_timeout=serve.log)
-        assert '"bands": [[100, ' in line, line
+        assert '"bands": [[50, ' in line and '], [100, ' in line, line
+        assert '[200, ' not in line, line
         assert (tmp_path / "data" / "broker.db").exists()  # the embedded broker file
         # Ctrl-C in a terminal: SIGINT to the whole foreground process group
         os.killpg(serve.popen.pid, signal.SIGINT)
