@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     scoring: dict[int, list[float]] = {n: [] for n in sizes}
     made: dict[int, str] = {}  # how the default band of each size was made
     off_grid = dict.fromkeys(sizes, 0)  # windows whose default band had to be computed
+    stored = dict.fromkeys(sizes, 0)  # windows whose key is a stored band's
     print(f"bands: grid {grid}, window sizes {sizes}, budget {args.budget_factor:g} of a "
           f"pool-like window's tokens, {args.pools} pools x {args.windows} windows x "
           f"{len(metrics.SIGNALS)} signals")
@@ -105,8 +106,12 @@ def main(argv: list[str] | None = None) -> None:
                     if kind == "computed" and origin is not None:
                         raise SystemExit(f"computed band at {n} documents: made from {origin}")
                     if kind == "interpolated":
-                        if origin is None:
-                            # the window's own token count fell outside the stored budgets
+                        key = (n, result["token_budget"])
+                        if origin is None and key in profiles[kind].stored_bands:
+                            stored[n] += 1  # the window's budget is a stored one's
+                        elif origin is None:
+                            # the window's own token count fell outside the stored budgets,
+                            # or a budget column between them is mostly at one value
                             off_grid[n] += 1
                         else:
                             made[n] = "extended" if cal["extended_from"] else "interpolated"
@@ -125,10 +130,13 @@ def main(argv: list[str] | None = None) -> None:
               f"({beyond[(n, 'computed')] / checks[n]:.1%}) | {beyond[(n, 'interpolated')]}/"
               f"{checks[n]} ({beyond[(n, 'interpolated')] / checks[n]:.1%}) | {c:.2f} | "
               f"{i:.4f} | {c / i:,.0f}x | {w:.3f} | {i / w:.2f}x")
+        if stored[n]:
+            print(f"{'':>9}   {stored[n]} of {checks[n] // len(metrics.SIGNALS)} windows read a "
+                  f"stored band (their budget is a stored one's)")
         if off_grid[n]:
-            print(f"{'':>9}   {off_grid[n]} of {checks[n] // len(metrics.SIGNALS)} windows had "
-                  f"fewer tokens than the smallest stored budget around them: their default "
-                  f"band was computed")
+            print(f"{'':>9}   {off_grid[n]} of {checks[n] // len(metrics.SIGNALS)} windows got a "
+                  f"computed default band (their token count below the stored budgets, or a "
+                  f"budget column mostly at one value there)")
 
 
 if __name__ == "__main__":

@@ -459,6 +459,12 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
     budgets = _bracket(list(by_budget), budget, GRID_RATIO_LIMIT * 2 ** (1 / _GRID_STEPS))
     if docs is None or budgets is None or docs[1] >= pool_docs or budgets[1] >= pool_tokens:
         return None
+    if budgets[0] != budgets[1] and (_lumpy(by_budget[budgets[0]])
+                                     | _lumpy(by_budget[budgets[1]]))[BUDGET_COLUMNS].any():
+        # a budget column mostly at one value: at a few tokens per document (a top n-gram
+        # share saturates at 1 and falls as the budget grows), neither stored band's
+        # values err wide, and there is no location and scale to move; computed instead
+        return None
     base = by_docs[docs[1]]
     base_mean, base_sd = _moments(base)
     out = base.copy()
@@ -474,14 +480,20 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
     moves = [(doc_columns, by_docs, docs, n_docs, pool_docs),
              (BUDGET_COLUMNS, by_budget, budgets, budget, pool_tokens), *sampled]
     for columns, bands, (a, b), x, pool in moves:
-        moved = _moved(base, base_mean, base_sd, *_target_moments(bands, a, b, x, pool))
+        # each column moves from the larger stored band of its own axis: the larger size
+        # for "docs" columns (``base``), the larger budget for "budget" columns (the same
+        # band unless the window's budget is off its size's, e.g. short documents at the
+        # grid's smallest size, whose budgets are stored a ladder below its own)
+        src = bands[b]
+        src_mean, src_sd = (base_mean, base_sd) if src is base else _moments(src)
+        moved = _moved(src, src_mean, src_sd, *_target_moments(bands, a, b, x, pool))
         # a column mostly at one value (duplicate rates: most replicates have none) has no
         # location and scale to move: the larger stored size's values are kept, which are
         # if anything more spread (more documents, more chances of a duplicate), so the
         # band errs wide
         keep = _lumpy(bands[a]) | _lumpy(bands[b])
         cols = np.asarray(columns)
-        out[:, cols] = np.where(keep[cols], base[:, cols], moved[:, cols])
+        out[:, cols] = np.where(keep[cols], src[:, cols], moved[:, cols])
     used = sorted({*(doc_keys[n] for n in docs), *(budget_keys[b] for b in budgets)})
     return out, used
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -187,27 +187,32 @@ class Profile:
         with self._lock:
             if key in self._memo:
                 return self._memo[key], None
-            if ikey in self._memo:
+            if self._memo.get(ikey) is not None:
                 self._memo.move_to_end(ikey)
                 return self._memo[ikey]
         if self.band_store is not None:
             matrix = self.band_store.load(*key)
             if self._fits(matrix):  # read once, kept as a computed band would be
                 return self._keep(key, matrix), None
-        fitting = {k: m for k, m in self.stored_bands.items() if self._fits(m)}
-        fitting.update(self._store_neighbours(key, fitting))
-        # the semantic columns read the reference's sample size (its context draws them)
-        sample_docs = (reference or self).config.suite.semantic_sample
-        made = interpolate_band(fitting, key[0], key[1], self.pool.n_docs,
-                                int(self.pool.offsets[-1]), sample_docs)
-        if made is None:
-            made = self._extended(key, fitting, reference, sample_docs)
+
+        def made_from_stored() -> tuple[np.ndarray, list | Extended] | None:
+            fitting = {k: m for k, m in self.stored_bands.items() if self._fits(m)}
+            fitting.update(self._store_neighbours(key, fitting))
+            # the semantic columns read the reference's sample size (its context draws them)
+            sample_docs = (reference or self).config.suite.semantic_sample
+            made = interpolate_band(fitting, key[0], key[1], self.pool.n_docs,
+                                    int(self.pool.offsets[-1]), sample_docs)
+            if made is None:
+                made = self._extended(key, fitting, reference, sample_docs)
+            if made is not None:
+                made[0].setflags(write=False)
+            return made
+
+        # threads asking for one extended band (seconds of replicates) wait for the first
+        made = self._once(ikey, made_from_stored)
         if made is None:
             return self.band(n_docs, budget, reference), None
-        matrix, used = made
-        matrix.setflags(write=False)
-        self._remember(ikey, (matrix, used))
-        return matrix, used
+        return made
 
     def _extended(self, key: tuple[int, int], stored: dict, reference: Profile | None,
                   sample_docs: int) -> tuple[np.ndarray, Extended] | None:
@@ -270,6 +275,12 @@ class Profile:
         key = (int(n_docs), int(budget))
         if key in self.stored_bands:
             return self.stored_bands[key]
+        return self._once(key, lambda: self._compute_band(key, reference))
+
+    def _once(self, key: tuple, make: Callable[[], Any]) -> Any:
+        """The memoised value under ``key``, or ``make()``'s, memoised; threads asking for a
+        key being made wait for it instead of making it again. A failed ``make`` lets the
+        next caller try."""
         while True:
             with self._lock:
                 if key in self._memo:
@@ -279,15 +290,15 @@ class Profile:
                 if pending is None:
                     pending = self._computing[key] = threading.Event()
                     break
-            pending.wait()  # another thread is computing it; then read the memo
+            pending.wait()  # another thread is making it; then read the memo
         try:
-            matrix = self._compute_band(key, reference)
-            self._remember(key, matrix)
+            value = make()
+            self._remember(key, value)
         finally:
             with self._lock:
                 del self._computing[key]
             pending.set()
-        return matrix
+        return value
 
     def _fits(self, matrix: np.ndarray | None) -> bool:
         return matrix is not None and matrix.shape == (self.config.replicates, len(METRIC_NAMES))

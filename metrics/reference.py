@@ -47,11 +47,12 @@ def band_grid(pool: Corpus, sizes: Sequence[int]) -> list[tuple[int, int]]:
     pool cannot serve (at least as many documents as it has: such a band repeats documents
     and is flagged ``too_small`` when used) is left out.
 
-    Each size gets the budget of pool-like documents; the smallest size also gets a budget
-    ``GRID_RATIO_LIMIT`` times smaller, so that a window of that size with shorter
-    documents than the pool's (half of all windows of the smallest size, and a model's
-    terse outputs) has a budget between two stored ones and is interpolated too. That
-    extra band costs only its budget columns: its "docs" columns are the size's own
+    Each size gets the budget of pool-like documents; the smallest size also gets budgets
+    ``GRID_RATIO_LIMIT`` times smaller, step by step down to one token per document, so
+    that a window of that size with shorter documents than the pool's (half of all
+    windows of the smallest size, and a model's terse outputs) has a budget between two
+    stored ones and is interpolated too. Those extra bands cost only their budget columns
+    at small budgets: their "docs" columns are the size's own
     (:func:`metrics.bands.band_matrix`)."""
     keys = []
     for n in sorted({int(n) for n in sizes}):
@@ -60,9 +61,13 @@ def band_grid(pool: Corpus, sizes: Sequence[int]) -> list[tuple[int, int]]:
             keys.append((n, budget))
     if keys:
         n, budget = keys[0]
-        low = snap_budget(math.floor(budget / GRID_RATIO_LIMIT), budget)
-        if 0 < low < budget:
-            keys.insert(0, (n, low))
+        lower = []
+        while True:
+            budget = snap_budget(math.floor(budget / GRID_RATIO_LIMIT), budget - 1)
+            if budget < n:
+                break
+            lower.append((n, budget))
+        keys[:0] = lower[::-1]
     return keys
 
 

@@ -259,3 +259,26 @@ def _fresh_connections(**_: Any) -> None:
     from service.domain.db import reset_engines
 
     reset_engines()
+
+
+# environment variables that set numpy's BLAS threads; any of them set: left as they are
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@signals.worker_init.connect
+@signals.worker_process_init.connect
+def limit_blas_threads(**_: Any) -> int | None:
+    """One BLAS thread per worker process unless the environment says otherwise. The
+    worker's concurrency is its parallelism; numpy's BLAS (OpenBLAS) otherwise starts a
+    thread per CPU in every process, and two processes on two cores then contend
+    (benchmarks/README.md, "BLAS threads": 2 processes 62-65 windows/min with the default,
+    68-69 with one thread; 1 process 36-38 either way). Returns the limit applied."""
+    import os
+
+    if any(os.environ.get(name) for name in BLAS_THREAD_VARIABLES):
+        return None
+    import numpy  # noqa: F401  (loads BLAS: a limit applies to libraries already loaded)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+    return 1

@@ -3,6 +3,7 @@ per band however many threads ask."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 
@@ -343,51 +344,95 @@ def test_scoring_interpolates_between_stored_sizes_and_says_so(grid_reference, f
     assert len(calls) == 2 and outside["calibration"]["human"]["interpolated_from"] is None
 
 
+@pytest.fixture(scope="module")
+def small_grid_reference(fortune_split) -> metrics.Profile:
+    """A reference storing bands at 50 and 100 documents (60 replicates, lexical): its
+    lowest budgets are ~1.5 and ~4 tokens per document, where the top n-gram share
+    saturates at 1 in most replicates."""
+    cfg = metrics.ReferenceConfig(replicates=60, band_sizes=(50, 100))
+    return metrics.build_reference(fortune_split[0][:2500], "grid50", config=cfg,
+                                   embedder=None)
+
+
+@pytest.mark.parametrize(("which", "rung"), [("grid_reference", -2), ("grid_reference", 1),
+                                             ("small_grid_reference", 1)])
 def test_a_window_of_the_smallest_size_with_short_documents_is_interpolated(
-        grid_reference, fortune_split, monkeypatch):
-    """The smallest stored size also has a band at a budget GRID_RATIO_LIMIT times lower, so
-    a window of that size whose documents are shorter than the pool's (a smaller token
-    budget) is interpolated between its two budgets instead of computing a band: its
-    budget columns have the centre and spread of the band computed at its budget, its
-    "docs" columns are the size's own."""
+        request, which, rung):
+    """The smallest stored size also has bands at budgets GRID_RATIO_LIMIT times lower, down
+    to one token per document, so a window of that size whose documents are shorter than
+    the pool's (a smaller token budget) is interpolated between two of its budgets instead
+    of computing a band: its budget columns have the centre and spread of the band
+    computed at its budget (moved from the larger budget's band, not from the size's own
+    at the pool-like budget), its "docs" columns are the size's own."""
     from metrics.bands import GRID_RATIO_LIMIT
 
-    ref = grid_reference
+    ref = request.getfixturevalue(which)
     n, b_size = _sized(ref)[0]
-    lows = [k for k in ref.stored_bands if k[0] == n and k[1] < b_size]
-    assert len(lows) == 1 and b_size / lows[0][1] <= GRID_RATIO_LIMIT * 2 ** (1 / 8)
-    budget = snap_budget(round(0.6 * b_size), 10**9)
-    assert lows[0][1] < budget < b_size
+    ladder = sorted(k[1] for k in ref.stored_bands if k[0] == n)
+    assert ladder[-1] == b_size and len(ladder) >= 3 and ladder[0] >= n > ladder[0] / 2.5
+    assert all(b / a <= GRID_RATIO_LIMIT * 2 ** (1 / 8) for a, b in itertools.pairwise(ladder))
+    # between two rungs: the top two (a window of somewhat short documents), or the second
+    # and third (~4-10 tokens per document; below, see the next test)
+    budget = snap_budget(round((ladder[rung] * ladder[rung + 1]) ** 0.5), 10**9)
+    assert budget not in ladder
     band, used = interpolate(dict(ref.stored_bands), n, budget, ref.pool.n_docs,
                              int(ref.pool.offsets[-1]))
-    assert used == [lows[0], (n, b_size)]
+    low = max(b for b in ladder if b < budget)
+    high = min(b for b in ladder if b > budget)
+    assert sorted(used) == sorted({(n, low), (n, high), (n, b_size)})
     own = ref.stored_bands[(n, b_size)]
     np.testing.assert_array_equal(band[:, DOC_COLUMNS], own[:, DOC_COLUMNS])
-    fresh = metrics.Profile.from_bytes(ref.to_bytes())
-    computed = fresh.band(n, budget)
+    computed = metrics.Profile.from_bytes(ref.to_bytes()).band(n, budget)
     cols = np.array([j for j in BUDGET_COLUMNS if not np.isnan(computed[:, j]).all()
                      and np.nanstd(computed[:, j]) > 0])
     assert len(cols) >= 5
     sd = np.nanstd(computed[:, cols], axis=0, ddof=1)
-    shift = np.abs(np.nanmean(band[:, cols], axis=0)
-                   - np.nanmean(computed[:, cols], axis=0)) / sd
+
+    def shift_of(matrix):
+        return np.abs(np.nanmean(matrix[:, cols], axis=0)
+                      - np.nanmean(computed[:, cols], axis=0)) / sd
+
+    shift = shift_of(band)
     spread = np.nanstd(band[:, cols], axis=0, ddof=1) / sd
     assert np.median(shift) < 0.3 and shift.max() < 1.0, shift
-    assert 0.8 < np.median(spread) < 1.25, spread
-    # the size's own band would be off: its budget columns read 1/0.6 times more tokens
-    unmoved = np.abs(np.nanmean(own[:, cols], axis=0)
-                     - np.nanmean(computed[:, cols], axis=0)) / sd
-    assert np.median(unmoved) > 2 * np.median(shift)
+    assert 0.75 < np.median(spread) < 1.3, spread
+    # the size's own band would be off: its budget columns read many more tokens
+    assert np.median(shift_of(own)) > 2 * np.median(shift)
 
-    # scored: the window's shortest documents, fewer tokens than the size's stored budget
-    held = sorted(fortune_split[1][:1000], key=len)[200:200 + n]
+
+def test_a_budget_column_mostly_at_one_value_is_not_interpolated(small_grid_reference):
+    """At ~1.5 tokens per document the top n-gram share is 1 in most replicates: such a
+    column has no location and scale to move, and neither stored band's values stand for
+    a budget between them (the share falls from 1 as the budget grows), so a window
+    between that budget and the next gets a computed band."""
+    from metrics.bands import _lumpy
+
+    ref = small_grid_reference
+    n = _sized(ref)[0][0]
+    lowest, second = sorted(k[1] for k in ref.stored_bands if k[0] == n)[:2]
+    top_share = [spec.name for spec in REGISTRY].index("top_ngram_share")
+    assert top_share in BUDGET_COLUMNS
+    assert _lumpy(ref.stored_bands[(n, lowest)])[top_share]
+    assert not _lumpy(ref.stored_bands[(n, second)])[top_share]
+    budget = snap_budget(round((lowest * second) ** 0.5), 10**9)
+    pool = (ref.pool.n_docs, int(ref.pool.offsets[-1]))
+    assert interpolate(dict(ref.stored_bands), n, budget, *pool) is None
+    # above the lowest budget, where no budget column is lumpy, it is interpolated
+    above = snap_budget(round(1.5 * second), 10**9)
+    assert interpolate(dict(ref.stored_bands), n, above, *pool) is not None
+
+
+def test_scoring_a_window_of_short_documents_at_the_smallest_size_interpolates(
+        grid_reference, fortune_split, monkeypatch):
+    ref = metrics.Profile.from_bytes(grid_reference.to_bytes())
+    n, b_size = _sized(ref)[0]
+    # the held-out documents' first words: fewer tokens than the size's stored budget
+    window = [" ".join(doc.split()[:8]) for doc in fortune_split[1][:n]]
     calls = count_band_computations(monkeypatch)
-    result = metrics.score(held, metrics.Profile.from_bytes(ref.to_bytes()),
-                           with_evidence=False)
-    assert result["documents"] == n
-    assert calls == []
-    assert result["calibration"]["human"]["interpolated_from"] == [list(lows[0]),
-                                                                  [n, b_size]]
+    result = metrics.score(window, ref, with_evidence=False)
+    assert result["documents"] == n and calls == []
+    used = result["calibration"]["human"]["interpolated_from"]
+    assert [n, b_size] in used and all(k[0] == n for k in used) and len(used) >= 2
 
 
 def test_stored_sizes_too_far_apart_are_not_interpolated_between(grid_reference):
@@ -515,6 +560,23 @@ def test_scoring_above_the_grid_extends_the_largest_band_and_says_so(top_referen
                           with_evidence=False)
     assert exact["calibration"]["human"]["extended_from"] is None
     assert len(calls) == 2
+
+
+def test_threads_asking_for_the_same_extended_band_share_one_computation(top_reference,
+                                                                         monkeypatch):
+    ref = metrics.Profile.from_bytes(top_reference.to_bytes())  # nothing memoised
+    _, budget = max(ref.stored_bands)
+    calls = count_band_computations(monkeypatch)
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(
+        ref.band_with_origin(1100, budget))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [(1100, budget, False)]  # the MOMENT_REPLICATES replicates, once
+    assert len(results) == 4 and all(r[0] is results[0][0] for r in results)
+    assert all(r[1] == results[0][1] and r[1] is not None for r in results)
 
 
 def test_extension_needs_a_window_above_every_stored_size_and_a_large_enough_band():
