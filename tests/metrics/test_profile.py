@@ -62,7 +62,7 @@ def test_stored_bands_survive_serialisation(fortune_split):
     ref = metrics.build_reference(fortune_split[0][:600], "banded", config=cfg)
     # each size at its pool-like budget, the smallest also at a lower one
     assert sorted(ref.stored_bands) == metrics.reference.band_grid(ref.pool, (50, 120))
-    assert [n for n, _ in sorted(ref.stored_bands)] == [50, 50, 120]
+    assert sorted({n for n, _ in ref.stored_bands}) == [50, 120]
     loaded = metrics.Profile.from_bytes(ref.to_bytes())
     for key, band in ref.stored_bands.items():
         np.testing.assert_array_equal(loaded.stored_bands[key], band)
@@ -86,7 +86,9 @@ def test_stored_and_cached_bands_of_an_older_metric_definition_are_not_read(
         older = ref.to_bytes()
         assert band_key(b"p", "reference", "1") != current_key
     assert metrics.Profile.from_bytes(older).stored_bands == {}
-    assert len(metrics.Profile.from_bytes(ref.to_bytes()).stored_bands) == 2  # two budgets
+    # the size at its pool-like budget and the budgets below it
+    assert sorted(metrics.Profile.from_bytes(ref.to_bytes()).stored_bands) == \
+        metrics.reference.band_grid(ref.pool, (50,))
 
 
 @pytest.mark.parametrize(
