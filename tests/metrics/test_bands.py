@@ -274,6 +274,21 @@ def _sized(ref: metrics.Profile) -> list[tuple[int, int]]:
     return sorted({n: (n, b) for n, b in sorted(ref.stored_bands)}.values())
 
 
+def _against(computed: np.ndarray, cols: np.ndarray):
+    """Functions of a band: each column's distance from ``computed``'s mean, and its
+    spread, in units of ``computed``'s sd."""
+    sd = np.nanstd(computed[:, cols], axis=0, ddof=1)
+
+    def shift_of(matrix: np.ndarray) -> np.ndarray:
+        return np.abs(np.nanmean(matrix[:, cols], axis=0)
+                      - np.nanmean(computed[:, cols], axis=0)) / sd
+
+    def spread_of(matrix: np.ndarray) -> np.ndarray:
+        return np.nanstd(matrix[:, cols], axis=0, ddof=1) / sd
+
+    return shift_of, spread_of
+
+
 def _between_stored_budgets(ref: metrics.Profile) -> int:
     (_, b1), (_, b2) = _sized(ref)
     return snap_budget(round((b1 * b2) ** 0.5), 10**9)
@@ -299,14 +314,8 @@ def test_an_interpolated_band_has_the_computed_bands_centre_and_spread(grid_refe
     smooth = np.array([i for i in range(len(names)) if i not in lumpy
                        and not np.isnan(computed[:, i]).all()])
     assert len(smooth) >= 15
-    sd = np.nanstd(computed[:, smooth], axis=0, ddof=1)
-
-    def shift_of(matrix):
-        return np.abs(np.nanmean(matrix[:, smooth], axis=0)
-                      - np.nanmean(computed[:, smooth], axis=0)) / sd
-
-    shift = shift_of(band)
-    spread = np.nanstd(band[:, smooth], axis=0, ddof=1) / sd
+    shift_of, spread_of = _against(computed, smooth)
+    shift, spread = shift_of(band), spread_of(band)
     # the mean of 60 replicates is known to ~0.13 sd, a spread to ~9%
     assert np.median(shift) < 0.3 and shift.max() < 1.0, shift
     assert 0.8 < np.median(spread) < 1.25 and 0.6 < spread.min() and spread.max() < 1.6, spread
@@ -386,14 +395,8 @@ def test_a_window_of_the_smallest_size_with_short_documents_is_interpolated(
     cols = np.array([j for j in BUDGET_COLUMNS if not np.isnan(computed[:, j]).all()
                      and np.nanstd(computed[:, j]) > 0])
     assert len(cols) >= 5
-    sd = np.nanstd(computed[:, cols], axis=0, ddof=1)
-
-    def shift_of(matrix):
-        return np.abs(np.nanmean(matrix[:, cols], axis=0)
-                      - np.nanmean(computed[:, cols], axis=0)) / sd
-
-    shift = shift_of(band)
-    spread = np.nanstd(band[:, cols], axis=0, ddof=1) / sd
+    shift_of, spread_of = _against(computed, cols)
+    shift, spread = shift_of(band), spread_of(band)
     assert np.median(shift) < 0.3 and shift.max() < 1.0, shift
     assert 0.75 < np.median(spread) < 1.3, spread
     # the size's own band would be off: its budget columns read many more tokens
