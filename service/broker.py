@@ -271,8 +271,9 @@ def limit_blas_threads(**_: Any) -> int | None:
     """One BLAS thread per worker process unless the environment says otherwise. The
     worker's concurrency is its parallelism; numpy's BLAS (OpenBLAS) otherwise starts a
     thread per CPU in every process, and two processes on two cores then contend
-    (benchmarks/README.md, "BLAS threads": 2 processes 62-65 windows/min with the default,
-    68-69 with one thread; 1 process 36-38 either way). Returns the limit applied."""
+    (benchmarks/processes.py, benchmarks/README.md "BLAS threads per worker process": 2
+    processes 65.7 windows/min with the default, 74.9 with one thread; 1 process 39.9 and
+    39.6). Returns the limit applied."""
     import os
 
     if any(os.environ.get(name) for name in BLAS_THREAD_VARIABLES):
