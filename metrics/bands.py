@@ -459,8 +459,15 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
     budgets = _bracket(list(by_budget), budget, GRID_RATIO_LIMIT * 2 ** (1 / _GRID_STEPS))
     if docs is None or budgets is None or docs[1] >= pool_docs or budgets[1] >= pool_tokens:
         return None
-    if budgets[0] != budgets[1] and (_lumpy(by_budget[budgets[0]])
-                                     | _lumpy(by_budget[budgets[1]]))[BUDGET_COLUMNS].any():
+    lumpy_of: dict[int, np.ndarray] = {}  # by id: the docs and budget axes share bands
+
+    def lumpy(matrix: np.ndarray) -> np.ndarray:
+        if id(matrix) not in lumpy_of:
+            lumpy_of[id(matrix)] = _lumpy(matrix)
+        return lumpy_of[id(matrix)]
+
+    if budgets[0] != budgets[1] and (lumpy(by_budget[budgets[0]])
+                                     | lumpy(by_budget[budgets[1]]))[BUDGET_COLUMNS].any():
         # a budget column mostly at one value: at a few tokens per document (a top n-gram
         # share saturates at 1 and falls as the budget grows), neither stored band's
         # values err wide, and there is no location and scale to move; computed instead
@@ -491,7 +498,7 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
         # location and scale to move: the larger stored size's values are kept, which are
         # if anything more spread (more documents, more chances of a duplicate), so the
         # band errs wide
-        keep = _lumpy(bands[a]) | _lumpy(bands[b])
+        keep = lumpy(bands[a]) | lumpy(bands[b])
         cols = np.asarray(columns)
         out[:, cols] = np.where(keep[cols], src[:, cols], moved[:, cols])
     used = sorted({*(doc_keys[n] for n in docs), *(budget_keys[b] for b in budgets)})
