@@ -180,7 +180,7 @@ def band_matrix(
             # rather than embedding every replicate
             sample._cache["embeddings"] = (
                 _NO_VECTORS if pool_vectors is None else
-                band_vectors(pool_vectors, lengths, docs_sel, ctx.suite.semantic_sample))
+                band_vectors(pool_vectors, lengths, docs_sel, ctx.suite.embedded_docs))
         row = compute_all(sample, ctx, columns)
         if doc_part is not None:
             row[DOC_COLUMNS] = doc_part[r]
@@ -245,7 +245,8 @@ def summarise(matrix: np.ndarray, low: float, high: float) -> dict[str, np.ndarr
 # the whole window's share made their bands too wide: x1.56 instead of x1.24 for 500
 # documents against a 1,200-document pool and S = 256). The correction is exact for means
 # and a first-order approximation for the type-count metrics; the calibration tests
-# measure how well it holds.
+# measure how well it holds. A column with at least half its replicates at one value (a
+# count at its floor or ceiling) is spread around that value instead of its mean.
 
 SMALL_POOL_SHARE = 0.5  # a window above half its pool: widened a lot, flagged
 _SHARE_CAP = 0.9  # widening used when the window is as large as the pool (x4.4)
@@ -309,11 +310,12 @@ class Calibration:
 def calibrate(
     matrix: np.ndarray, pool: Corpus, n_docs: int, budget: int, what: str = "pool",
     interpolated_from: list[tuple[int, int]] | Extended | None = None,
-    sample_docs: int | None = None,
+    sample_docs: np.ndarray | int | None = None,
 ) -> Calibration:
     """Calibrate a (replicates, metrics) band for windows of ``n_docs`` documents and
     ``budget`` tokens drawn from the source of ``pool`` (see the notes above);
-    ``sample_docs``: the documents the subsampled (semantic) metrics read at most;
+    ``sample_docs``: per registry column, the documents it reads at most
+    (:func:`metrics.registry.subsample_docs`; an int: every subsampled column reads that);
     ``interpolated_from``: the band's origin as :meth:`metrics.Profile.band_with_origin`
     gives it (stored keys of an interpolated band, an :class:`Extended`, or None)."""
     extended = interpolated_from if isinstance(interpolated_from, Extended) else None
@@ -325,12 +327,19 @@ def calibrate(
     shares = np.empty(len(REGISTRY))
     shares[DOC_COLUMNS] = f_docs
     shares[BUDGET_COLUMNS] = f_tokens
-    if sample_docs is not None and pool_docs:
-        shares[SUBSAMPLE_COLUMNS] = min(n_docs, sample_docs) / pool_docs
+    reads = _reads(sample_docs)
+    if reads is not None and pool_docs:
+        sub = np.isfinite(reads)
+        shares[sub] = np.minimum(n_docs, reads[sub]) / pool_docs
     f = np.minimum(shares, _SHARE_CAP)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
         centre = np.nanmean(matrix, axis=0) if len(matrix) else np.full(len(REGISTRY), np.nan)
+    # a column mostly at one value (a topic recall at its ceiling of 1, duplicate rates at
+    # 0) is spread around that value, not its mean: spread around the mean, the atom itself
+    # moved (1 became 1.00002) and a window exactly at the ceiling read below the band
+    lumpy, mode = _modes(matrix)
+    centre = np.where(lumpy, mode, centre)
     dev = matrix - centre
     band = centre + dev * np.sqrt((1 + f) / (1 - f))
     within = centre + dev * np.sqrt(1 / (1 - f))
@@ -352,6 +361,17 @@ def calibrate(
         m.setflags(write=False)
     return Calibration(band, within, pool_docs, pool_tokens, float(f_docs), float(f_tokens),
                        status, reason, interpolated_from, extended)
+
+
+def _reads(sample_docs: np.ndarray | int | None) -> np.ndarray | None:
+    """``sample_docs`` as a per-column array (inf: the column reads every document)."""
+    if sample_docs is None:
+        return None
+    if np.ndim(sample_docs) == 0:
+        out = np.full(len(REGISTRY), np.inf)
+        out[SUBSAMPLE_COLUMNS] = sample_docs
+        return out
+    return np.asarray(sample_docs, dtype=np.float64)
 
 
 # ------------------------------------------------------------------ interpolation
@@ -396,13 +416,23 @@ def _moments(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _lumpy(matrix: np.ndarray, share: float = 0.5) -> np.ndarray:
     """Columns where at least ``share`` of the replicates take one value."""
-    out = np.zeros(matrix.shape[1], dtype=bool)
+    return _modes(matrix, share)[0]
+
+
+def _modes(matrix: np.ndarray, share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(columns where at least ``share`` of the replicates take one value, that value;
+    NaN for the other columns)."""
+    lumpy = np.zeros(matrix.shape[1], dtype=bool)
+    mode = np.full(matrix.shape[1], np.nan)
     for j in range(matrix.shape[1]):
         col = matrix[:, j]
         col = col[~np.isnan(col)]
         if len(col):
-            out[j] = np.unique(col, return_counts=True)[1].max() >= share * len(col)
-    return out
+            values, counts = np.unique(col, return_counts=True)
+            top = int(np.argmax(counts))
+            if counts[top] >= share * len(col):
+                lumpy[j], mode[j] = True, values[top]
+    return lumpy, mode
 
 
 def _moved(base: np.ndarray, base_mean: np.ndarray, base_sd: np.ndarray, mean: np.ndarray,
@@ -437,7 +467,8 @@ def _target_moments(bands: dict[int, np.ndarray], lo: int, hi: int, x: int, pool
 
 
 def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: int,
-                pool_docs: int, pool_tokens: int, sample_docs: int | None = None,
+                pool_docs: int, pool_tokens: int,
+                sample_docs: np.ndarray | int | None = None,
                 ) -> tuple[np.ndarray, list[tuple[int, int]]] | None:
     """A (replicates, metrics) band for ``n_docs`` documents and ``budget`` tokens from
     ``stored`` bands ((documents, budget) -> matrix), and the keys it was made from; None
@@ -476,14 +507,18 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
     base_mean, base_sd = _moments(base)
     out = base.copy()
     doc_columns, sampled = DOC_COLUMNS, []
-    if sample_docs is not None and len(SUBSAMPLE_COLUMNS):
-        # the subsampled columns move in the documents they read; when both stored bands
-        # read the whole sample they stay the larger band's own, as copied above
-        doc_columns = np.setdiff1d(DOC_COLUMNS, SUBSAMPLE_COLUMNS)
-        lo, hi = (min(n, sample_docs) for n in docs)
-        if lo != hi:
-            sampled = [(SUBSAMPLE_COLUMNS, {lo: by_docs[docs[0]], hi: base}, (lo, hi),
-                        min(n_docs, sample_docs), pool_docs)]
+    reads = _reads(sample_docs)
+    if reads is not None:
+        # the subsampled columns move in the documents they read (per sample size); when
+        # both stored bands read the whole sample they stay the larger band's own, as
+        # copied above
+        sub = np.flatnonzero(np.isfinite(reads))
+        doc_columns = np.setdiff1d(DOC_COLUMNS, sub)
+        for size in np.unique(reads[sub]):
+            lo, hi = (min(n, int(size)) for n in docs)
+            if lo != hi:
+                sampled.append((sub[reads[sub] == size], {lo: by_docs[docs[0]], hi: base},
+                                (lo, hi), min(n_docs, int(size)), pool_docs))
     moves = [(doc_columns, by_docs, docs, n_docs, pool_docs),
              (BUDGET_COLUMNS, by_budget, budgets, budget, pool_tokens), *sampled]
     for columns, bands, (a, b), x, pool in moves:
@@ -542,7 +577,7 @@ class Extended:
 
 
 def extension_plan(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: int,
-                   sample_docs: int | None = None
+                   sample_docs: np.ndarray | int | None = None
                    ) -> tuple[tuple[int, int], np.ndarray, dict[int, tuple[int, int]]] | None:
     """For a window above every stored document count: (the base band's key, the registry
     columns to compute at the window's size, {column: stored key whose column is taken
@@ -558,9 +593,11 @@ def extension_plan(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budge
     if same_budget:
         for j in BUDGET_COLUMNS:
             taken[int(j)] = max(same_budget)
-    if sample_docs is not None and min(base[0], sample_docs) == min(n_docs, sample_docs):
-        for j in SUBSAMPLE_COLUMNS:
-            taken[int(j)] = base
+    reads = _reads(sample_docs)
+    if reads is not None:
+        for j in np.flatnonzero(np.isfinite(reads)):
+            if min(base[0], reads[j]) == min(n_docs, reads[j]):
+                taken[int(j)] = base
     compute = np.array([j for j in range(len(REGISTRY)) if j not in taken], dtype=np.intp)
     return base, compute, taken
 

@@ -37,7 +37,17 @@ class SuiteConfig:
     # semantic metrics embed this many documents of a window (and of each band replicate):
     # ~2.5 s on one core for 256 long outputs, and size-matched bands make it fair
     semantic_sample: int = 256
+    # the topic metrics (topic_recall, rare_topic_recall, topic_entropy) count topics over
+    # up to this many documents: counting is O(n·K·d), the price is embedding them; at 256
+    # documents the absence of two ~2% topics is not evidence (metrics.semantic, TOPIC_SAMPLE)
+    topic_sample: int = 512
     semantic_knn: int = 5  # k of the k-NN recall (Kynkäänniemi et al. 2019 use 3; issue 16: 5)
+
+    @property
+    def embedded_docs(self) -> int:
+        """How many of a window's (or band replicate's) documents are embedded: what the
+        widest semantic metric reads; each reads a prefix."""
+        return max(self.semantic_sample, self.topic_sample)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -40,7 +40,7 @@ from metrics.config import ReferenceConfig
 from metrics.embedding import Embedder, shared_embedder
 from metrics.errors import ProfileError
 from metrics.lm import ReferenceModel
-from metrics.registry import DOC_COLUMNS, METRIC_NAMES, METRIC_SUITE, Context
+from metrics.registry import DOC_COLUMNS, METRIC_NAMES, METRIC_SUITE, Context, subsample_docs
 from metrics.sample import Corpus
 from metrics.semantic import SemanticContext, SemanticProfile
 
@@ -151,7 +151,7 @@ class Profile:
                 f"{embedder.identity}; rebuild the reference with the configured model")
         suite = self.config.suite
         return {"semantic": SemanticContext.of(sem, embedder, suite.semantic_sample,
-                                               suite.semantic_knn),
+                                               suite.semantic_knn, suite.topic_sample),
                 "semantic_unavailable": reason}
 
     def pool_vectors(self, reference: Profile) -> np.ndarray | None:
@@ -198,8 +198,8 @@ class Profile:
         def made_from_stored() -> tuple[np.ndarray, list | Extended] | None:
             fitting = {k: m for k, m in self.stored_bands.items() if self._fits(m)}
             fitting.update(self._store_neighbours(key, fitting))
-            # the semantic columns read the reference's sample size (its context draws them)
-            sample_docs = (reference or self).config.suite.semantic_sample
+            # the semantic columns read the reference's sample sizes (its context draws them)
+            sample_docs = subsample_docs((reference or self).config.suite)
             made = interpolate_band(fitting, key[0], key[1], self.pool.n_docs,
                                     int(self.pool.offsets[-1]), sample_docs)
             if made is None:
@@ -215,7 +215,7 @@ class Profile:
         return made
 
     def _extended(self, key: tuple[int, int], stored: dict, reference: Profile | None,
-                  sample_docs: int) -> tuple[np.ndarray, Extended] | None:
+                  sample_docs: np.ndarray) -> tuple[np.ndarray, Extended] | None:
         """A band for a window above every stored size, extended from the largest stored
         band with :data:`MOMENT_REPLICATES` replicates computed at the window's size (see
         :func:`metrics.bands.extend`); None when that does not apply."""

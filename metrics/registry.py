@@ -305,15 +305,18 @@ REGISTRY: tuple[MetricSpec, ...] = (
                description="KS distance to the human per-document NLL distribution"),
     MetricSpec("unigram_jsd", "budget", "typicality", UP, "O(T log V + V)", _unigram_jsd,
                description="Jensen-Shannon distance to the reference unigram distribution"),
-    # semantic (metrics.semantic): a fixed-size subsample of the window's documents,
-    # embedded locally; None when no embedding model or no profile embeddings. Weights
-    # come from benchmarks/semantic.py: 1 when the median effect on collapsed windows is
-    # >= 2 band sd in the collapse direction and fresh human windows leave the band <= 5%
-    # of the time. Measured (fortunes, 500-document windows, 12 human windows): similarity
-    # +18 sd, Vendi +12, k-NN recall +31, topic entropy +7 (human: 0 outside); topic_recall
-    # +1.9 and rare_topic_recall +1.5 do not separate at a 256-document sample (weight 0,
-    # reported: they serve the planted topic-loss case, where removing two rare topics
-    # moves them +2.5 to +6.8 sd); MMD² +45, typicality, reported.
+    # semantic (metrics.semantic): a fixed-size subsample of the window's documents (256
+    # for the pairwise metrics, up to 512 for the topic counts), embedded locally; None when
+    # no embedding model or no profile embeddings. Weights come from benchmarks/semantic.py:
+    # 1 when the median effect on collapsed windows is >= 2 band sd in the collapse
+    # direction and fresh human windows leave the band <= 5% of the time. Measured
+    # (fortunes, 500-document windows, 60 human windows, `python -m benchmarks.semantic
+    # --windows 60 --planted 10`): similarity +17 sd, Vendi +12, k-NN recall +30 (human 1/60
+    # outside), topic entropy +11 (human: 0 outside); topic_recall -0.1 and
+    # rare_topic_recall (its band at the ceiling) do not move on the recursive generator,
+    # which still reaches every topic (weight 0, reported: they serve topic loss, where
+    # removing two rare topics puts both out of band in 10/10 windows, intact 0/5); MMD²
+    # +49, typicality, reported.
     MetricSpec("semantic_similarity", "docs", "sameness", UP, "O(S·d) + embedding",
                semantic.semantic_similarity, weight=1.0,
                description="mean pairwise cosine similarity of document embeddings"),
@@ -324,14 +327,14 @@ REGISTRY: tuple[MetricSpec, ...] = (
                semantic.semantic_recall, weight=1.0,
                description="k-NN recall of the reference embeddings (Kynkaanniemi et al. 2019)"),
     MetricSpec("topic_recall", "docs", "tail_coverage", DOWN, "O(S·K·d) + embedding",
-               semantic.topic_recall, weight=0.0, revision=2,
+               semantic.topic_recall, weight=0.0, revision=3,
                description="share of reference documents whose topic the window reaches"),
     MetricSpec("rare_topic_recall", "docs", "tail_coverage", DOWN, "O(S·K·d) + embedding",
-               semantic.rare_topic_recall, weight=0.0, revision=2,
+               semantic.rare_topic_recall, weight=0.0, revision=3,
                description="share of rare-topic reference documents (the smallest topics, "
                            "~20% of documents) whose topic the window reaches"),
     MetricSpec("topic_entropy", "docs", "diversity", DOWN, "O(S·K·d) + embedding",
-               semantic.topic_entropy, weight=1.0,
+               semantic.topic_entropy, weight=1.0, revision=2,
                description="Shannon entropy (bits) of the documents' reference topics"),
     MetricSpec("semantic_mmd", "docs", "typicality", UP, "O(S²·d + S·R·d) + embedding",
                semantic.semantic_mmd, weight=0.0,
@@ -349,10 +352,20 @@ DOC_COLUMNS = np.array([i for i, s in enumerate(REGISTRY) if s.view == "docs"], 
 BUDGET_COLUMNS = np.array([i for i, s in enumerate(REGISTRY) if s.view == "budget"],
                           dtype=np.intp)
 # "docs" columns that read a fixed-size subsample of the window's documents (the semantic
-# metrics: SuiteConfig.semantic_sample documents), so their effective window size, for the
-# finite-population correction of a band (metrics.bands), is min(documents, sample)
+# metrics: SuiteConfig.semantic_sample or .topic_sample documents), so their effective
+# window size, for the finite-population correction of a band (metrics.bands), is
+# min(documents, sample)
 SUBSAMPLE_COLUMNS = np.array([i for i, s in enumerate(REGISTRY)
                               if s.fn.__module__ == semantic.__name__], dtype=np.intp)
+
+
+def subsample_docs(suite: SuiteConfig) -> np.ndarray:
+    """Per registry column, how many of a window's documents it reads at most (inf: all of
+    them); what ``metrics.bands`` calibrates, interpolates and extends the columns by."""
+    out = np.full(len(REGISTRY), np.inf)
+    for i in SUBSAMPLE_COLUMNS:
+        out[i] = getattr(suite, REGISTRY[i].fn.reads)
+    return out
 
 
 def compute_all(sample: Sample, ctx: Context, columns: np.ndarray | None = None) -> np.ndarray:

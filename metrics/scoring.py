@@ -16,7 +16,7 @@ from metrics.config import ScoreConfig
 from metrics.errors import ProfileError
 from metrics.evidence import evidence as window_evidence
 from metrics.profile import Profile
-from metrics.registry import DOWN, REGISTRY, SIGNALS, UP, compute_all
+from metrics.registry import DOWN, REGISTRY, SIGNALS, UP, compute_all, subsample_docs
 from metrics.sample import Corpus, Sample
 from metrics.semantic import score_fields as semantic_score_fields
 from metrics.text import normalize_documents, tokenize_documents
@@ -239,7 +239,7 @@ def score(
     band, origin = (reference.band_with_origin(n_docs, budget, interpolate=cfg.interpolate_bands)
                     if enough else (None, None))
     human = None
-    sample_docs = reference.config.suite.semantic_sample  # what the semantic columns read
+    sample_docs = subsample_docs(reference.config.suite)  # what the semantic columns read
     if band is not None:
         cal = calibrate(band, reference.pool, n_docs, budget, "reference's calibration pool",
                         interpolated_from=origin, sample_docs=sample_docs)

@@ -8,10 +8,13 @@ k-means, each topic named by its top c-TF-IDF terms, and the smallest topics hol
 shares of the reference topics.
 
 Score time: the metrics read the embeddings of a fixed-size subsample of the window
-(``SuiteConfig.semantic_sample`` documents: the first non-empty ones in the window's
-canonical order, which is an order by content hash, hence a seeded random subsample); a
-band replicate reads the same number of its randomly drawn documents, so window and band
-are size-matched.
+(the first non-empty documents in the window's canonical order, which is an order by
+content hash, hence a seeded random subsample): ``SuiteConfig.semantic_sample`` documents
+for the pairwise metrics (similarity, Vendi, k-NN recall, MMD²: quadratic in the sample),
+``SuiteConfig.topic_sample`` for the topic counts (linear; see "Why the topic metrics read
+more documents" below). The window's first max(both) documents are embedded once and each
+metric reads its prefix; a band replicate reads the same numbers of its randomly drawn
+documents, so window and band are size-matched.
 
 Every metric is a small pure function of unit vectors; cost in its docstring.
 """
@@ -362,12 +365,18 @@ class SemanticContext:
     shares: np.ndarray  # the reference's topic shares (weights of the topic recalls)
     gamma: float
     k_yy_mean: float
-    sample_size: int
+    semantic_sample: int  # documents the pairwise metrics read (SuiteConfig.semantic_sample)
     knn: int
+    topic_sample: int = 512  # documents the topic counts read (SuiteConfig.topic_sample)
+
+    @property
+    def embed_docs(self) -> int:
+        """How many of a window's documents are embedded: what the widest metric reads."""
+        return max(self.semantic_sample, self.topic_sample)
 
     @classmethod
     def of(cls, profile: SemanticProfile, embedder: Embedder | None, sample_size: int,
-           knn: int) -> SemanticContext:
+           knn: int, topic_sample: int = 512) -> SemanticContext:
         return cls(
             embedder=embedder,
             ref=profile.ref.astype(np.float32),
@@ -377,20 +386,22 @@ class SemanticContext:
             shares=np.asarray(profile.shares, dtype=np.float64),
             gamma=profile.gamma,
             k_yy_mean=profile.k_yy_mean,
-            sample_size=sample_size,
+            semantic_sample=sample_size,
             knn=knn,
+            topic_sample=topic_sample,
         )
 
 
 def window_vectors(sample, sem: SemanticContext) -> np.ndarray:
-    """Embeddings of the sample's first ``sample_size`` non-empty documents (memoised on the
-    sample; a band replicate has them set from the stored pool embeddings)."""
+    """Embeddings of the sample's first ``sem.embed_docs`` non-empty documents (memoised on
+    the sample; a band replicate has them set from the stored pool embeddings); each metric
+    reads a prefix."""
 
     def compute() -> np.ndarray:
         if sem.embedder is None:
             return np.zeros((0, 0), dtype=np.float32)
         docs = sample.docs
-        nonempty = np.flatnonzero(docs.lengths > 0)[: sem.sample_size]
+        nonempty = np.flatnonzero(docs.lengths > 0)[: sem.embed_docs]
         return embed_corpus(docs.take(nonempty), sem.embedder)
 
     return sample.memo("embeddings", compute)
@@ -403,18 +414,45 @@ def band_vectors(pool_vectors: np.ndarray, pool_lengths: np.ndarray, docs_sel: n
     return pool_vectors[chosen].astype(np.float32)
 
 
-def _metric(fn):
+# Why the topic metrics read more documents (``SuiteConfig.topic_sample``). A window misses
+# a topic of share s by chance with probability ~exp(-n·s): absence is evidence only when
+# n·s is large. Measured on fortunes (`python -m benchmarks.semantic --topic-sweep`:
+# 8,000-document reference, 46 topics; 2,000 replicates of the 3,200-document calibration
+# pool against 400 fresh samples and 400 with every document of the two largest rare
+# topics, 1.9% and 1.7%, removed; share below the replicates' 1% quantile):
+#
+#   documents read                 256     320     384     448     512
+#   topic_recall        fresh      2.5%    1.0%    2.2%    0.5%    0.2%
+#                       planted    37%     100%    100%    100%    100%
+#   rare_topic_recall   fresh      1.2%    1.8%    1.8%    2.0%    2.5%
+#                       planted    100%    100%    100%    100%    100%
+#
+# The planted topics' expected counts are ~4.8 and ~4.3 at 256 documents and twice that at
+# 512; the other topics' chance misses are the noise. In the product (calibrated bands of
+# 200 replicates, 500-document windows, `--planted 10`) both metrics left the band in 3/10
+# and 5/10 planted windows at 256 and in 10/10 at 512, intact windows 0/5 in both. So the
+# topic counts read up to 512 documents, the pairwise metrics 256: embedding a 500-document
+# window then takes ~2.8 s on one thread instead of ~1.3 s (`--cost`).
+
+
+def _metric(fn, reads: str = "semantic_sample"):
+    """A registry metric over the first ``SuiteConfig.<reads>`` embedded documents."""
     def wrapped(sample, ctx) -> float | None:
         sem = getattr(ctx, "semantic", None)
         if sem is None:
             return None
-        x = window_vectors(sample, sem)
+        x = window_vectors(sample, sem)[: getattr(sem, reads)]
         value = fn(x, sem, sample)
         return None if value is None or not math.isfinite(value) else float(value)
 
     wrapped.__name__ = fn.__name__
     wrapped.__doc__ = fn.__doc__
+    wrapped.reads = reads  # the SuiteConfig field: how many documents (metrics.registry)
     return wrapped
+
+
+def _topic_metric(fn):
+    return _metric(fn, "topic_sample")
 
 
 def _topics(x: np.ndarray, sem: SemanticContext, sample) -> np.ndarray:
@@ -436,17 +474,17 @@ def semantic_recall(x, sem, sample):
     return knn_recall(sem.ref, x, sem.knn)
 
 
-@_metric
+@_topic_metric
 def topic_recall(x, sem, sample):
     return share_reached(_topics(x, sem, sample), sem.all_topics, sem.shares)
 
 
-@_metric
+@_topic_metric
 def rare_topic_recall(x, sem, sample):
     return share_reached(_topics(x, sem, sample), sem.rare_topics, sem.shares)
 
 
-@_metric
+@_topic_metric
 def topic_entropy(x, sem, sample):
     return entropy_bits(_topics(x, sem, sample))
 
@@ -489,7 +527,8 @@ def score_fields(sample, reference, baseline=None) -> dict:
     sem, ref = ctx.semantic, reference.semantic
     topics: list[dict] = []
     if sem is not None and sem.embedder is not None:
-        counts = topic_counts(window_vectors(sample, sem), sem.centroids)
+        counts = sample.memo("topic_counts", lambda: topic_counts(
+            window_vectors(sample, sem)[: sem.topic_sample], sem.centroids))
         base = None if baseline is None else baseline.semantic
         if base is not None and base.identity == ref.identity:
             topics = vanished_topics(counts, base.shares, ref.names, "baseline")

@@ -15,10 +15,12 @@ import metrics.profile as profile_module
 from metrics.bands import band_matrix, calibrate, interpolate, snap_budget
 from metrics.registry import (
     BUDGET_COLUMNS,
+    BY_NAME,
     DOC_COLUMNS,
     REGISTRY,
     SUBSAMPLE_COLUMNS,
     compute_all,
+    subsample_docs,
 )
 from metrics.sample import Sample
 from tests.support.bands import count_band_computations
@@ -95,7 +97,7 @@ def test_band_rows_match_the_metrics_on_the_drawn_sample(pool_reference, n_docs)
         # the semantic columns read the pool's stored embeddings in both (no model run)
         sample._cache["embeddings"] = (
             _NO_VECTORS if vectors is None else
-            band_vectors(vectors, ref.pool.lengths, order[:n_docs], ctx.suite.semantic_sample))
+            band_vectors(vectors, ref.pool.lengths, order[:n_docs], ctx.suite.embedded_docs))
         direct = compute_all(sample, ctx)
         np.testing.assert_array_equal(band[r], direct)
 
@@ -477,6 +479,68 @@ def test_semantic_columns_are_calibrated_for_the_documents_they_read(grid_refere
         np.testing.assert_allclose(spread[SUBSAMPLE_COLUMNS],
                                    widening(min(n_docs, sample) / pool.n_docs))
         np.testing.assert_allclose(spread[lexical_docs], widening(n_docs / pool.n_docs))
+
+
+def test_a_column_mostly_at_its_ceiling_keeps_its_ceiling_when_calibrated(grid_reference):
+    """topic_recall at 512 documents: 199 of 200 replicates reach every topic (1.0), one
+    misses a 2% topic. Spread around the column's mean, the 1.0s moved above 1 and a window
+    at exactly 1.0 read below the band's 1% bound; spread around the ceiling, they stay 1.0
+    and only the miss moves out."""
+    from metrics.bands import QUANTILE_METHOD, summarise
+
+    j = REGISTRY.index(BY_NAME["topic_recall"])
+    matrix = np.random.default_rng(7).normal(1.0, 0.1, size=(200, len(REGISTRY)))
+    matrix[:, j] = 1.0
+    matrix[17, j] = 0.98
+    pool = grid_reference.pool
+    cal = calibrate(matrix, pool, pool.n_docs // 3, 100)
+    column = cal.band[:, j]
+    assert (np.delete(column, 17) == 1.0).all() and column[17] < 0.98
+    assert summarise(cal.band, 0.01, 0.99)["low"][j] <= 1.0
+    assert np.quantile(column, 0.01, method=QUANTILE_METHOD) <= 1.0
+    # a column with spread keeps its mean as the centre
+    other = np.flatnonzero(np.arange(len(REGISTRY)) != j)[0]
+    np.testing.assert_allclose(cal.band[:, other].mean(), matrix[:, other].mean())
+
+
+def test_pairwise_and_topic_columns_are_calibrated_for_their_own_samples(grid_reference):
+    """The pairwise semantic metrics read ``semantic_sample`` documents and the topic counts
+    ``topic_sample``: each column's finite-population share is min(documents, its sample)."""
+    suite = metrics.SuiteConfig(semantic_sample=100, topic_sample=300)
+    reads = subsample_docs(suite)
+    topic = [REGISTRY.index(BY_NAME[n]) for n in ("topic_recall", "rare_topic_recall",
+                                                  "topic_entropy")]
+    pairwise = np.setdiff1d(SUBSAMPLE_COLUMNS, topic)
+    assert set(reads[topic]) == {300} and set(reads[pairwise]) == {100}
+    assert np.isinf(np.delete(reads, SUBSAMPLE_COLUMNS)).all()
+    pool = grid_reference.pool
+    matrix = np.random.default_rng(5).normal(size=(200, len(REGISTRY)))
+    n_docs = 250
+    cal = calibrate(matrix, pool, n_docs, 100, sample_docs=reads)
+    spread = np.std(cal.band, axis=0) / np.std(matrix, axis=0)
+
+    def widening(n):
+        f = n / pool.n_docs
+        return np.sqrt((1 + f) / (1 - f))
+
+    np.testing.assert_allclose(spread[pairwise], widening(100))
+    np.testing.assert_allclose(spread[topic], widening(250))
+
+
+def test_topic_columns_move_between_stored_sizes_below_their_sample():
+    """Between two stored sizes above the pairwise sample but below the topic sample, the
+    pairwise columns are the larger band's own and the topic columns are interpolated."""
+    rng = np.random.default_rng(6)
+    a = rng.normal(1.0, 0.1, size=(60, len(REGISTRY)))
+    b = rng.normal(1.2, 0.05, size=(60, len(REGISTRY)))
+    reads = subsample_docs(metrics.SuiteConfig(semantic_sample=256, topic_sample=512))
+    topic = np.flatnonzero(reads == 512)
+    pairwise = np.flatnonzero(reads == 256)
+    band, _ = interpolate({(300, 3000): a, (600, 6000): b}, 400, 4000, 5000, 100_000,
+                          sample_docs=reads)
+    np.testing.assert_array_equal(band[:, pairwise], b[:, pairwise])
+    assert (np.abs(band[:, topic] - b[:, topic]) > 1e-9).all()
+    assert ((band[:, topic].mean(axis=0) > 1.0) & (band[:, topic].mean(axis=0) < 1.2)).all()
 
 
 def test_semantic_columns_between_stored_sizes_above_the_sample_are_the_larger_bands():

@@ -67,6 +67,36 @@ def test_long_texts_are_truncated_not_refused(embedder):
     assert np.isfinite(vector).all()
 
 
+def test_batches_are_capped_in_texts_and_in_padded_word_pieces(embedder):
+    """One onnxruntime call's transient memory grows with its padded tokens: long texts go
+    in smaller batches than short ones, every text once, in the given order."""
+    from metrics.embedding import MAX_BATCH_TOKENS
+
+    lengths = np.array([5] * 20 + [48] * 9 + [96] * 9 + [400])
+    order = np.arange(len(lengths))
+    batches = embedder._batches(order, lengths)
+    np.testing.assert_array_equal(np.concatenate(batches), order)
+    for batch in batches:
+        assert len(batch) <= embedder.batch_size
+        assert len(batch) == 1 or len(batch) * lengths[batch].max() <= MAX_BATCH_TOKENS
+    sizes: dict[int, int] = {}
+    for b in batches:
+        width = int(lengths[b].max())
+        sizes[width] = max(sizes.get(width, 0), len(b))
+    assert sizes[5] == embedder.batch_size and sizes[96] == MAX_BATCH_TOKENS // 96
+    assert sizes[400] == 1  # longer than the cap alone: still embedded
+
+
+def test_vectors_do_not_depend_much_on_the_batch_a_text_lands_in(embedder):
+    """The int8 model quantises each call's activations with one scale, so a text's vector
+    moves a little with its batch mates; far less than a paraphrase moves it."""
+    texts = ["a short one", "the cat sat on the mat " * 6, "rain again today",
+             "markets fell sharply after the announcement " * 4]
+    together = embedder.embed(texts)
+    alone = np.vstack([embedder.embed([t]) for t in texts])
+    assert (np.sum(together * alone, axis=1) > 0.99).all()
+
+
 def test_missing_model_file_says_which(tmp_path):
     tokenizer = default_model_files()[1]
     with pytest.raises(EmbedderUnavailable, match="does not exist"):

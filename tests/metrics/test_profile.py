@@ -71,21 +71,27 @@ def test_stored_bands_survive_serialisation(fortune_split):
 def test_stored_and_cached_bands_of_an_older_metric_definition_are_not_read(
         fortune_split, monkeypatch):
     """topic_recall and rare_topic_recall changed definition under the same names (revision
-    2): a file written when the metric list named them without revisions drops its stored
-    bands, and the band cache key changes, so no band of the old definition is read."""
+    2: reference shares; revision 3, with topic_entropy's 2: counted over the topic sample):
+    a file written when the metric list named them without revisions, or with an earlier
+    one, drops its stored bands, and the band cache key changes, so no band of an old
+    definition is read."""
     from metrics.band_cache_dir import band_key
     from metrics.registry import BY_NAME, METRIC_NAMES, METRIC_SUITE
 
-    assert BY_NAME["topic_recall"].revision == 2 and "topic_recall@2" in METRIC_SUITE
+    assert BY_NAME["topic_recall"].revision == 3 and "topic_recall@3" in METRIC_SUITE
+    assert "topic_entropy@2" in METRIC_SUITE
+    revision_2 = tuple(n.replace("topic_recall@3", "topic_recall@2")
+                       .replace("topic_entropy@2", "topic_entropy") for n in METRIC_SUITE)
     cfg = metrics.ReferenceConfig(replicates=8, band_sizes=(50,))
     ref = metrics.build_reference(fortune_split[0][:600], "revised", config=cfg)
     current_key = band_key(b"p", "reference", "1")
-    with monkeypatch.context() as m:
-        m.setattr("metrics.profile.METRIC_SUITE", METRIC_NAMES)
-        m.setattr("metrics.registry.METRIC_SUITE", METRIC_NAMES)
-        older = ref.to_bytes()
-        assert band_key(b"p", "reference", "1") != current_key
-    assert metrics.Profile.from_bytes(older).stored_bands == {}
+    for suite in (METRIC_NAMES, revision_2):
+        with monkeypatch.context() as m:
+            m.setattr("metrics.profile.METRIC_SUITE", suite)
+            m.setattr("metrics.registry.METRIC_SUITE", suite)
+            older = ref.to_bytes()
+            assert band_key(b"p", "reference", "1") != current_key
+        assert metrics.Profile.from_bytes(older).stored_bands == {}
     # the size at its pool-like budget and the budgets below it
     assert sorted(metrics.Profile.from_bytes(ref.to_bytes()).stored_bands) == \
         metrics.reference.band_grid(ref.pool, (50,))

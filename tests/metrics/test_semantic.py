@@ -199,12 +199,14 @@ def test_removing_two_rare_topics_is_named_and_drops_topic_coverage_out_of_band(
     """Every document of two rare reference topics is removed from fresh human windows:
     both topics are named as vanished, and topic_recall and rare_topic_recall fall out of
     the human band (below its 1% bound), while the intact windows stay inside. The two are
-    the rare topics with the largest shares: for the tiniest topics (expected < 4 documents
-    in a 256-document sample) absence is not evidence. Three disjoint windows."""
+    the smallest rare topics (~1.3% of the reference each): ~3.4 documents expected in 256,
+    where absence is not evidence (they were not named, and the recalls stayed in band),
+    ~6.5 in the ~490 the topic counts now read. Three disjoint windows."""
     sem = small_reference.semantic
     embedder = small_reference.context().semantic.embedder
     rare = np.flatnonzero(sem.rare)
-    a, b = rare[np.argsort(-sem.shares[rare], kind="stable")][:2]
+    a, b = rare[np.argsort(sem.shares[rare], kind="stable")][:2]
+    assert max(sem.shares[a], sem.shares[b]) * 256 < S.VANISHED_MIN_EXPECTED
     for start in (0, 500, 1000):
         window = fortune_split[1][start:start + 500]
         vectors = embedder.embed([" ".join(metrics.tokenize(d)) for d in window])
@@ -219,5 +221,7 @@ def test_removing_two_rare_topics_is_named_and_drops_topic_coverage_out_of_band(
             t["topic"] for t in intact["evidence"]["vanished_topics"]}
         for name in ("topic_recall", "rare_topic_recall"):
             planted, before = result["metrics"][name], intact["metrics"][name]
-            assert planted["outside_band"] and planted["z"] < 0, (start, name, planted)
+            # z is None when every replicate reaches every topic (no spread to scale by)
+            assert planted["outside_band"], (start, name, planted)
+            assert planted["z"] is None or planted["z"] < 0, (start, name, planted)
             assert not before["outside_band"], (start, name, before)
