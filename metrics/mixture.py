@@ -143,12 +143,18 @@ class _Source:
     calibration: Corpus
 
 
+def _split_order(n_docs: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(LM part, calibration part) document indices of a baseline, seeded."""
+    rng = np.random.default_rng([seed, 0x313])
+    order = rng.permutation(n_docs)
+    n_cal = min(max(1, round(fraction * n_docs)), n_docs - 1)
+    return np.sort(order[n_cal:]), np.sort(order[:n_cal])
+
+
 def _split(corpus: Corpus, fraction: float, seed: int) -> tuple[Corpus, Corpus]:
     """(LM part, calibration part) of a baseline's documents, seeded."""
-    rng = np.random.default_rng([seed, 0x313])
-    order = rng.permutation(corpus.n_docs)
-    n_cal = min(max(1, round(fraction * corpus.n_docs)), corpus.n_docs - 1)
-    return corpus.take(np.sort(order[n_cal:])), corpus.take(np.sort(order[:n_cal]))
+    lm, cal = _split_order(corpus.n_docs, fraction, seed)
+    return corpus.take(lm), corpus.take(cal)
 
 
 def _binned_density(points: np.ndarray, lo: np.ndarray, step: np.ndarray, shape: tuple) -> np.ndarray:
