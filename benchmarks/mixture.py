@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.mixture [--windows 20] [--split-seed 2] [--quick] [--fixed-human]
     .venv/bin/python -m benchmarks.mixture --separation [--split-seed 2]
+    .venv/bin/python -m benchmarks.mixture --semantic [--split-seed 2]   # with the embedding score
 
 The shipped fortunes are split by *source file* (seeded) into three disjoint groups: the
 reference (about half of the documents), the generator's training data (a quarter) and the
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import metrics
-from metrics.mixture import MixtureConfig, MixtureModel
+from metrics.mixture import MixtureConfig, MixtureModel, shrunk_discriminant
 from metrics.synthetic import NGramModel, recursive_generations
 from service.demo.sample_data import human_documents_with_source
 
@@ -134,6 +135,24 @@ class Stats:
         return float(np.mean(lo[zero] > 0.02)) if zero.any() else float("nan")
 
 
+class _MemoEmbedder:
+    """An embedder that keeps every text's vector: the benchmark draws all its windows from
+    a few pools of documents, so each is embedded once (with ``--semantic``)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.identity, self.dim = inner, inner.identity, inner.dim
+        self.memo: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        if missing:
+            self.memo.update(zip(missing, self.inner.embed(missing)))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i] = self.memo[t]
+        return out
+
+
 class Bench:
     def __init__(self, setup: Setup, fixed_human: bool, log=print, keep_copies: bool = False,
                  config: MixtureConfig | None = None) -> None:
@@ -150,6 +169,10 @@ class Bench:
         )
         log(f"split seed {setup.split_seed}: reference {len(ref_docs)} documents, generator "
             f"training {len(self.train)}, fresh human {len(self.human)} (disjoint source files)")
+        if self.cfg.semantic and self.reference.semantic is not None:
+            embedder = self.reference.context().semantic.embedder
+            if embedder is not None:
+                self.reference.use_embedder(_MemoEmbedder(embedder))
         self.rng = np.random.default_rng(setup.seed)
         self._gens: dict[str, list] = {}
 
@@ -227,16 +250,6 @@ def auc(negatives: np.ndarray, positives: np.ndarray) -> float:
     return float((ranks[len(negatives):].sum() - m * (m + 1) / 2) / (len(negatives) * m))
 
 
-def shrunk_lda(a: np.ndarray, b: np.ndarray, shrinkage: float) -> np.ndarray:
-    """Fisher's discriminant direction from ``a`` to ``b`` with the pooled covariance shrunk
-    towards its mean variance (regularised discriminant analysis, Friedman 1989)."""
-    centred = np.vstack([a - a.mean(axis=0), b - b.mean(axis=0)])
-    cov = np.atleast_2d(np.cov(centred.T))
-    d = cov.shape[0]
-    cov = (1.0 - shrinkage) * cov + shrinkage * np.trace(cov) / d * np.eye(d)
-    return np.linalg.solve(cov, b.mean(axis=0) - a.mean(axis=0))
-
-
 def best_kept(human: np.ndarray, synthetic: np.ndarray, share: float = 0.3,
               target: float = 0.1) -> float:
     """The most human documents any threshold on a score keeps from a ``share`` mixture
@@ -286,8 +299,8 @@ def separation(bench: Bench, documents: int = 2000) -> None:
     bench.log(f"LM likelihood ratio            {auc(z_fresh, z_synth):.3f}  "
               f"{best_kept(z_fresh, z_synth):.2f}")
     for shrinkage in (0.02, 0.1, 0.3):
-        w = shrunk_lda(reference.semantic.ref.astype(np.float64), vectors[lm_idx], shrinkage)
-        both = shrunk_lda(np.c_[z_cal_h, pool_vectors @ w],
+        w = shrunk_discriminant(reference.semantic.ref.astype(np.float64), vectors[lm_idx], shrinkage)
+        both = shrunk_discriminant(np.c_[z_cal_h, pool_vectors @ w],
                           np.c_[z_cal_s, vectors[cal_idx] @ w], 0.0)
         h, s = np.c_[z_fresh, e_fresh @ w] @ both, np.c_[z_synth, e_synth @ w] @ both
         bench.log(f"embedding LDA (shrinkage {shrinkage:.2f})  {auc(e_fresh @ w, e_synth @ w):.3f}  "
@@ -308,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fixed-human", action="store_true",
                     help="no location/scale fit of the human density (the plain estimator)")
     ap.add_argument("--cost", action="store_true", help="only the cost of one 2,000-document window")
+    ap.add_argument("--semantic", action="store_true",
+                    help="sources scored with the embedding score too (MixtureConfig.semantic)")
     ap.add_argument("--separation", action="store_true",
                     help="only how well one document's score separates human from generated "
                          "text: the LM score, an embedding discriminant, both")
@@ -318,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup = Setup(windows=6 if args.quick else args.windows, split_seed=args.split_seed)
     config = MixtureConfig(adapt_human=not args.fixed_human, seed=setup.seed,
-                           calibration_resamples=0 if args.window_only_interval else 20)
+                           calibration_resamples=0 if args.window_only_interval else 20,
+                           semantic=args.semantic)
     bench = Bench(setup, args.fixed_human, keep_copies=args.keep_copies, config=config)
     log = bench.log
     if args.cost:
@@ -328,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         separation(bench)
         return 0
     mode = "fixed human component" if args.fixed_human else "human location/scale fitted"
-    log(f"windows of {setup.window}, {setup.windows} per share, {mode}\n")
+    scores = "LM and embedding scores" if args.semantic else "LM scores"
+    log(f"windows of {setup.window}, {setup.windows} per share, {mode}, {scores}\n")
 
     # -- one source: the trigram generator at several generations and temperatures
     scenarios = [("gen 0, T=1.0", 0, 1.0), ("gen 0, T=0.7", 0, 0.7), ("gen 2, T=1.0", 2, 1.0),
@@ -451,6 +468,15 @@ def cost(bench: Bench) -> None:
     bench.log(f"\n## Cost of a 2,000-document window (median of 5)\n\ntokenise {tok:.3f} s, "
               f"LM scores {sc:.3f} s, estimate {est:.3f} s; on top of scoring (which "
               f"tokenises already): {sc + est:.3f} s wall, {np.median(cpu):.3f} s CPU")
+    embedder = getattr(bench.reference.context().semantic, "embedder", None)
+    if bench.cfg.semantic and isinstance(embedder, _MemoEmbedder):
+        # the scores above read remembered vectors; embedding the window is extra
+        from metrics.semantic import embed_corpus
+
+        c0, t0 = time.process_time(), time.perf_counter()
+        embed_corpus(mm.corpus(docs), embedder.inner)
+        bench.log(f"with --semantic, embedding the window's documents first: "
+                  f"{time.perf_counter() - t0:.1f} s wall, {time.process_time() - c0:.1f} s CPU")
 
 
 if __name__ == "__main__":

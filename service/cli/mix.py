@@ -36,8 +36,13 @@ def _components(args: argparse.Namespace):
             raise CliError(f"source file {path} holds a {profile.kind}; pass baseline files "
                            "(collapsewatch baseline build)")
         sources.append(profile)
+    if args.semantic:
+        from service.cli.offline import _embedder
+
+        reference.use_embedder(*_embedder())
     try:
-        return MixtureModel(reference, sources, MixtureConfig(bootstrap=args.bootstrap))
+        return MixtureModel(reference, sources,
+                            MixtureConfig(bootstrap=args.bootstrap, semantic=args.semantic))
     except metrics.MetricsError as exc:
         raise CliError(str(exc)) from None
 
@@ -60,6 +65,7 @@ def format_table(output: dict, model) -> str:
         f"{'human':<17}{human:>7.3f}",
         "",
         "unexplained = documents that fit neither the reference nor any source",
+        f"scored by {share.get('scores', 'lexical')} scores",
     ]
     return "\n".join(lines)
 
@@ -157,6 +163,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     _add_input_options(p)
     p.add_argument("--bootstrap", type=_bootstrap, default=200,
                    help="bootstrap replicates for the 95%% interval (default: 200)")
+    p.add_argument("--semantic", action="store_true",
+                   help="score documents by their embeddings too (profiles built with "
+                        "embeddings; every document is embedded: separates better, slower)")
 
 
 def register(sub) -> None:

@@ -68,6 +68,9 @@ class SyntheticShare(ShareInterval):
         description="per source baseline, by its name (name#id when two share a name)")
     unexplained: float = Field(description="share that fits neither the human reference nor "
                                            "any source")
+    scores: str | None = Field(None, description='what the documents were scored by: "lexical" '
+                               '(the LM likelihood ratio) or "lexical+semantic" (plus an '
+                               'embedding discriminant, MixtureConfig.semantic)')
 
 
 class ScoreJSON(_Open):

@@ -49,11 +49,36 @@ def test_estimate_prints_the_synthetic_share_json(files, capsys):
     result = json.loads(out)
     share = result["synthetic_share"]
     assert result["documents"] == files["synthetic"] + files["human"]
-    assert set(share) == {"estimate", "low", "high", "by_source", "unexplained"}
+    assert set(share) == {"estimate", "low", "high", "by_source", "unexplained", "scores"}
+    assert share["scores"] == "lexical"
     assert set(share["by_source"]) == {"trigram"}
     assert share["low"] <= share["estimate"] <= share["high"]
     truth = files["synthetic"] / result["documents"]
     assert abs(share["estimate"] - truth) < 0.15
+
+
+def test_semantic_scores_documents_by_their_embeddings_too(files, capsys, tmp_path,
+                                                          human_documents):
+    code, out, _ = run(["mix", "estimate", "--reference", files["ref"], "--source", files["src"],
+                        files["window"], "--bootstrap", "50", "--semantic"], capsys)
+    assert code == 0
+    share = json.loads(out)["synthetic_share"]
+    assert share["scores"] == "lexical+semantic"
+    truth = files["synthetic"] / (files["synthetic"] + files["human"])
+    assert abs(share["estimate"] - truth) < 0.15
+    code, out, _ = run(["mix", "filter", "--reference", files["ref"], "--source", files["src"],
+                        files["window"], "--max-synthetic", "0.1", "--semantic",
+                        "--kept", tmp_path / "kept.jsonl"], capsys)
+    assert code == 0 and out.startswith("kept ")
+    # a reference without embeddings: one line, exit 2
+    lexical = metrics.build_reference(human_documents[-1000:], "plain", embedder=None,
+                                      config=metrics.ReferenceConfig(replicates=5))
+    metrics.save_profile(lexical, tmp_path / "plain.cwp")
+    base = metrics.build_baseline(human_documents[:300], lexical, "g", embedder=None)
+    metrics.save_profile(base, tmp_path / "g.cwp")
+    code, _, err = run(["mix", "estimate", "--reference", tmp_path / "plain.cwp",
+                        "--source", tmp_path / "g.cwp", files["window"], "--semantic"], capsys)
+    assert code == 2 and "reference built with embeddings" in err and len(err.splitlines()) == 1
 
 
 def test_estimate_table_names_the_sources_and_the_interval(files, capsys):

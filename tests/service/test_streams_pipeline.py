@@ -100,7 +100,8 @@ def test_a_stream_window_stores_its_synthetic_share_and_its_collapse_scores(
     assert score_now(evaluation_id).status == "done"
     result = evaluation(evaluation_id).result
     share = result["synthetic_share"]
-    assert set(share) == {"estimate", "low", "high", "by_source", "unexplained"}
+    assert set(share) == {"estimate", "low", "high", "by_source", "unexplained", "scores"}
+    assert share["scores"] == "lexical"  # streams keep the LM score (its 1 s budget)
     assert set(share["by_source"]) == {"trigram-v1"}
     source = share["by_source"]["trigram-v1"]
     assert set(source) == {"estimate", "low", "high"}
