@@ -233,7 +233,8 @@ class MixtureModel:
             if self._embedder is not None:
                 source = self._with_discriminant(source, reference, src, lm_idx, cal_idx)
             self._sources.append(source)
-        human = self.scores(reference.pool, self._pool_vectors(reference))
+        human = self.scores(reference.pool,
+                            None if self._embedder is None else self._pool_vectors(reference))
         cal_scores = [self.scores(s.calibration, s.calibration_vectors) for s in self._sources]
         keep = reference.pool.lengths > 0
         human = human[keep]

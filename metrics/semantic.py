@@ -432,7 +432,7 @@ def band_vectors(pool_vectors: np.ndarray, pool_lengths: np.ndarray, docs_sel: n
 # 200 replicates, 500-document windows, `--planted 10`) both metrics left the band in 3/10
 # and 5/10 planted windows at 256 and in 10/10 at 512, intact windows 0/5 in both. So the
 # topic counts read up to 512 documents, the pairwise metrics 256: embedding a 500-document
-# window then takes ~2.8 s on one thread instead of ~1.3 s (`--cost`).
+# window then takes ~2.9 s on one thread instead of ~1.6 s (`--cost`).
 
 
 def _metric(fn, reads: str = "semantic_sample"):
