@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import metrics
-from metrics.mixture import MixtureConfig, MixtureModel, shrunk_discriminant
+from metrics.mixture import MixtureConfig, MixtureModel
 from metrics.synthetic import NGramModel, recursive_generations
 from service.demo.sample_data import human_documents_with_source
 
@@ -264,12 +264,11 @@ def best_kept(human: np.ndarray, synthetic: np.ndarray, share: float = 0.3,
 
 def separation(bench: Bench, documents: int = 2000) -> None:
     """How well one document's score can separate fresh human text from a generator's
-    outputs: the likelihood-ratio score of ``metrics.mixture``, a linear discriminant on
-    the documents' embeddings, and the two combined. Nothing is fitted on the evaluated
-    documents: the embedding direction comes from the reference's profile-part embeddings
-    against the baseline's LM part, the combination weight from the calibration parts the
-    mixture's densities come from (reference pool against the baseline's held-out part)."""
-    from metrics.mixture import _split_order
+    outputs: the likelihood-ratio score of ``metrics.mixture``, the embedding discriminant
+    of its semantic score, and the two combined, for three shrinkages. Nothing is fitted
+    on the evaluated documents (see ``MixtureModel``'s semantic score)."""
+    from dataclasses import replace
+
     from metrics.semantic import embed_corpus
 
     reference = bench.reference
@@ -278,34 +277,25 @@ def separation(bench: Bench, documents: int = 2000) -> None:
         return
     model = bench.generation(0)
     base = bench.baseline(model, "gen0")
-    mm = MixtureModel(reference, [base], bench.cfg)
+    mm = MixtureModel(reference, [base], replace(bench.cfg, semantic=False))
     embedder = reference.context().semantic.embedder
     fresh = mm.corpus(bench.human[:documents])
     synth = mm.corpus(bench.stream(model)[:documents])
-    lm_idx, cal_idx = _split_order(base.pool.n_docs, bench.cfg.calibration_fraction,
-                                   bench.cfg.seed)
-    vectors = base.semantic.pool.astype(np.float64)
-    nonempty = base.pool.lengths > 0
-    lm_idx, cal_idx = lm_idx[nonempty[lm_idx]], cal_idx[nonempty[cal_idx]]
-    pool_ok = reference.pool.lengths > 0
-    pool_vectors = reference.semantic.pool.astype(np.float64)[pool_ok]
     z_fresh, z_synth = mm.scores(fresh)[:, 0], mm.scores(synth)[:, 0]
     e_fresh, e_synth = embed_corpus(fresh, embedder), embed_corpus(synth, embedder)
-    z_cal_h = mm.scores(reference.pool)[:, 0][pool_ok]
-    z_cal_s = mm.scores(base.pool.take(cal_idx))[:, 0]
     bench.log(f"\n## One document's score: fresh human ({fresh.n_docs}) vs gen-0 outputs "
               f"({synth.n_docs})\n")
     bench.log("score                          AUC    human kept at best (0.3 mixture, 0.1)")
     bench.log(f"LM likelihood ratio            {auc(z_fresh, z_synth):.3f}  "
               f"{best_kept(z_fresh, z_synth):.2f}")
     for shrinkage in (0.02, 0.1, 0.3):
-        w = shrunk_discriminant(reference.semantic.ref.astype(np.float64), vectors[lm_idx], shrinkage)
-        both = shrunk_discriminant(np.c_[z_cal_h, pool_vectors @ w],
-                          np.c_[z_cal_s, vectors[cal_idx] @ w], 0.0)
-        h, s = np.c_[z_fresh, e_fresh @ w] @ both, np.c_[z_synth, e_synth @ w] @ both
+        semantic = MixtureModel(reference, [base], replace(
+            bench.cfg, semantic=True, discriminant_shrinkage=shrinkage))
+        (w, weight), = semantic.discriminants
+        h, s = semantic.scores(fresh, e_fresh)[:, 0], semantic.scores(synth, e_synth)[:, 0]
         bench.log(f"embedding LDA (shrinkage {shrinkage:.2f})  {auc(e_fresh @ w, e_synth @ w):.3f}  "
                   f"{best_kept(e_fresh @ w, e_synth @ w):.2f}")
-        bench.log(f"  combined (weight {both[1] / both[0]:.2f})       {auc(h, s):.3f}  "
+        bench.log(f"  combined (weight {weight:.2f})       {auc(h, s):.3f}  "
                   f"{best_kept(h, s):.2f}")
 
 

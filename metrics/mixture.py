@@ -269,6 +269,12 @@ class MixtureModel:
         return [s.name for s in self._sources]
 
     @property
+    def discriminants(self) -> list[tuple[np.ndarray | None, float]]:
+        """Per source, the embedding discriminant w_s and its weight a_s (None, 0.0 without
+        the semantic score)."""
+        return [(s.direction, s.weight) for s in self._sources]
+
+    @property
     def score_kind(self) -> str:
         """"lexical+semantic" when documents get the embedding score too, else "lexical"."""
         return "lexical" if self._embedder is None else "lexical+semantic"
