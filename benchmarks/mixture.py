@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.mixture [--windows 20] [--split-seed 2] [--quick] [--fixed-human]
     .venv/bin/python -m benchmarks.mixture --separation [--split-seed 2]
     .venv/bin/python -m benchmarks.mixture --semantic [--split-seed 2]   # with the embedding score
+    .venv/bin/python -m benchmarks.mixture --service [--semantic] --window 2000  # as streams get it
 
 The shipped fortunes are split by *source file* (seeded) into three disjoint groups: the
 reference (about half of the documents), the generator's training data (a quarter) and the
@@ -35,11 +36,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
 import metrics
 from metrics.mixture import MixtureConfig, MixtureModel
+from metrics.sample import Sample
+from metrics.scoring import encode_window_texts, synthetic_share_fields
 from metrics.synthetic import NGramModel, recursive_generations
 from service.demo.sample_data import human_documents_with_source
 
@@ -155,8 +159,10 @@ class _MemoEmbedder:
 
 class Bench:
     def __init__(self, setup: Setup, fixed_human: bool, log=print, keep_copies: bool = False,
-                 config: MixtureConfig | None = None) -> None:
+                 config: MixtureConfig | None = None, service: bool = False) -> None:
         self.setup = setup
+        self.service = service
+        self.read: list[int] = []  # documents each service-path estimate read
         self.log = log
         self.cfg = config or MixtureConfig(adapt_human=not fixed_human, seed=setup.seed)
         ref_docs, self.train, self.human = split_by_source(setup.split_seed)
@@ -203,12 +209,28 @@ class Bench:
         docs += [self.human[i] for i in self.rng.choice(len(self.human), human, replace=False)]
         return docs
 
+    def estimate(self, mm: MixtureModel, docs: list[str]):
+        """The window's estimate: ``MixtureModel.estimate`` over every document, or with
+        ``service`` the way a stream's scored window gets it (``metrics.scoring.
+        synthetic_share_fields`` on the window as scoring encodes it: with the semantic
+        score, over the documents the semantic metrics embed)."""
+        if not self.service:
+            return mm.estimate(docs)
+        corpus, keys, _ = encode_window_texts(docs, self.reference)
+        fields = synthetic_share_fields(Sample(corpus, int(corpus.offsets[-1]), keys),
+                                        self.reference, mm)
+        if "synthetic_share" not in fields:
+            raise SystemExit(f"no estimate: {fields['synthetic_share_unavailable']}")
+        share = fields["synthetic_share"]
+        self.read.append(share["documents"])
+        return SimpleNamespace(**share)
+
     def run(self, label: str, mm: MixtureModel, synthetic: Sequence[str]) -> Stats:
         st = Stats(label, [], [], [], [], 0.0)
         start = time.perf_counter()
         for share in SHARES:
             for _ in range(self.setup.windows):
-                r = mm.estimate(self.window([(synthetic, share)]))
+                r = self.estimate(mm, self.window([(synthetic, share)]))
                 st.truths.append(share)
                 st.estimates.append(r.estimate)
                 st.lows.append(r.low)
@@ -318,14 +340,20 @@ def main(argv: list[str] | None = None) -> int:
                          "text: the LM score, an embedding discriminant, both")
     ap.add_argument("--keep-copies", action="store_true",
                     help="keep fresh human documents that copy reference or training documents")
+    ap.add_argument("--service", action="store_true",
+                    help="estimate each window as a stream's scored window gets it (with "
+                         "--semantic: over the documents the semantic metrics embed)")
+    ap.add_argument("--window", type=int, default=500, help="documents per window")
     ap.add_argument("--window-only-interval", action="store_true",
                     help="intervals from the window's bootstrap alone (no calibration resamples)")
     args = ap.parse_args(argv)
-    setup = Setup(windows=6 if args.quick else args.windows, split_seed=args.split_seed)
+    setup = Setup(window=args.window, windows=6 if args.quick else args.windows,
+                  split_seed=args.split_seed)
     config = MixtureConfig(adapt_human=not args.fixed_human, seed=setup.seed,
                            calibration_resamples=0 if args.window_only_interval else 20,
                            semantic=args.semantic)
-    bench = Bench(setup, args.fixed_human, keep_copies=args.keep_copies, config=config)
+    bench = Bench(setup, args.fixed_human, keep_copies=args.keep_copies, config=config,
+                  service=args.service)
     log = bench.log
     if args.cost:
         cost(bench)
@@ -335,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mode = "fixed human component" if args.fixed_human else "human location/scale fitted"
     scores = "LM and embedding scores" if args.semantic else "LM scores"
-    log(f"windows of {setup.window}, {setup.windows} per share, {mode}, {scores}\n")
+    path = ", the service's path (scored windows)" if args.service else ""
+    log(f"windows of {setup.window}, {setup.windows} per share, {mode}, {scores}{path}\n")
 
     # -- one source: the trigram generator at several generations and temperatures
     scenarios = [("gen 0, T=1.0", 0, 1.0), ("gen 0, T=0.7", 0, 0.7), ("gen 2, T=1.0", 2, 1.0),
@@ -375,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     for p0, p4 in [(0.1, 0.1), (0.2, 0.1), (0.1, 0.3), (0.25, 0.25), (0.0, 0.2)]:
         errs, e0s, e4s, tot = [], [], [], []
         for _ in range(setup.windows):
-            r = mm2.estimate(bench.window([(s0, p0), (s4, p4)]))
+            r = bench.estimate(mm2, bench.window([(s0, p0), (s4, p4)]))
             e0, e4 = r.by_source["gen0"]["estimate"], r.by_source["gen4"]["estimate"]
             e0s.append(e0)
             e4s.append(e4)
@@ -390,6 +419,37 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- filtering
     mm1 = MixtureModel(bench.reference, [b0], bench.cfg)
+    if not bench.service:
+        filtering(bench, mm1, s0)
+
+    # -- decoding sweep: baseline at T=1.0, stream decoded otherwise
+    log("\n## Decoding sweep (baseline gen 0 at T=1.0; the stream decodes as listed)\n")
+    sweep = [("T=0.7", 0.7, None), ("T=0.85", 0.85, None), ("T=1.2", 1.2, None),
+             ("top-k 10", 1.0, 10)]
+    if args.quick:
+        sweep = sweep[:2]
+    rows = [bench.run(label, mm1, bench.stream(g0, temperature=t, top_k=k))
+            for label, t, k in sweep]
+    log(table(rows))
+
+    # -- a missing source: the stream holds gen 4, only gen 0 is known
+    log("\n## Missing source (stream: gen 4 outputs; sources: gen 0 only)\n")
+    rows = [bench.run("gen 4 vs gen-0 source", mm1, s4)]
+    if not args.quick:
+        other = NGramModel.train(bench.train, order=2)
+        rows.append(bench.run("bigram on other text", mm1, other.sample(4000, seed=5)))
+    log(table(rows))
+    if bench.service:
+        log(f"\nthe service path read {min(bench.read)}-{max(bench.read)} documents per "
+            f"window (median {int(np.median(bench.read))})")
+    else:
+        cost(bench)
+    return 0
+
+
+def filtering(bench: Bench, mm1: MixtureModel, s0: Sequence[str]) -> None:
+    """Filter 0.3 mixtures at a 0.1 target (offline: streams in the service estimate only)."""
+    setup, log = bench.setup, bench.log
     log("\n## Filter 0.3 mixtures (gen 0) at --max-synthetic 0.1\n")
     kept_h, real_share, expected = [], [], []
     for _ in range(setup.windows):
@@ -414,26 +474,6 @@ def main(argv: list[str] | None = None) -> int:
         f"synthetic ones (the 80% target needs 79%)")
     log(check(f"keeps >= {TARGETS['kept']:.0%} of human", np.mean(kept_h) >= TARGETS["kept"]))
     log(check("actual share of the kept set <= 0.1 on average", np.mean(real_share) <= 0.1))
-
-    # -- decoding sweep: baseline at T=1.0, stream decoded otherwise
-    log("\n## Decoding sweep (baseline gen 0 at T=1.0; the stream decodes as listed)\n")
-    sweep = [("T=0.7", 0.7, None), ("T=0.85", 0.85, None), ("T=1.2", 1.2, None),
-             ("top-k 10", 1.0, 10)]
-    if args.quick:
-        sweep = sweep[:2]
-    rows = [bench.run(label, mm1, bench.stream(g0, temperature=t, top_k=k))
-            for label, t, k in sweep]
-    log(table(rows))
-
-    # -- a missing source: the stream holds gen 4, only gen 0 is known
-    log("\n## Missing source (stream: gen 4 outputs; sources: gen 0 only)\n")
-    rows = [bench.run("gen 4 vs gen-0 source", mm1, s4)]
-    if not args.quick:
-        other = NGramModel.train(bench.train, order=2)
-        rows.append(bench.run("bigram on other text", mm1, other.sample(4000, seed=5)))
-    log(table(rows))
-    cost(bench)
-    return 0
 
 
 def cost(bench: Bench) -> None:

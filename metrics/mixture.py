@@ -400,13 +400,18 @@ class MixtureModel:
 
     # ------------------------------------------------------------------ estimation
 
-    def estimate(self, documents: Sequence[str] | Corpus) -> ShareResult:
+    def estimate(self, documents: Sequence[str] | Corpus,
+                 vectors: np.ndarray | None = None) -> ShareResult:
         """Synthetic share of a window with its interval, per-source shares, the
-        unexplained share and every document's posterior probability of being synthetic."""
+        unexplained share and every document's posterior probability of being synthetic.
+        ``vectors``: the documents' embeddings when the caller has them (the semantic
+        score; a row per document), else they are embedded here."""
         corpus = documents if isinstance(documents, Corpus) else self.corpus(documents)
         if corpus.n_docs == 0:
             raise MetricsError("the window has no documents")
-        return self.estimate_scores(self.scores(corpus))
+        if vectors is not None and len(vectors) != corpus.n_docs:
+            raise MetricsError(f"{len(vectors)} embeddings for {corpus.n_docs} documents")
+        return self.estimate_scores(self.scores(corpus, vectors))
 
     def estimate_scores(self, scores: np.ndarray) -> ShareResult:
         """As :meth:`estimate`, from :meth:`scores` of the window's documents."""
@@ -598,6 +603,26 @@ class MixtureModel:
         result = self.estimate(documents)
         keep, expected = filter_by_posterior(result.posterior, max_synthetic)
         return keep, expected, result
+
+
+def stream_mixture(reference: Profile, sources: Sequence[Profile],
+                   config: MixtureConfig | None = None) -> tuple[MixtureModel, str | None]:
+    """The mixture a monitored stream is estimated with: with the semantic score when the
+    reference and every source carry embeddings of the model windows are embedded with
+    (a stream's window reads the documents its semantic metrics embed, see
+    ``metrics.scoring.synthetic_share_fields``: no embedding of its own), else the LM
+    ratio alone. Returns (model, why the semantic score is off, or None).
+
+    ProfileError (a source of another reference, not a baseline) is raised as such."""
+    from dataclasses import replace
+
+    cfg = config or MixtureConfig()
+    try:
+        return MixtureModel(reference, sources, replace(cfg, semantic=True)), None
+    except ProfileError:
+        raise
+    except MetricsError as exc:
+        return MixtureModel(reference, sources, replace(cfg, semantic=False)), f"{exc}"
 
 
 def filter_by_posterior(posterior: np.ndarray, max_synthetic: float) -> tuple[np.ndarray, float]:

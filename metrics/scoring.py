@@ -13,12 +13,13 @@ import numpy as np
 
 from metrics.bands import QUANTILE_METHOD, Calibration, calibrate, snap_budget, summarise
 from metrics.config import ScoreConfig
-from metrics.errors import ProfileError
+from metrics.errors import MetricsError, ProfileError
 from metrics.evidence import evidence as window_evidence
 from metrics.profile import Profile
 from metrics.registry import DOWN, REGISTRY, SIGNALS, UP, compute_all, subsample_docs
 from metrics.sample import Corpus, Sample
 from metrics.semantic import score_fields as semantic_score_fields
+from metrics.semantic import window_vectors
 from metrics.text import normalize_documents, tokenize_documents
 
 HEALTH_STATES = ("healthy", "early_collapse", "collapse", "insufficient_data")
@@ -219,6 +220,7 @@ def score(
     config: ScoreConfig | None = None,
     with_evidence: bool = True,
     evidence_text: bool = True,
+    mixture=None,
 ) -> dict:
     """Score one window of model outputs against a reference (and optionally a baseline).
 
@@ -226,7 +228,9 @@ def score(
     a single token) are ``insufficient_data``: metric values are reported, bands and
     ratios are None. Raises ProfileError for a baseline built against another reference.
     ``evidence`` (see :mod:`metrics.evidence`) is left out with ``with_evidence=False``;
-    ``evidence_text=False`` keeps it but without quoted sample text.
+    ``evidence_text=False`` keeps it but without quoted sample text. With ``mixture`` (a
+    :class:`metrics.mixture.MixtureModel` of this reference: a stream's window) the result
+    carries ``synthetic_share`` (see :func:`synthetic_share_fields`).
     """
     cfg = config or ScoreConfig()
     _check_profiles(reference, baseline)
@@ -280,7 +284,37 @@ def score(
     evidence = result.setdefault("evidence", {})
     if isinstance(evidence, dict):
         evidence["vanished_topics"] = extra["vanished_topics"]
+    if mixture is not None:
+        result.update(synthetic_share_fields(sample, reference, mixture))
     return result
+
+
+def synthetic_share_fields(sample: Sample, reference: Profile, mixture) -> dict:
+    """``synthetic_share`` of a scored window (or ``synthetic_share_unavailable``: why not).
+
+    A mixture with the semantic score reads the documents the semantic metrics embedded
+    (the window's first ``SuiteConfig.topic_sample`` non-empty documents in its scoring
+    order, which sorts them by a hash of their tokens: a sample that does not depend on
+    arrival order), so a stream's share costs no embedding of its own; its ``documents``
+    says how many it read. A lexical mixture reads every document."""
+    try:
+        if mixture.reference.sha256 != reference.sha256:
+            raise MetricsError("the mixture was built against another reference than the "
+                               "window is scored with")
+        if mixture.score_kind == "lexical+semantic":
+            sem = reference.context().semantic
+            vectors = window_vectors(sample, sem) if sem is not None else None
+            if vectors is None or len(vectors) == 0:
+                raise MetricsError("the window's documents could not be embedded")
+            rows = np.flatnonzero(sample.docs.lengths > 0)[: len(vectors)]
+            share = mixture.estimate(sample.docs.take(rows), vectors)
+        else:
+            share = mixture.estimate(sample.docs)
+    except MetricsError as exc:
+        return {"synthetic_share_unavailable": f"{exc}"}
+    fields = share.to_dict()["synthetic_share"]
+    fields["documents"] = share.documents
+    return {"synthetic_share": fields}
 
 
 def _calibration_json(human: _Comparison | None, base: Calibration | None) -> dict:

@@ -161,10 +161,11 @@ def choose_baseline(session: Session, evaluation: Evaluation) -> int | None:
 
 
 def synthetic_share(session: Session, evaluation: Evaluation) -> Any:
-    """For a stream's window: a callable giving the ``synthetic_share`` fields of its Score
-    JSON from the window's texts (None for a model). The mixture is fetched here, inside the
-    read session (built at most once per reference and sources, see
-    ``service.domain.profiles.stream_mixture``); the estimate runs outside it.
+    """For a stream's window: the mixture model its ``synthetic_share`` is estimated with
+    (``metrics.score(..., mixture=)``), or a string saying why there is none; None for a
+    model. The mixture is fetched here, inside the read session (built at most once per
+    reference and sources, see ``service.domain.profiles.stream_mixture``); the estimate
+    runs with the scoring, outside it.
 
     A share that cannot be estimated (a source deleted, or built against another reference
     than this window's) does not fail the window: its collapse scores stand, and
@@ -179,19 +180,9 @@ def synthetic_share(session: Session, evaluation: Evaluation) -> Any:
     try:
         if not sources:
             raise LookupError("the stream has no sources")
-        mixture = stream_mixture(session, evaluation.reference_id, list(sources))
+        return stream_mixture(session, evaluation.reference_id, list(sources))
     except (LookupError, metrics.MetricsError) as exc:
-        reason = f"{exc}"
-        return lambda texts: {"synthetic_share_unavailable": reason}
-
-    def estimate(texts: list[str]) -> dict[str, Any]:
-        try:
-            share = mixture.estimate(texts).to_dict()["synthetic_share"]
-        except metrics.MetricsError as exc:
-            return {"synthetic_share_unavailable": f"{exc}"}
-        return {"synthetic_share": share}
-
-    return estimate
+        return f"{exc}"
 
 
 def window_texts(session: Session, evaluation: Evaluation) -> list[str]:
@@ -420,10 +411,12 @@ def _score_claimed(evaluation_id: int, attempt: int, settings: Settings,
             # test hook (0 in production): a slow scorer for the lease and time-limit tests
             time.sleep(settings.scoring_delay_seconds)
         # EVIDENCE_TEXT=off: quoted outputs are never computed, so never stored
-        result = metrics.score(texts, reference, baseline, evidence_text=settings.evidence_text)
+        # a stream's window also gets what part of it known generators wrote
+        result = metrics.score(texts, reference, baseline, evidence_text=settings.evidence_text,
+                               mixture=None if isinstance(share, str) else share)
+        if isinstance(share, str):
+            result["synthetic_share_unavailable"] = share
         attach_probe_topics(result, reference, probes)  # rare-topic probes, per probe topic
-        if share is not None:  # a stream: what part of it known generators wrote
-            result = {**result, **share(texts)}
         duration = time.perf_counter() - started
     except (metrics.MetricsError, LookupError) as exc:
         # the same input would fail the same way again: fail for good, say why

@@ -71,6 +71,9 @@ class SyntheticShare(ShareInterval):
     scores: str | None = Field(None, description='what the documents were scored by: "lexical" '
                                '(the LM likelihood ratio) or "lexical+semantic" (plus an '
                                'embedding discriminant, MixtureConfig.semantic)')
+    documents: int | None = Field(None, description="documents the estimate read: every "
+                                  "document with the LM ratio alone; with the embedding "
+                                  "score, the ones the semantic metrics embed (up to 512)")
 
 
 class ScoreJSON(_Open):

@@ -14,7 +14,7 @@ import pytest
 
 import metrics
 from metrics.errors import MetricsError, ProfileError
-from metrics.mixture import MixtureConfig, MixtureModel, filter_by_posterior
+from metrics.mixture import MixtureConfig, MixtureModel, filter_by_posterior, stream_mixture
 from metrics.synthetic import recursive_generations
 from service.demo.sample_data import human_documents_with_source
 
@@ -268,6 +268,84 @@ def test_the_semantic_score_needs_embeddings_and_a_model(world):
                                    embedder=None)
     with pytest.raises(MetricsError, match="source 'plain' built with embeddings"):
         MixtureModel(world["reference"], [plain], MixtureConfig(semantic=True))
+
+
+class _CountingEmbedder:
+    """Passes texts to the embedder it wraps and counts them."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.identity, self.dim = inner, inner.identity, inner.dim
+        self.texts = 0
+
+    def embed(self, texts):
+        self.texts += len(texts)
+        return self.inner.embed(texts)
+
+
+def _stream_window(world, n: int, share: float, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    k = round(share * n)
+    syn, human = world["syn0"], world["human"]
+    return ([syn[i] for i in rng.choice(len(syn), k, replace=False)]
+            + [human[i] for i in rng.choice(len(human), n - k, replace=False)])
+
+
+def test_a_scored_stream_window_reads_the_documents_its_semantic_metrics_embed(world):
+    """metrics.score(..., mixture=) with the semantic score: an 800-document window's share
+    is estimated on the 512 documents the semantic metrics embed, embedding nothing more,
+    and equals the mixture's own estimate of those documents."""
+    from metrics.scoring import encode_window_texts
+    from metrics.semantic import corpus_texts
+
+    reference = world["reference"]
+    inner = reference.context().semantic.embedder
+    counter = _CountingEmbedder(inner)
+    reference.use_embedder(counter)
+    try:
+        mm = MixtureModel(reference, [world["base0"]], MixtureConfig(bootstrap=100,
+                                                                    semantic=True))
+        docs = _stream_window(world, 800, 0.3, seed=21)
+        result = metrics.score(docs, reference, mixture=mm, with_evidence=False)
+        embedded = counter.texts
+    finally:
+        reference.use_embedder(inner)
+    share = result["synthetic_share"]
+    assert share["scores"] == "lexical+semantic" and share["documents"] == 512
+    assert abs(share["estimate"] - 0.3) <= 0.1, share
+    corpus, _, texts = encode_window_texts(docs, reference)
+    read = [texts[i] for i in np.flatnonzero(corpus.lengths > 0)[:512]]
+    # what the topic metrics read (each distinct token sequence once); the share adds nothing
+    distinct = set(corpus_texts(corpus.take(np.flatnonzero(corpus.lengths > 0)[:512])))
+    assert embedded == len(distinct) > 500
+    direct = mm.estimate(read)  # embeds them itself
+    assert share["estimate"] == pytest.approx(direct.estimate, abs=2e-3)
+
+
+def test_a_scored_stream_window_with_the_lm_score_reads_every_document(world):
+    docs = _stream_window(world, 600, 0.1, seed=22)
+    result = metrics.score(docs, world["reference"], mixture=world["mm0"], with_evidence=False)
+    share = result["synthetic_share"]
+    assert share["scores"] == "lexical" and share["documents"] == 600
+    assert share["estimate"] == pytest.approx(world["mm0"].estimate(docs).estimate, abs=1e-4)
+    assert "synthetic_share_unavailable" not in result
+
+
+def test_a_stream_mixture_uses_the_semantic_score_when_every_profile_has_embeddings(world):
+    model, why = stream_mixture(world["reference"], [world["base0"]])
+    assert model.score_kind == "lexical+semantic" and why is None
+    plain = metrics.build_baseline(world["syn0"][:300], world["reference"], "plain",
+                                   embedder=None)
+    model, why = stream_mixture(world["reference"], [world["base0"], plain])
+    assert model.score_kind == "lexical" and "source 'plain' built with embeddings" in why
+    other = metrics.build_reference(world["human"][:400], "other", embedder=None,
+                                    config=metrics.ReferenceConfig(replicates=5))
+    with pytest.raises(ProfileError, match="another reference"):
+        stream_mixture(other, [world["base0"]])
+    # a window scored against another reference than the mixture's: scored, and said why
+    result = metrics.score(world["human"][:80], other, mixture=world["mm0"],
+                           with_evidence=False)
+    assert "another reference" in result["synthetic_share_unavailable"]
+    assert result["health"] and "synthetic_share" not in result
 
 
 def test_wrong_profiles_and_empty_windows_are_refused(world):

@@ -100,8 +100,11 @@ def test_a_stream_window_stores_its_synthetic_share_and_its_collapse_scores(
     assert score_now(evaluation_id).status == "done"
     result = evaluation(evaluation_id).result
     share = result["synthetic_share"]
-    assert set(share) == {"estimate", "low", "high", "by_source", "unexplained", "scores"}
-    assert share["scores"] == "lexical"  # streams keep the LM score (its 1 s budget)
+    assert set(share) == {"estimate", "low", "high", "by_source", "unexplained", "scores",
+                          "documents"}
+    # every profile has embeddings: the embedding score joins the LM ratio, over the
+    # documents the semantic metrics embedded (here all: fewer than 512)
+    assert share["scores"] == "lexical+semantic" and share["documents"] == WINDOW
     assert set(share["by_source"]) == {"trigram-v1"}
     source = share["by_source"]["trigram-v1"]
     assert set(source) == {"estimate", "low", "high"}
@@ -145,6 +148,25 @@ def test_the_mixture_is_built_once_for_the_streams_windows(stream, stream_corpus
     score_now(second)
     assert MIXTURES.builds == before + 1
     assert "synthetic_share" in evaluation(second).result
+
+
+def test_a_source_without_embeddings_leaves_the_stream_on_the_lm_score(stream, stream_corpus):
+    """A source baseline built without an embedding model: the stream's windows are
+    estimated by the LM ratio alone, over every document, and the JSON says so."""
+    import metrics
+
+    reference, _, _, _, synthetic = stream_corpus
+    # (built from the windows' own synthetic documents: the share's value is not the point)
+    plain = metrics.build_baseline(synthetic, reference, "plain", embedder=None)
+    source = _store_baseline(add_model("plain-generator", stream["reference_id"]),
+                             stream["reference_id"], plain, "plain")
+    _make_stream("feed", stream["reference_id"], [source])
+    ingest("feed", _half_synthetic(stream_corpus))
+    (evaluation_id,) = plan_now()
+    assert score_now(evaluation_id).status == "done"
+    share = evaluation(evaluation_id).result["synthetic_share"]
+    assert share["scores"] == "lexical" and share["documents"] == WINDOW
+    assert share["by_source"]["plain"]
 
 
 def test_a_deleted_source_leaves_the_window_scored_and_says_why(stream, stream_corpus):
