@@ -527,6 +527,13 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
         # band unless the window's budget is off its size's, e.g. short documents at the
         # grid's smallest size, whose budgets are stored a ladder below its own)
         src = bands[b]
+        cols = np.asarray(columns)
+        if a == b:
+            # one stored band on this axis: its target moments are its own, so the move
+            # is the identity; copied, not recomputed (mean + (x - mean)·1 can differ from x
+            # in the last bit, and the "docs" columns are the size's own)
+            out[:, cols] = src[:, cols]
+            continue
         src_mean, src_sd = (base_mean, base_sd) if src is base else _moments(src)
         moved = _moved(src, src_mean, src_sd, *_target_moments(bands, a, b, x, pool))
         # a column mostly at one value (duplicate rates: most replicates have none) has no
@@ -534,7 +541,6 @@ def interpolate(stored: dict[tuple[int, int], np.ndarray], n_docs: int, budget: 
         # if anything more spread (more documents, more chances of a duplicate), so the
         # band errs wide
         keep = lumpy(bands[a]) | lumpy(bands[b])
-        cols = np.asarray(columns)
         out[:, cols] = np.where(keep[cols], src[:, cols], moved[:, cols])
     used = sorted({*(doc_keys[n] for n in docs), *(budget_keys[b] for b in budgets)})
     return out, used
