@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     # EVIDENCE_TEXT=off: evidence never quotes sample text (duplicate groups and typical
     # examples lose their texts; n-grams and vanished terms stay), in the CLI and the API
     evidence_text: bool = True
+    # STREAM_SEMANTIC_SHARE=on: a stream's share also uses the embedding score (on the
+    # documents scoring embeds). Off by default: a 200-document window of one fortune file,
+    # fresh human text, read a lower bound above 0.1 with it (docs/synthetic-share.md)
+    stream_semantic_share: bool = False
     listen_host: str | None = None
     # the port the API listens on (set by `collapsewatch api/serve` next to LISTEN_HOST)
     listen_port: int | None = None

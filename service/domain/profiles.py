@@ -205,6 +205,7 @@ def stream_mixture(session: Session, reference_id: int, source_ids: list[int]) -
     which."""
     from dataclasses import replace
 
+    from metrics.mixture import MixtureModel
     from metrics.mixture import stream_mixture as metrics_stream_mixture
 
     ref_sha = session.scalar(select(Reference.sha256).where(Reference.id == reference_id))
@@ -223,6 +224,8 @@ def stream_mixture(session: Session, reference_id: int, source_ids: list[int]) -
         # the by_source keys are the stored baselines' names, not the names inside their
         # profile files (a shallow copy: the cached profile itself is shared)
         sources = [replace(baseline_profile(session, bid), name=names[bid]) for bid in source_ids]
+        if not get_settings().stream_semantic_share:
+            return MixtureModel(reference, sources)
         model, lexical_only = metrics_stream_mixture(reference, sources)
         if lexical_only:
             log.info("stream mixture without the semantic score",

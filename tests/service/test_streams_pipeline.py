@@ -102,9 +102,8 @@ def test_a_stream_window_stores_its_synthetic_share_and_its_collapse_scores(
     share = result["synthetic_share"]
     assert set(share) == {"estimate", "low", "high", "by_source", "unexplained", "scores",
                           "documents"}
-    # every profile has embeddings: the embedding score joins the LM ratio, over the
-    # documents the semantic metrics embedded (here all: fewer than 512)
-    assert share["scores"] == "lexical+semantic" and share["documents"] == WINDOW
+    # the default: the LM ratio alone, over every document (STREAM_SEMANTIC_SHARE is off)
+    assert share["scores"] == "lexical" and share["documents"] == WINDOW
     assert set(share["by_source"]) == {"trigram-v1"}
     source = share["by_source"]["trigram-v1"]
     assert set(source) == {"estimate", "low", "high"}
@@ -150,9 +149,33 @@ def test_the_mixture_is_built_once_for_the_streams_windows(stream, stream_corpus
     assert "synthetic_share" in evaluation(second).result
 
 
-def test_a_source_without_embeddings_leaves_the_stream_on_the_lm_score(stream, stream_corpus):
-    """A source baseline built without an embedding model: the stream's windows are
-    estimated by the LM ratio alone, over every document, and the JSON says so."""
+@pytest.fixture
+def semantic_share(pipeline_env, monkeypatch):
+    from service.settings import get_settings
+
+    monkeypatch.setenv("COLLAPSEWATCH_STREAM_SEMANTIC_SHARE", "on")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_with_the_semantic_share_on_a_stream_reads_the_embedded_documents(
+        semantic_share, stream, stream_corpus):
+    """Every profile has embeddings: the embedding score joins the LM ratio, over the
+    documents the semantic metrics embedded (here all: fewer than 512)."""
+    ingest("crawl", _half_synthetic(stream_corpus))
+    (evaluation_id,) = plan_now()
+    assert score_now(evaluation_id).status == "done"
+    share = evaluation(evaluation_id).result["synthetic_share"]
+    assert share["scores"] == "lexical+semantic" and share["documents"] == WINDOW
+    assert abs(share["estimate"] - 0.5) < 0.15, share
+
+
+def test_a_source_without_embeddings_leaves_the_stream_on_the_lm_score(
+        semantic_share, stream, stream_corpus):
+    """With the semantic share on, a source baseline built without an embedding model:
+    the stream's windows are estimated by the LM ratio alone, over every document, and the
+    JSON says so."""
     import metrics
 
     reference, _, _, _, synthetic = stream_corpus
