@@ -7,11 +7,12 @@ other fortunes, each with a baseline of its own outputs; a window of ``--window`
 half fresh human fortunes and half fresh outputs. It times, on that window:
 
 * ``metrics.score`` (what every window costs; the band is computed before timing starts);
-* ``metrics.score(..., mixture=)`` with the service's mixture (``metrics.mixture.
-  stream_mixture``: the embedding score beside the LM ratio when the profiles have
-  embeddings, as they do with the ``embeddings`` extra), with one source and with two: the
-  difference to the first line is what a stream's window costs on top;
-* building the mixture (once per reference and sources per worker process, not per window).
+* ``metrics.score(..., mixture=)`` with the service's default mixture (the LM ratio alone,
+  over every document) and with what ``COLLAPSEWATCH_STREAM_SEMANTIC_SHARE=on`` builds
+  (``metrics.mixture.stream_mixture``: the embedding score beside the LM ratio when the
+  profiles have embeddings, as they do with the ``embeddings`` extra), with one source and
+  with two: the difference to the first line is what a stream's window costs on top;
+* building each mixture (once per reference and sources per worker process, not per window).
 
 Times are CPU seconds of this process (``time.process_time``; the code measured is
 single-threaded) and wall seconds, medians of ``--repeats``. Goal: the estimate adds at most
@@ -93,30 +94,30 @@ def main(argv: list[str] | None = None) -> int:
     score_cpu = cpu
     for sources in ([base_a], [base_a, base_b]):
         label = "+".join(s.name for s in sources)
-        b_cpu, b_wall, (mixture, why) = timed(lambda s=sources: stream_mixture(reference, s), 1)
-        rows.append((f"build mixture ({label}, once per worker)", b_cpu, b_wall,
-                     f"scores: {mixture.score_kind}" + (f" ({why})" if why else "")))
-        cpu, wall, result = timed(lambda m=mixture: metrics.score(window, reference, mixture=m),
-                                  args.repeats)
-        share = result["synthetic_share"]
         written = synthetic[0] if len(sources) == 1 else synthetic[0] | synthetic[1]
-        truth = read_share(window, reference, written, share["documents"])
-        extra = cpu - score_cpu
-        note = (f"share {share['estimate']:.3f} [{share['low']:.3f}, {share['high']:.3f}] "
-                f"over {share['documents']} documents (true share there {truth:.3f}); on top "
-                f"of scoring {extra:+.3f} s, goal <= {GOAL_SECONDS:.1f} s: "
-                f"{'met' if extra <= GOAL_SECONDS else 'MISSED'}")
-        rows.append((f"metrics.score + synthetic share ({label})", cpu, wall, note))
-        if why is None:  # side by side: the LM ratio alone, over every document
-            lexical = MixtureModel(reference, sources)
-            cpu, wall, result = timed(lambda m=lexical: metrics.score(window, reference,
-                                                                     mixture=m), args.repeats)
+        # the service's default (the LM ratio alone, over every document), then what
+        # COLLAPSEWATCH_STREAM_SEMANTIC_SHARE=on builds (stream_mixture)
+        b_cpu, b_wall, lexical = timed(lambda s=sources: MixtureModel(reference, s), 1)
+        variants = [("LM ratio, the default", b_cpu, b_wall, lexical)]
+        b_cpu, b_wall, (mixture, why) = timed(lambda s=sources: stream_mixture(reference, s), 1)
+        if why is None:
+            variants.append(("STREAM_SEMANTIC_SHARE=on", b_cpu, b_wall, mixture))
+        else:
+            rows.append((f"STREAM_SEMANTIC_SHARE=on ({label})", b_cpu, b_wall,
+                         f"falls back to the LM ratio: {why}"))
+        for name, b_cpu, b_wall, model in variants:
+            rows.append((f"build mixture ({label}, {name}; once per worker)", b_cpu, b_wall,
+                         f"scores: {model.score_kind}"))
+            cpu, wall, result = timed(lambda m=model: metrics.score(window, reference, mixture=m),
+                                      args.repeats)
             share = result["synthetic_share"]
+            truth = read_share(window, reference, written, share["documents"])
+            extra = cpu - score_cpu
             note = (f"share {share['estimate']:.3f} [{share['low']:.3f}, {share['high']:.3f}] "
-                    f"over {share['documents']} documents (true share there "
-                    f"{read_share(window, reference, written, share['documents']):.3f}); "
-                    f"on top of scoring {cpu - score_cpu:+.3f} s")
-            rows.append((f"  the same, LM ratio alone ({label})", cpu, wall, note))
+                    f"over {share['documents']} documents (true share there {truth:.3f}); on "
+                    f"top of scoring {extra:+.3f} s, goal <= {GOAL_SECONDS:.1f} s: "
+                    f"{'met' if extra <= GOAL_SECONDS else 'MISSED'}")
+            rows.append((f"metrics.score + synthetic share ({label}, {name})", cpu, wall, note))
 
     width = max(len(r[0]) for r in rows)
     print(f"{'step':<{width}}  {'cpu s':>7}  {'wall s':>7}")

@@ -668,24 +668,36 @@ def _em(dens: np.ndarray, counts: np.ndarray, max_iter: int, tol: float,
     w = np.maximum(w, 1e-3)
     w /= w.sum(axis=1, keepdims=True)
 
-    def loglik(x: np.ndarray) -> np.ndarray:
-        return (counts * np.log(np.maximum(_mix(x, dens), _FLOOR))).sum(axis=1)
+    # rows are independent problems: each stops once its own step is under ``tol`` and
+    # the rest go on without it (the bootstrap's replicates converge at different speeds)
+    rows = np.arange(len(w))
+    d, c, tot = dens, counts, total
+
+    def gain(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """log-likelihood of x minus that of y, per row (one logarithm, not two)"""
+        ratio = np.maximum(_mix(x, d), _FLOOR) / np.maximum(_mix(y, d), _FLOOR)
+        return (c * np.log(ratio)).sum(axis=1)
 
     for _ in range(max(1, max_iter // 3)):
-        w1 = _em_step(w, dens, counts, total)
-        w2 = _em_step(w1, dens, counts, total)
-        r = w1 - w
+        x = w[rows]
+        w1 = _em_step(x, d, c, tot)
+        w2 = _em_step(w1, d, c, tot)
+        r = w1 - x
         v = w2 - w1 - r
         alpha = -np.sqrt((r**2).sum(axis=1, keepdims=True)) / np.maximum(
             np.sqrt((v**2).sum(axis=1, keepdims=True)), 1e-300
         )
         alpha = np.clip(alpha, -100.0, -1.0)  # bounded steps keep the extrapolation finite
-        jump = np.clip(w - 2 * alpha * r + alpha**2 * v, 0.0, None)
+        jump = np.clip(x - 2 * alpha * r + alpha**2 * v, 0.0, None)
         jump /= np.maximum(jump.sum(axis=1, keepdims=True), 1e-300)
-        jump = _em_step(np.maximum(jump, 1e-12), dens, counts, total)
-        new = np.where((loglik(jump) >= loglik(w2))[:, None], jump, w2)
-        done = np.abs(new - w).max() < tol
-        w = new
-        if done:
+        jump = _em_step(np.maximum(jump, 1e-12), d, c, tot)
+        new = np.where((gain(jump, w2) >= 0.0)[:, None], jump, w2)
+        going = np.abs(new - x).max(axis=1) >= tol
+        w[rows] = new
+        if not going.any():
             break
+        if not going.all():
+            rows, c, tot = rows[going], c[going], tot[going]
+            if d.ndim == 3:
+                d = d[going]
     return w

@@ -363,3 +363,25 @@ def test_wrong_profiles_and_empty_windows_are_refused(world):
         world["mm0"].estimate([])
     with pytest.raises(MetricsError, match="max_synthetic"):
         world["mm0"].filter(world["human"][:60], 1.5)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_em_solves_each_row_as_if_it_were_alone(per_row):
+    """The bootstrap's replicates are fitted together, each stopping at its own
+    convergence: stacked, every row reaches the weights it reaches alone (with one density
+    matrix for all rows, and with one per row), and rows that converge late still do."""
+    from metrics.mixture import _em
+
+    rng = np.random.default_rng(3)
+    n, comps = 400, 3
+    base = rng.gamma(2.0, 1.0, size=(n, comps))
+    # rows from nearly converged (counts spread as the mixture) to far (one-sided counts)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=6).astype(np.float64)
+    counts[-1] = np.where(base[:, 0] > base[:, 1], 3.0, 0.0)
+    dens = np.stack([base * rng.uniform(0.8, 1.2, size=base.shape) for _ in counts]) \
+        if per_row else base
+    together = _em(dens, counts, 300, 1e-9)
+    for b in range(len(counts)):
+        alone = _em(dens[b] if per_row else dens, counts[b:b + 1], 300, 1e-9)[0]
+        assert np.allclose(together[b], alone, atol=1e-6), (b, together[b], alone)
+    assert np.allclose(together.sum(axis=1), 1.0)
