@@ -175,7 +175,9 @@ class Bench:
         )
         log(f"split seed {setup.split_seed}: reference {len(ref_docs)} documents, generator "
             f"training {len(self.train)}, fresh human {len(self.human)} (disjoint source files)")
-        if self.cfg.semantic and self.reference.semantic is not None:
+        # remembered even when this bench's own config is lexical: a caller may estimate
+        # its windows with a semantic mixture of the same reference (tests/metrics)
+        if self.reference.semantic is not None:
             embedder = self.reference.context().semantic.embedder
             if embedder is not None:
                 self.reference.use_embedder(_MemoEmbedder(embedder))
