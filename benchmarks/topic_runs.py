@@ -12,6 +12,12 @@ with the LM ratio alone (the service's default) and with the embedding score bes
 (``COLLAPSEWATCH_STREAM_SEMANTIC_SHARE=on``); then the same documents shuffled into as many
 windows. Everything here is human, so every lower bound above ``--limit`` is a false page of
 the ``synthetic_share`` guard at that limit. Printed per window and summed up.
+
+    .venv/bin/python -m benchmarks.topic_runs --health [--reference 1500]
+
+scores the same windows for collapse instead (``metrics.score`` against the reference alone,
+no baseline): how many fresh human windows, in topic runs and shuffled, read ``healthy``,
+``early_collapse`` or ``collapse``, and how often each signal is outside its band.
 """
 
 from __future__ import annotations
@@ -27,17 +33,50 @@ from service.demo.sample_data import human_documents
 FIRST_FRESH = 5000
 
 
+def windows_of(docs: list[str], args) -> tuple[list[list[str]], list[list[str]]]:
+    """(consecutive windows after the first fresh document, the same documents shuffled)."""
+    fresh = docs[FIRST_FRESH:]
+    n_windows = len(fresh) // args.window
+    runs = [fresh[i * args.window:(i + 1) * args.window] for i in range(n_windows)]
+    shuffled = list(fresh[:n_windows * args.window])
+    random.Random(args.seed).shuffle(shuffled)
+    mixed = [shuffled[i * args.window:(i + 1) * args.window] for i in range(n_windows)]
+    return runs, mixed
+
+
+def health(docs: list[str], reference, args) -> int:
+    runs, mixed = windows_of(docs, args)
+    print(f"{len(runs)} windows of {args.window} fresh human documents against a reference of "
+          f"the first {args.reference}")
+    for label, windows in (("topic runs", runs), ("shuffled", mixed)):
+        verdicts: dict[str, int] = {}
+        outside: dict[str, int] = {}
+        for window in windows:
+            result = metrics.score(window, reference)
+            verdicts[result["health"]] = verdicts.get(result["health"], 0) + 1
+            for name, signal in result["signals"].items():
+                if signal.get("outside_band"):
+                    outside[name] = outside.get(name, 0) + 1
+        print(f"{label:<11} health {dict(sorted(verdicts.items()))}; "
+              f"outside the band (either side) {dict(sorted(outside.items()))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--window", type=int, default=200)
     parser.add_argument("--reference", type=int, default=1500)
     parser.add_argument("--limit", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0, help="the shuffle of the second pass")
+    parser.add_argument("--health", action="store_true",
+                        help="score the windows for collapse instead of their synthetic share")
     args = parser.parse_args(argv)
 
     docs = human_documents()
     reference = metrics.build_reference(docs[:args.reference], "fortunes",
                                         config=metrics.ReferenceConfig(replicates=10))
+    if args.health:
+        return health(docs, reference, args)
     generator = NGramModel.train(docs[3000:FIRST_FRESH])
     baseline = metrics.build_baseline(generator.sample(600, seed=1), reference, "trigram-v1")
     models = {"lexical": MixtureModel(reference, [baseline])}
@@ -47,12 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         models["lexical+semantic"] = semantic
 
-    fresh = docs[FIRST_FRESH:]
-    n_windows = len(fresh) // args.window
-    runs = [fresh[i * args.window:(i + 1) * args.window] for i in range(n_windows)]
-    shuffled = list(fresh[:n_windows * args.window])
-    random.Random(args.seed).shuffle(shuffled)
-    mixed = [shuffled[i * args.window:(i + 1) * args.window] for i in range(n_windows)]
+    runs, mixed = windows_of(docs, args)
+    n_windows = len(runs)
 
     summary = []
     for label, windows in (("topic runs", runs), ("shuffled", mixed)):
