@@ -17,7 +17,8 @@ Rotating a key:
   2. give every api and worker process COLLAPSEWATCH_SECRET_KEY=<new> and
      COLLAPSEWATCH_SECRET_KEY_OLD=<old> (both keys read; the new one writes) and restart them
   3. run, with both variables set: collapsewatch secrets rotate
-     (--old-key=<old> works too, but leaves the key in the shell history)
+     (--old-key=<old> works too, but leaves the key in the shell history; write it with
+     "=": a Fernet key may begin with "-", which "--old-key <old>" reads as an option)
   4. drop COLLAPSEWATCH_SECRET_KEY_OLD from the processes
 """
 
@@ -44,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              description=ROTATE_HELP,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     rotate.add_argument("--old-key", metavar="KEY", default=None,
-                        help="the previous Fernet key(s), comma-separated (default: "
+                        help="the previous Fernet key(s), comma-separated, written "
+                             "--old-key=KEY (a key may begin with '-'; default: "
                              "COLLAPSEWATCH_SECRET_KEY_OLD)")
     rotate.set_defaults(func=cmd_secrets_rotate)
