@@ -24,6 +24,11 @@ os.environ.setdefault("COLLAPSEWATCH_EMBEDDING_CACHE_DIR", "off")  # and window 
 REQUIRE_SERVERS = bool(os.environ.get("COLLAPSEWATCH_TEST_REQUIRE_SERVERS") or os.environ.get("CI"))
 POSTGRES_URL = os.environ.get("COLLAPSEWATCH_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("COLLAPSEWATCH_TEST_REDIS_URL")
+# under pytest-xdist (scripts/test.sh runs two workers) each worker flushes and uses its own
+# logical database: gw0 -> /1, gw1 -> /2, ... (a run without xdist keeps the URL's own)
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if REDIS_URL and _XDIST_WORKER.startswith("gw"):
+    REDIS_URL = f"{REDIS_URL.rsplit('/', 1)[0]}/{1 + int(_XDIST_WORKER[2:]) % 15}"
 ARTIFACTS = REPO / "test-artifacts"
 
 # fixtures of the REST API tests (stored references, a model, keys), usable by any test
@@ -116,7 +121,7 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture
 def redis_url():
-    """The test Redis, flushed (one logical database per test run)."""
+    """The test Redis, flushed (one logical database per test process)."""
     import redis
 
     url = need("Redis", REDIS_URL)
@@ -180,3 +185,16 @@ def make_key(service_env):
 @pytest.fixture
 def admin_headers(make_key) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_key('admin')}"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist (``make test``), files with a test marked ``slow`` go first.
+
+    Workers take files in collection order; a long file taken last leaves the other workers
+    idle while it runs, so the long ones are started early and the short ones fill in. The
+    order within a file is kept (a stable sort), and every worker sorts alike, as xdist
+    requires."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)

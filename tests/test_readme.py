@@ -8,6 +8,7 @@ import re
 import subprocess
 
 import httpx
+import pytest
 
 from tests.support import REPO, VENV_BIN, free_port, process, wait_http
 
@@ -83,6 +84,7 @@ def test_readme_rest_examples_work_against_serve(tmp_path, human_documents):
     assert evaluations["evaluations"] == []
 
 
+@pytest.mark.slow
 def test_readme_release_gate_passes_human_text_and_fails_degenerate_text(tmp_path,
                                                                          human_documents):
     docs = shuffled_human(human_documents, 11)

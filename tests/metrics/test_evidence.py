@@ -23,6 +23,9 @@ from metrics.scoring import encode_window_texts
 from metrics.synthetic import recursive_generations
 from tests.support.planting import remove_tail_words
 
+# its module fixtures embed and score thousands of documents
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def split(human_documents) -> tuple[list[str], list[str]]:

@@ -18,6 +18,9 @@ from metrics.mixture import MixtureConfig, MixtureModel, filter_by_posterior, st
 from metrics.synthetic import recursive_generations
 from service.demo.sample_data import human_documents_with_source
 
+# its module fixtures embed and score thousands of documents
+pytestmark = pytest.mark.slow
+
 WINDOW = 500
 
 

@@ -121,6 +121,7 @@ def test_a_file_that_is_not_a_profile_is_refused(tmp_path):
         metrics.load_profile(path)
 
 
+@pytest.mark.slow
 def test_profile_file_stays_bounded_per_word(human_documents):
     # ~440k words -> the file must stay far below the 50 MB allowed for 1M words
     ref = metrics.build_reference(human_documents, "all", config=metrics.ReferenceConfig(replicates=2))

@@ -194,6 +194,7 @@ def test_a_baseline_carries_its_topic_shares(small_reference, fortune_split):
 # ------------------------------------------------------------------ the planted test
 
 
+@pytest.mark.slow
 def test_removing_two_rare_topics_is_named_and_drops_topic_coverage_out_of_band(
         small_reference, fortune_split):
     """Every document of two rare reference topics is removed from fresh human windows:

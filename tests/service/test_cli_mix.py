@@ -12,6 +12,9 @@ import metrics
 from metrics.synthetic import NGramModel
 from service.cli import main
 
+# its module fixtures embed and score thousands of documents
+pytestmark = pytest.mark.slow
+
 
 def _jsonl(path: Path, docs: list[str]) -> Path:
     path.write_text("".join(json.dumps({"id": i, "text": d}) + "\n" for i, d in enumerate(docs)))

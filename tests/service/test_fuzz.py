@@ -101,6 +101,7 @@ def seed(reference_profile, reference_documents) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("who", ["admin", "anonymous"])
+@pytest.mark.slow
 def test_fuzzed_requests_get_no_5xx_problem_4xx_and_change_nothing_when_rejected(
         service_env, reference_profile, reference_documents, who, monkeypatch):
     from service.api.app import create_app

@@ -19,6 +19,9 @@ from tests.service.api_fixtures import store_reference
 from tests.service.pipeline_fixtures import add_model, evaluation, ingest, plan_now, score_now
 from tests.support.planting import plant_duplicates, plant_phrase, remove_tail_words
 
+# its module fixtures embed and score thousands of documents
+pytestmark = pytest.mark.slow
+
 PHRASE = "i hope this helps"
 GROUPS = (5, 4, 3, 3, 2)
 

@@ -21,9 +21,13 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """One headless Chromium for the session (never downloaded: the system one)."""
+    """One headless Chromium per test module (never downloaded: the system one).
+
+    Not per session: Playwright's sync API keeps an event loop running in the main thread
+    while it is started, and a test of another package run after it by the same pytest-xdist
+    worker (``asyncio.run``) would find that loop."""
     need_program("chromium")
     from playwright.sync_api import sync_playwright
 
