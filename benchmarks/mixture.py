@@ -4,6 +4,7 @@
     .venv/bin/python -m benchmarks.mixture --separation [--split-seed 2]
     .venv/bin/python -m benchmarks.mixture --semantic [--split-seed 2]   # with the embedding score
     .venv/bin/python -m benchmarks.mixture --service [--semantic] --window 2000  # as streams get it
+    .venv/bin/python -m benchmarks.mixture --service --union --window 2000  # both, intervals joined
 
 The shipped fortunes are split by *source file* (seeded) into three disjoint groups: the
 reference (about half of the documents), the generator's training data (a quarter) and the
@@ -25,6 +26,14 @@ reference or generator-training document (more than half of their word 5-grams) 
 dropped, so "fresh" means fresh (``--keep-copies`` keeps them, to measure what copies do).
 
 ``--fixed-human`` turns off the human location/scale fit, to show the bias it removes.
+
+``--union`` estimates every window twice, with the LM ratio alone and with the embedding score
+beside it, and reports the midpoint of the two estimates with the union of the two 95%
+intervals. Each score misreads a different kind of human text (the LM ratio human text
+unlike the reference's mix, the embedding score human text on one narrow subject); an
+interval that holds the truth with 95% probability under either model's assumptions is
+their union, which covers whenever either one does, and a lower bound above a limit then
+needs both scores to agree. The midpoint's error is at most the mean of the two errors.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -157,11 +166,33 @@ class _MemoEmbedder:
         return out
 
 
+@dataclass(frozen=True)
+class Union:
+    """Both estimators of a window (``--union``): the LM ratio alone and with the embedding
+    score, on the same reference and sources."""
+
+    lexical: MixtureModel
+    semantic: MixtureModel
+
+
+def _joined(a, b) -> SimpleNamespace:
+    """Midpoint of two estimates, union of their intervals (per source too)."""
+    by_source = {
+        name: {"estimate": (a.by_source[name]["estimate"] + b.by_source[name]["estimate"]) / 2,
+               "low": min(a.by_source[name]["low"], b.by_source[name]["low"]),
+               "high": max(a.by_source[name]["high"], b.by_source[name]["high"])}
+        for name in a.by_source}
+    return SimpleNamespace(estimate=(a.estimate + b.estimate) / 2, low=min(a.low, b.low),
+                           high=max(a.high, b.high), by_source=by_source)
+
+
 class Bench:
     def __init__(self, setup: Setup, fixed_human: bool, log=print, keep_copies: bool = False,
-                 config: MixtureConfig | None = None, service: bool = False) -> None:
+                 config: MixtureConfig | None = None, service: bool = False,
+                 union: bool = False) -> None:
         self.setup = setup
         self.service = service
+        self.union = union
         self.read: list[int] = []  # documents each service-path estimate read
         self.log = log
         self.cfg = config or MixtureConfig(adapt_human=not fixed_human, seed=setup.seed)
@@ -211,11 +242,21 @@ class Bench:
         docs += [self.human[i] for i in self.rng.choice(len(self.human), human, replace=False)]
         return docs
 
-    def estimate(self, mm: MixtureModel, docs: list[str]):
+    def mixture(self, sources: list) -> MixtureModel | Union:
+        """The estimator of ``sources``: this bench's config, or with ``union`` both."""
+        if not self.union:
+            return MixtureModel(self.reference, sources, self.cfg)
+        return Union(MixtureModel(self.reference, sources, replace(self.cfg, semantic=False)),
+                     MixtureModel(self.reference, sources, replace(self.cfg, semantic=True)))
+
+    def estimate(self, mm: MixtureModel | Union, docs: list[str]):
         """The window's estimate: ``MixtureModel.estimate`` over every document, or with
         ``service`` the way a stream's scored window gets it (``metrics.scoring.
         synthetic_share_fields`` on the window as scoring encodes it: with the semantic
-        score, over the documents the semantic metrics embed)."""
+        score, over the documents the semantic metrics embed). A :class:`Union` gives the
+        midpoint of both estimates and the union of their intervals."""
+        if isinstance(mm, Union):
+            return _joined(self.estimate(mm.lexical, docs), self.estimate(mm.semantic, docs))
         if not self.service:
             return mm.estimate(docs)
         corpus, keys, _ = encode_window_texts(docs, self.reference)
@@ -345,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--service", action="store_true",
                     help="estimate each window as a stream's scored window gets it (with "
                          "--semantic: over the documents the semantic metrics embed)")
+    ap.add_argument("--union", action="store_true",
+                    help="the LM ratio alone and with the embedding score on every window: "
+                         "midpoint estimate, union of the two intervals")
     ap.add_argument("--window", type=int, default=500, help="documents per window")
     ap.add_argument("--window-only-interval", action="store_true",
                     help="intervals from the window's bootstrap alone (no calibration resamples)")
@@ -355,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                            calibration_resamples=0 if args.window_only_interval else 20,
                            semantic=args.semantic)
     bench = Bench(setup, args.fixed_human, keep_copies=args.keep_copies, config=config,
-                  service=args.service)
+                  service=args.service, union=args.union)
     log = bench.log
     if args.cost:
         cost(bench)
@@ -365,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mode = "fixed human component" if args.fixed_human else "human location/scale fitted"
     scores = "LM and embedding scores" if args.semantic else "LM scores"
+    if args.union:
+        scores = "LM scores alone and with embedding scores (midpoint, union of intervals)"
     path = ", the service's path (scored windows)" if args.service else ""
     log(f"windows of {setup.window}, {setup.windows} per share, {mode}, {scores}{path}\n")
 
@@ -378,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         model = bench.generation(g)
         base = bench.baseline(model, f"g{g}t{temp}", temperature=temp)
         t0 = time.perf_counter()
-        mm = MixtureModel(bench.reference, [base], bench.cfg)
+        mm = bench.mixture([base])
         built = time.perf_counter() - t0
         rows.append(bench.run(label, mm, bench.stream(model, temperature=temp)))
         log(f"  {label}: done (components built in {built:.2f} s)")
@@ -397,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     g0, g4 = bench.generation(0), bench.generation(4)
     b0 = bench.baseline(g0, "gen0")
     b4 = bench.baseline(g4, "gen4")
-    mm2 = MixtureModel(bench.reference, [b0, b4], bench.cfg)
+    mm2 = bench.mixture([b0, b4])
     s0, s4 = bench.stream(g0), bench.stream(g4)
     log("\n## Two sources (gen 0 and gen 4 of the same generator)\n")
     log("truth (gen0, gen4)   estimate gen0       estimate gen4       total       "
@@ -420,8 +466,8 @@ def main(argv: list[str] | None = None) -> int:
               worst <= TARGETS["split"]))
 
     # -- filtering
-    mm1 = MixtureModel(bench.reference, [b0], bench.cfg)
-    if not bench.service:
+    mm1 = bench.mixture([b0])
+    if not bench.service and not bench.union:
         filtering(bench, mm1, s0)
 
     # -- decoding sweep: baseline at T=1.0, stream decoded otherwise
@@ -441,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         other = NGramModel.train(bench.train, order=2)
         rows.append(bench.run("bigram on other text", mm1, other.sample(4000, seed=5)))
     log(table(rows))
+    if bench.union:
+        return 0
     if bench.service:
         log(f"\nthe service path read {min(bench.read)}-{max(bench.read)} documents per "
             f"window (median {int(np.median(bench.read))})")
