@@ -175,15 +175,17 @@ class Union:
     semantic: MixtureModel
 
 
+def _join(a: dict, b: dict) -> dict:
+    """Midpoint of two estimates, union of their intervals."""
+    return {"estimate": (a["estimate"] + b["estimate"]) / 2, "low": min(a["low"], b["low"]),
+            "high": max(a["high"], b["high"])}
+
+
 def _joined(a, b) -> SimpleNamespace:
-    """Midpoint of two estimates, union of their intervals (per source too)."""
-    by_source = {
-        name: {"estimate": (a.by_source[name]["estimate"] + b.by_source[name]["estimate"]) / 2,
-               "low": min(a.by_source[name]["low"], b.by_source[name]["low"]),
-               "high": max(a.by_source[name]["high"], b.by_source[name]["high"])}
-        for name in a.by_source}
-    return SimpleNamespace(estimate=(a.estimate + b.estimate) / 2, low=min(a.low, b.low),
-                           high=max(a.high, b.high), by_source=by_source)
+    """:func:`_join` of two window estimates, for the total and per source."""
+    total = _join(*({k: getattr(r, k) for k in ("estimate", "low", "high")} for r in (a, b)))
+    by_source = {name: _join(a.by_source[name], b.by_source[name]) for name in a.by_source}
+    return SimpleNamespace(**total, by_source=by_source)
 
 
 class Bench:

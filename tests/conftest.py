@@ -24,7 +24,7 @@ os.environ.setdefault("COLLAPSEWATCH_EMBEDDING_CACHE_DIR", "off")  # and window 
 REQUIRE_SERVERS = bool(os.environ.get("COLLAPSEWATCH_TEST_REQUIRE_SERVERS") or os.environ.get("CI"))
 POSTGRES_URL = os.environ.get("COLLAPSEWATCH_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("COLLAPSEWATCH_TEST_REDIS_URL")
-# under pytest-xdist (scripts/test.sh runs two workers) each worker flushes and uses its own
+# under pytest-xdist (scripts/test.sh: a worker per core, at most 4) each worker flushes its own
 # logical database: gw0 -> /1, gw1 -> /2, ... (a run without xdist keeps the URL's own)
 _XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if REDIS_URL and _XDIST_WORKER.startswith("gw"):

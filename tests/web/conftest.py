@@ -26,8 +26,8 @@ def chromium():
     """One headless Chromium per test module (never downloaded: the system one).
 
     Not per session: Playwright's sync API keeps an event loop running in the main thread
-    while it is started, and a test of another package run after it by the same pytest-xdist
-    worker (``asyncio.run``) would find that loop."""
+    while it is started, and any later test file on the same pytest-xdist worker that calls
+    ``asyncio.run`` would find that loop."""
     need_program("chromium")
     from playwright.sync_api import sync_playwright
 
