@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.mixture --separation [--split-seed 2]
     .venv/bin/python -m benchmarks.mixture --semantic [--split-seed 2]   # with the embedding score
     .venv/bin/python -m benchmarks.mixture --service [--semantic] --window 2000  # as streams get it
-    .venv/bin/python -m benchmarks.mixture --service --union --window 2000  # both, intervals joined
+    .venv/bin/python -m benchmarks.mixture --service --union --window 2000  # both joined, as streams
 
 The shipped fortunes are split by *source file* (seeded) into three disjoint groups: the
 reference (about half of the documents), the generator's training data (a quarter) and the
@@ -27,13 +27,13 @@ dropped, so "fresh" means fresh (``--keep-copies`` keeps them, to measure what c
 
 ``--fixed-human`` turns off the human location/scale fit, to show the bias it removes.
 
-``--union`` estimates every window twice, with the LM ratio alone and with the embedding score
-beside it, and reports the midpoint of the two estimates with the union of the two 95%
-intervals. Each score misreads a different kind of human text (the LM ratio human text
-unlike the reference's mix, the embedding score human text on one narrow subject); an
-interval that holds the truth with 95% probability under either model's assumptions is
-their union, which covers whenever either one does, and a lower bound above a limit then
-needs both scores to agree. The midpoint's error is at most the mean of the two errors.
+``--union`` estimates every window the way streams do by default
+(``metrics.mixture.JoinedMixture``): with the LM ratio alone and with the embedding score
+beside it, the midpoint of the two estimates with the span of the two 95% intervals. Each
+score misreads a different kind of human text (the LM ratio human text unlike the
+reference's mix, the embedding score human text on one narrow subject); the span covers the
+truth whenever either interval does, and a lower bound above a limit then needs both scores
+to agree. The midpoint's error is at most the mean of the two errors.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from types import SimpleNamespace
 import numpy as np
 
 import metrics
-from metrics.mixture import MixtureConfig, MixtureModel
+from metrics.mixture import JoinedMixture, MixtureConfig, MixtureModel, join_shares, stream_mixture
 from metrics.sample import Sample
 from metrics.scoring import encode_window_texts, synthetic_share_fields
 from metrics.synthetic import NGramModel, recursive_generations
@@ -166,28 +166,6 @@ class _MemoEmbedder:
         return out
 
 
-@dataclass(frozen=True)
-class Union:
-    """Both estimators of a window (``--union``): the LM ratio alone and with the embedding
-    score, on the same reference and sources."""
-
-    lexical: MixtureModel
-    semantic: MixtureModel
-
-
-def _join(a: dict, b: dict) -> dict:
-    """Midpoint of two estimates, union of their intervals."""
-    return {"estimate": (a["estimate"] + b["estimate"]) / 2, "low": min(a["low"], b["low"]),
-            "high": max(a["high"], b["high"])}
-
-
-def _joined(a, b) -> SimpleNamespace:
-    """:func:`_join` of two window estimates, for the total and per source."""
-    total = _join(*({k: getattr(r, k) for k in ("estimate", "low", "high")} for r in (a, b)))
-    by_source = {name: _join(a.by_source[name], b.by_source[name]) for name in a.by_source}
-    return SimpleNamespace(**total, by_source=by_source)
-
-
 class Bench:
     def __init__(self, setup: Setup, fixed_human: bool, log=print, keep_copies: bool = False,
                  config: MixtureConfig | None = None, service: bool = False,
@@ -244,22 +222,29 @@ class Bench:
         docs += [self.human[i] for i in self.rng.choice(len(self.human), human, replace=False)]
         return docs
 
-    def mixture(self, sources: list) -> MixtureModel | Union:
-        """The estimator of ``sources``: this bench's config, or with ``union`` both."""
+    def mixture(self, sources: list) -> MixtureModel | JoinedMixture:
+        """The estimator of ``sources``: this bench's config, or with ``union`` both joined
+        (what streams use by default, ``metrics.mixture.stream_mixture``)."""
         if not self.union:
             return MixtureModel(self.reference, sources, self.cfg)
-        return Union(MixtureModel(self.reference, sources, replace(self.cfg, semantic=False)),
-                     MixtureModel(self.reference, sources, replace(self.cfg, semantic=True)))
+        mm, why = stream_mixture(self.reference, sources, self.cfg, scores="joined")
+        if why is not None:
+            raise SystemExit(f"--union needs the embedding score: {why}")
+        return mm
 
-    def estimate(self, mm: MixtureModel | Union, docs: list[str]):
+    def estimate(self, mm: MixtureModel | JoinedMixture, docs: list[str]):
         """The window's estimate: ``MixtureModel.estimate`` over every document, or with
         ``service`` the way a stream's scored window gets it (``metrics.scoring.
         synthetic_share_fields`` on the window as scoring encodes it: with the semantic
-        score, over the documents the semantic metrics embed). A :class:`Union` gives the
-        midpoint of both estimates and the union of their intervals."""
-        if isinstance(mm, Union):
-            return _joined(self.estimate(mm.lexical, docs), self.estimate(mm.semantic, docs))
+        score, over the documents the semantic metrics embed). A :class:`JoinedMixture`
+        gives the midpoint of both estimates and the span of their intervals
+        (``metrics.mixture.join_shares``)."""
         if not self.service:
+            if isinstance(mm, JoinedMixture):
+                parts = [mm.lexical.estimate(docs), mm.semantic.estimate(docs)]
+                fields = join_shares(*({**p.to_dict()["synthetic_share"],
+                                        "documents": p.documents} for p in parts))
+                return SimpleNamespace(**fields)
             return mm.estimate(docs)
         corpus, keys, _ = encode_window_texts(docs, self.reference)
         fields = synthetic_share_fields(Sample(corpus, int(corpus.offsets[-1]), keys),
@@ -334,7 +319,6 @@ def separation(bench: Bench, documents: int = 2000) -> None:
     outputs: the likelihood-ratio score of ``metrics.mixture``, the embedding discriminant
     of its semantic score, and the two combined, for three shrinkages. Nothing is fitted
     on the evaluated documents (see ``MixtureModel``'s semantic score)."""
-    from dataclasses import replace
 
     from metrics.semantic import embed_corpus
 
@@ -390,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                          "--semantic: over the documents the semantic metrics embed)")
     ap.add_argument("--union", action="store_true",
                     help="the LM ratio alone and with the embedding score on every window: "
-                         "midpoint estimate, union of the two intervals")
+                         "midpoint estimate, span of the two intervals (streams' default)")
     ap.add_argument("--window", type=int, default=500, help="documents per window")
     ap.add_argument("--window-only-interval", action="store_true",
                     help="intervals from the window's bootstrap alone (no calibration resamples)")
@@ -412,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "fixed human component" if args.fixed_human else "human location/scale fitted"
     scores = "LM and embedding scores" if args.semantic else "LM scores"
     if args.union:
-        scores = "LM scores alone and with embedding scores (midpoint, union of intervals)"
+        scores = "LM scores alone and with embedding scores (midpoint, span of intervals)"
     path = ", the service's path (scored windows)" if args.service else ""
     log(f"windows of {setup.window}, {setup.windows} per share, {mode}, {scores}{path}\n")
 

@@ -7,11 +7,12 @@ other fortunes, each with a baseline of its own outputs; a window of ``--window`
 half fresh human fortunes and half fresh outputs. It times, on that window:
 
 * ``metrics.score`` (what every window costs; the band is computed before timing starts);
-* ``metrics.score(..., mixture=)`` with the service's default mixture (the LM ratio alone,
-  over every document) and with what ``COLLAPSEWATCH_STREAM_SEMANTIC_SHARE=on`` builds
-  (``metrics.mixture.stream_mixture``: the embedding score beside the LM ratio when the
-  profiles have embeddings, as they do with the ``embeddings`` extra), with one source and
-  with two: the difference to the first line is what a stream's window costs on top;
+* ``metrics.score(..., mixture=)`` with what each ``COLLAPSEWATCH_STREAM_SHARE_SCORES``
+  builds (``metrics.mixture.stream_mixture``): ``joined``, the default (the LM ratio over
+  every document and, when the profiles have embeddings as they do with the ``embeddings``
+  extra, the LM ratio with the embedding score over the documents the semantic metrics
+  embed, joined), ``lexical`` and ``semantic``, with one source and with two: the
+  difference to the first line is what a stream's window costs on top;
 * building each mixture (once per reference and sources per worker process, not per window).
 
 Times are CPU seconds of this process (``time.process_time``; the code measured is
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable
 
 import metrics
-from metrics.mixture import MixtureModel, stream_mixture
+from metrics.mixture import STREAM_SCORES, stream_mixture
 from metrics.scoring import encode_window_texts
 from metrics.synthetic import NGramModel
 from metrics.text import normalize_documents
@@ -95,16 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     for sources in ([base_a], [base_a, base_b]):
         label = "+".join(s.name for s in sources)
         written = synthetic[0] if len(sources) == 1 else synthetic[0] | synthetic[1]
-        # the service's default (the LM ratio alone, over every document), then what
-        # COLLAPSEWATCH_STREAM_SEMANTIC_SHARE=on builds (stream_mixture)
-        b_cpu, b_wall, lexical = timed(lambda s=sources: MixtureModel(reference, s), 1)
-        variants = [("LM ratio, the default", b_cpu, b_wall, lexical)]
-        b_cpu, b_wall, (mixture, why) = timed(lambda s=sources: stream_mixture(reference, s), 1)
-        if why is None:
-            variants.append(("STREAM_SEMANTIC_SHARE=on", b_cpu, b_wall, mixture))
-        else:
-            rows.append((f"STREAM_SEMANTIC_SHARE=on ({label})", b_cpu, b_wall,
-                         f"falls back to the LM ratio: {why}"))
+        # what each COLLAPSEWATCH_STREAM_SHARE_SCORES builds (stream_mixture): the default
+        # first (both estimators, joined), then each alone
+        variants = []
+        for scores in STREAM_SCORES:
+            b_cpu, b_wall, (mixture, why) = timed(
+                lambda s=sources, k=scores: stream_mixture(reference, s, scores=k), 1)
+            name = f"STREAM_SHARE_SCORES={scores}" + (", the default" if scores == "joined"
+                                                      else "")
+            if why is not None:
+                rows.append((f"{name} ({label})", b_cpu, b_wall,
+                             f"falls back to the LM ratio: {why}"))
+            variants.append((name, b_cpu, b_wall, mixture))
         for name, b_cpu, b_wall, model in variants:
             rows.append((f"build mixture ({label}, {name}; once per worker)", b_cpu, b_wall,
                          f"scores: {model.score_kind}"))

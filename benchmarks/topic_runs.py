@@ -8,9 +8,9 @@ consecutive documents are mostly one fortune file. The setting is the service te
 a reference of the first ``--reference`` fortunes (10 replicates), one trigram generator
 (``metrics.synthetic``) trained on fortunes 3,000–5,000 with a baseline of 600 of its
 outputs. Every window of ``--window`` consecutive fortunes after the 5,000th is estimated
-with the LM ratio alone (the service's default) and with the embedding score beside it
-(``COLLAPSEWATCH_STREAM_SEMANTIC_SHARE=on``); then the same documents shuffled into as many
-windows. Everything here is human, so every lower bound above ``--limit`` is a false page of
+with the LM ratio alone (``COLLAPSEWATCH_STREAM_SHARE_SCORES=lexical``), with the embedding
+score beside it (``=semantic``) and the two joined (the default, ``metrics.mixture.
+JoinedMixture``); then the same documents shuffled into as many windows. Everything here is human, so every lower bound above ``--limit`` is a false page of
 the ``synthetic_share`` guard at that limit. Printed per window and summed up.
 
     .venv/bin/python -m benchmarks.topic_runs --health [--reference 1500]
@@ -26,7 +26,7 @@ import argparse
 import random
 
 import metrics
-from metrics.mixture import MixtureModel, stream_mixture
+from metrics.mixture import MixtureModel, join_shares, stream_mixture
 from metrics.synthetic import NGramModel
 from service.demo.sample_data import human_documents
 
@@ -80,11 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     generator = NGramModel.train(docs[3000:FIRST_FRESH])
     baseline = metrics.build_baseline(generator.sample(600, seed=1), reference, "trigram-v1")
     models = {"lexical": MixtureModel(reference, [baseline])}
-    semantic, why = stream_mixture(reference, [baseline])
+    joined, why = stream_mixture(reference, [baseline])
     if why:
         print(f"no embedding score ({why}): the LM ratio only")
     else:
-        models["lexical+semantic"] = semantic
+        models["lexical+semantic"] = joined.semantic
+    names = [*models, "joined"] if len(models) == 2 else list(models)
 
     runs, mixed = windows_of(docs, args)
     n_windows = len(runs)
@@ -92,19 +93,25 @@ def main(argv: list[str] | None = None) -> int:
     summary = []
     for label, windows in (("topic runs", runs), ("shuffled", mixed)):
         print(f"\n{label}: {n_windows} windows of {args.window} human documents")
-        print(f"{'first doc':>9}  " + "  ".join(f"{k:>24}" for k in models))
-        lows = {k: [] for k in models}
-        estimates = {k: [] for k in models}
+        print(f"{'first doc':>9}  " + "  ".join(f"{k:>24}" for k in names))
+        lows = {k: [] for k in names}
+        estimates = {k: [] for k in names}
         for i, window in enumerate(windows):
             cells = []
+            shares = {}
             for name, model in models.items():
                 r = model.estimate(window)
-                lows[name].append(r.low)
-                estimates[name].append(r.estimate)
-                cells.append(f"{r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}]")
+                shares[name] = r.to_dict()["synthetic_share"] | {"documents": r.documents}
+            if "joined" in names:
+                shares["joined"] = join_shares(shares["lexical"], shares["lexical+semantic"])
+            for name in names:
+                r = shares[name]
+                lows[name].append(r["low"])
+                estimates[name].append(r["estimate"])
+                cells.append(f"{r['estimate']:.3f} [{r['low']:.3f}, {r['high']:.3f}]")
             first = FIRST_FRESH + i * args.window if label == "topic runs" else i * args.window
             print(f"{first:>9}  " + "  ".join(f"{c:>24}" for c in cells))
-        for name in models:
+        for name in names:
             summary.append((label, name, sum(estimates[name]) / n_windows,
                             sum(x > args.limit for x in lows[name]),
                             sum(x > 0.02 for x in lows[name]), n_windows))

@@ -531,9 +531,11 @@ class MixtureModel:
         best_ll = np.full(cfg.bootstrap, -np.inf)
         best_w = np.zeros((cfg.bootstrap, weights.size))
         if cfg.adapt_human:
-            # replicates may move the human density up to one grid step either way
-            steps = self._steps()
-            candidates = self._around((shift, scale), (steps[0] / 2.0, steps[1] ** 0.5), 2)
+            # replicates may move the human density one grid step either way: 3 x 3
+            # candidates. A 5 x 5 lattice over the same range (half steps) cost 2.3-4.3 times
+            # as much and moved the interval ends by at most 0.006 (one and two sources,
+            # 2,000-document windows, benchmarks/stream.py's); the range is what widens them
+            candidates = self._around((shift, scale), self._steps(), 1)
         else:
             candidates = [(0.0, 1.0)]
         for cand in candidates:
@@ -605,24 +607,100 @@ class MixtureModel:
         return keep, expected, result
 
 
+class JoinedMixture:
+    """Both estimators of one reference and its sources: the LM ratio alone (over every
+    document of a window) and with the embedding score beside it (over the documents the
+    window's semantic metrics embed). A window's share is the midpoint of the two estimates
+    and its interval spans both intervals (:func:`join_shares`).
+
+    Why: each estimator is wrong on one kind of human text unlike the reference. The LM
+    ratio alone is biased when the human part of a stream differs from the reference's mix
+    (its interval shrinks with the window, its bias does not); with the embedding score it
+    reads human text on one narrow subject as synthetic. A 95% interval covers the truth
+    whenever either estimator's model holds for the window, so the joined interval keeps
+    its coverage if one of them does, and its lower bound passes a guard only when both
+    intervals do (docs/synthetic-share.md, "Both scores joined")."""
+
+    score_kind = "joined"
+
+    def __init__(self, lexical: MixtureModel, semantic: MixtureModel) -> None:
+        if lexical.score_kind != "lexical" or semantic.score_kind != "lexical+semantic":
+            raise ValueError("JoinedMixture takes a lexical and a lexical+semantic model")
+        if lexical.source_names != semantic.source_names:
+            raise ValueError("both models must have the same sources")
+        self.lexical, self.semantic = lexical, semantic
+
+    @property
+    def reference(self) -> Profile:
+        return self.lexical.reference
+
+    @property
+    def source_names(self) -> list[str]:
+        return self.lexical.source_names
+
+
+def join_shares(lexical: dict, semantic: dict) -> dict:
+    """One ``synthetic_share`` from the two estimators' (``ShareResult.to_dict()`` forms,
+    each with its ``documents``): the midpoint of the estimates and the span of the two 95%
+    intervals (from the lower of the lows to the higher of the highs), in total and per
+    source; ``parts`` keeps each estimator's own numbers.
+
+    The midpoint's error is at most the mean of the two errors; the midpoint always lies in
+    the span, since each estimate lies in its own interval."""
+    parts = (lexical, semantic)
+
+    def join(entries: Sequence[dict]) -> dict:
+        return {"estimate": round(sum(e["estimate"] for e in entries) / len(entries), 4),
+                "low": min(e["low"] for e in entries),
+                "high": max(e["high"] for e in entries)}
+
+    out = join(parts)
+    out["by_source"] = {name: join([p["by_source"][name] for p in parts])
+                        for name in lexical["by_source"]}
+    out["unexplained"] = round(sum(p["unexplained"] for p in parts) / len(parts), 4)
+    out["scores"] = JoinedMixture.score_kind
+    out["documents"] = max(p["documents"] for p in parts)
+    out["parts"] = {p["scores"]: {k: p[k] for k in ("estimate", "low", "high", "unexplained",
+                                                    "documents")}
+                    for p in parts}
+    return out
+
+
+STREAM_SCORES = ("joined", "lexical", "semantic")
+
+
 def stream_mixture(reference: Profile, sources: Sequence[Profile],
-                   config: MixtureConfig | None = None) -> tuple[MixtureModel, str | None]:
-    """The mixture a monitored stream is estimated with: with the semantic score when the
-    reference and every source carry embeddings of the model windows are embedded with
-    (a stream's window reads the documents its semantic metrics embed, see
-    ``metrics.scoring.synthetic_share_fields``: no embedding of its own), else the LM
-    ratio alone. Returns (model, why the semantic score is off, or None).
+                   config: MixtureConfig | None = None,
+                   scores: str = "joined") -> tuple[MixtureModel | JoinedMixture, str | None]:
+    """The mixture a monitored stream is estimated with. ``scores``:
+
+    * ``joined`` (the default): :class:`JoinedMixture`, the LM ratio alone and with the
+      embedding score, when the reference and every source carry embeddings of the model
+      windows are embedded with; else the LM ratio alone;
+    * ``semantic``: the LM ratio with the embedding score only (same condition, same
+      fallback);
+    * ``lexical``: the LM ratio alone.
+
+    The embedding score costs no embedding of its own: a stream's window reads the
+    documents its semantic metrics embed (``metrics.scoring.synthetic_share_fields``).
+    Returns (model, why the embedding score is off, or None).
 
     ProfileError (a source of another reference, not a baseline) is raised as such."""
     from dataclasses import replace
 
+    if scores not in STREAM_SCORES:
+        raise ValueError(f"scores must be one of {', '.join(STREAM_SCORES)}, got {scores!r}")
     cfg = config or MixtureConfig()
+    lexical = MixtureModel(reference, sources, replace(cfg, semantic=False))
+    if scores == "lexical":
+        return lexical, None
     try:
-        return MixtureModel(reference, sources, replace(cfg, semantic=True)), None
+        semantic = MixtureModel(reference, sources, replace(cfg, semantic=True))
     except ProfileError:
         raise
     except MetricsError as exc:
-        return MixtureModel(reference, sources, replace(cfg, semantic=False)), f"{exc}"
+        return lexical, f"{exc}"
+    return (JoinedMixture(lexical, semantic) if scores == "joined" else semantic), None
 
 
 def filter_by_posterior(posterior: np.ndarray, max_synthetic: float) -> tuple[np.ndarray, float]:

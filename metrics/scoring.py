@@ -15,6 +15,7 @@ from metrics.bands import QUANTILE_METHOD, Calibration, calibrate, snap_budget, 
 from metrics.config import ScoreConfig
 from metrics.errors import MetricsError, ProfileError
 from metrics.evidence import evidence as window_evidence
+from metrics.mixture import JoinedMixture, join_shares
 from metrics.profile import Profile
 from metrics.registry import DOWN, REGISTRY, SIGNALS, UP, compute_all, subsample_docs
 from metrics.sample import Corpus, Sample
@@ -296,25 +297,37 @@ def synthetic_share_fields(sample: Sample, reference: Profile, mixture) -> dict:
     (the window's first ``SuiteConfig.topic_sample`` non-empty documents in its scoring
     order, which sorts them by a hash of their tokens: a sample that does not depend on
     arrival order), so a stream's share costs no embedding of its own; its ``documents``
-    says how many it read. A lexical mixture reads every document."""
+    says how many it read. A lexical mixture reads every document; a
+    ``metrics.mixture.JoinedMixture`` estimates both ways and joins them
+    (``metrics.mixture.join_shares``)."""
     try:
         if mixture.reference.sha256 != reference.sha256:
             raise MetricsError("the mixture was built against another reference than the "
                                "window is scored with")
-        if mixture.score_kind == "lexical+semantic":
-            sem = reference.context().semantic
-            vectors = window_vectors(sample, sem) if sem is not None else None
-            if vectors is None or len(vectors) == 0:
-                raise MetricsError("the window's documents could not be embedded")
-            rows = np.flatnonzero(sample.docs.lengths > 0)[: len(vectors)]
-            share = mixture.estimate(sample.docs.take(rows), vectors)
+        if isinstance(mixture, JoinedMixture):
+            fields = join_shares(_share_fields(sample, reference, mixture.lexical),
+                                 _share_fields(sample, reference, mixture.semantic))
         else:
-            share = mixture.estimate(sample.docs)
+            fields = _share_fields(sample, reference, mixture)
     except MetricsError as exc:
         return {"synthetic_share_unavailable": f"{exc}"}
+    return {"synthetic_share": fields}
+
+
+def _share_fields(sample: Sample, reference: Profile, mixture) -> dict:
+    """One estimator's ``synthetic_share`` of the window, with the documents it read."""
+    if mixture.score_kind == "lexical+semantic":
+        sem = reference.context().semantic
+        vectors = window_vectors(sample, sem) if sem is not None else None
+        if vectors is None or len(vectors) == 0:
+            raise MetricsError("the window's documents could not be embedded")
+        rows = np.flatnonzero(sample.docs.lengths > 0)[: len(vectors)]
+        share = mixture.estimate(sample.docs.take(rows), vectors)
+    else:
+        share = mixture.estimate(sample.docs)
     fields = share.to_dict()["synthetic_share"]
     fields["documents"] = share.documents
-    return {"synthetic_share": fields}
+    return fields
 
 
 def _calibration_json(human: _Comparison | None, base: Calibration | None) -> dict:

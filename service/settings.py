@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,9 +31,12 @@ class Settings(BaseSettings):
     # EVIDENCE_TEXT=off: evidence never quotes sample text (duplicate groups and typical
     # examples lose their texts; n-grams and vanished terms stay), in the CLI and the API
     evidence_text: bool = True
-    # STREAM_SEMANTIC_SHARE=on: a stream's share also uses the embedding score (on the
-    # documents scoring embeds). Off by default: a 200-document window of one fortune file,
-    # fresh human text, read a lower bound above 0.1 with it (docs/synthetic-share.md)
+    # what a stream's synthetic share is estimated with (metrics.mixture.stream_mixture):
+    # "joined" (the LM ratio alone and with the embedding score, intervals spanned; the LM
+    # ratio alone when the profiles have no embeddings), "lexical", or "semantic"
+    # (docs/synthetic-share.md, "Streams in the service")
+    stream_share_scores: Literal["joined", "lexical", "semantic"] = "joined"
+    # STREAM_SEMANTIC_SHARE=on: the earlier spelling of STREAM_SHARE_SCORES=semantic (wins)
     stream_semantic_share: bool = False
     listen_host: str | None = None
     # the port the API listens on (set by `collapsewatch api/serve` next to LISTEN_HOST)

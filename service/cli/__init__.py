@@ -6,6 +6,8 @@ import argparse
 import sys
 from importlib import import_module
 
+from pydantic import ValidationError
+
 from service.domain.errors import DomainError
 
 # each module exposes register(subparsers); a parser sets func(args) -> int exit code
@@ -43,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
     except (CliError, DomainError) as exc:
         print(f"collapsewatch: error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # a COLLAPSEWATCH_* variable the settings cannot read: one line per variable
+        for err in exc.errors():
+            name = "COLLAPSEWATCH_" + "_".join(str(p) for p in err["loc"]).upper()
+            print(f"collapsewatch: error: {name}: {err['msg']}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -196,16 +196,14 @@ def stream_mixture(session: Session, reference_id: int, source_ids: list[int]) -
     LookupError when the reference or a source no longer exists; ``metrics.ProfileError``
     when a source was built against another reference.
 
-    The documents are scored by the LM ratio and, when the reference and every source carry
-    embeddings of the model this worker embeds with, by the embedding discriminant too
-    (``MixtureConfig.semantic``: it fits streams whose human part differs from the
-    reference, docs/synthetic-share.md). It costs no embedding of its own: a window's share
-    reads the documents its semantic metrics embed (``metrics.mixture.stream_mixture``).
-    Otherwise the LM ratio alone, over every document; ``synthetic_share.scores`` says
-    which."""
+    ``STREAM_SHARE_SCORES`` says how (``metrics.mixture.stream_mixture``): by default both
+    the LM ratio over every document and, when the reference and every source carry
+    embeddings of the model this worker embeds with, the LM ratio with the embedding score
+    over the documents the window's semantic metrics embed (no embedding of its own), the
+    two joined (docs/synthetic-share.md); without embeddings, the LM ratio alone.
+    ``synthetic_share.scores`` says which."""
     from dataclasses import replace
 
-    from metrics.mixture import MixtureModel
     from metrics.mixture import stream_mixture as metrics_stream_mixture
 
     ref_sha = session.scalar(select(Reference.sha256).where(Reference.id == reference_id))
@@ -224,13 +222,13 @@ def stream_mixture(session: Session, reference_id: int, source_ids: list[int]) -
         # the by_source keys are the stored baselines' names, not the names inside their
         # profile files (a shallow copy: the cached profile itself is shared)
         sources = [replace(baseline_profile(session, bid), name=names[bid]) for bid in source_ids]
-        if not get_settings().stream_semantic_share:
-            return MixtureModel(reference, sources)
-        model, lexical_only = metrics_stream_mixture(reference, sources)
+        settings = get_settings()
+        scores = "semantic" if settings.stream_semantic_share else settings.stream_share_scores
+        model, lexical_only = metrics_stream_mixture(reference, sources, scores=scores)
         if lexical_only:
-            log.info("stream mixture without the semantic score",
+            log.info("stream mixture without the embedding score",
                      extra={"reference_id": reference_id, "sources": source_ids,
-                            "reason": lexical_only})
+                            "scores": scores, "reason": lexical_only})
         return model
 
     return MIXTURES.get(key, build)

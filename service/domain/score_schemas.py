@@ -61,6 +61,13 @@ class ShareInterval(_Open):
     high: float = Field(description="upper bound of the 95% bootstrap interval")
 
 
+class SharePart(ShareInterval):
+    """One estimator of a joined synthetic share."""
+
+    unexplained: float
+    documents: int = Field(description="documents this estimator read")
+
+
 class SyntheticShare(ShareInterval):
     """A stream's window: the share written by its known sources (docs/synthetic-share.md)."""
 
@@ -69,11 +76,15 @@ class SyntheticShare(ShareInterval):
     unexplained: float = Field(description="share that fits neither the human reference nor "
                                            "any source")
     scores: str | None = Field(None, description='what the documents were scored by: "lexical" '
-                               '(the LM likelihood ratio) or "lexical+semantic" (plus an '
-                               'embedding discriminant, MixtureConfig.semantic)')
+                               '(the LM likelihood ratio), "lexical+semantic" (plus an '
+                               'embedding discriminant, MixtureConfig.semantic) or "joined" '
+                               '(both: the midpoint of their estimates, the span of their '
+                               'intervals; each in parts)')
     documents: int | None = Field(None, description="documents the estimate read: every "
                                   "document with the LM ratio alone; with the embedding "
                                   "score, the ones the semantic metrics embed (up to 512)")
+    parts: dict[str, SharePart] | None = Field(
+        None, description='"joined" only: each estimator\'s own estimate, by its scores')
 
 
 class ScoreJSON(_Open):

@@ -324,6 +324,58 @@ def test_a_scored_stream_window_reads_the_documents_its_semantic_metrics_embed(w
     assert share["estimate"] == pytest.approx(direct.estimate, abs=2e-3)
 
 
+def test_a_joined_window_is_the_midpoint_of_both_estimates_and_spans_both_intervals(world):
+    """JoinedMixture on a scored window: the LM ratio over all 800 documents, the embedding
+    score over the 512 the semantic metrics embed; each part is what that estimator alone
+    gives the window, and the joined numbers are built from the parts."""
+    from dataclasses import replace
+
+    from metrics.mixture import JoinedMixture
+
+    cfg = MixtureConfig(bootstrap=100)
+    joined = JoinedMixture(MixtureModel(world["reference"], [world["base0"]], cfg),
+                           MixtureModel(world["reference"], [world["base0"]],
+                                        replace(cfg, semantic=True)))
+    docs = _stream_window(world, 800, 0.3, seed=23)
+    share = metrics.score(docs, world["reference"], mixture=joined,
+                          with_evidence=False)["synthetic_share"]
+    lex = metrics.score(docs, world["reference"], mixture=joined.lexical,
+                        with_evidence=False)["synthetic_share"]
+    sem = metrics.score(docs, world["reference"], mixture=joined.semantic,
+                        with_evidence=False)["synthetic_share"]
+    assert share["scores"] == "joined" and share["documents"] == 800
+    keys = ("estimate", "low", "high", "unexplained", "documents")
+    assert share["parts"] == {"lexical": {k: lex[k] for k in keys},
+                              "lexical+semantic": {k: sem[k] for k in keys}}
+    assert (lex["documents"], sem["documents"]) == (800, 512)
+    assert share["estimate"] == pytest.approx((lex["estimate"] + sem["estimate"]) / 2,
+                                              abs=1e-4)
+    assert share["low"] == min(lex["low"], sem["low"])
+    assert share["high"] == max(lex["high"], sem["high"])
+    assert share["low"] <= share["estimate"] <= share["high"]
+    src = share["by_source"][world["base0"].name]
+    assert src["low"] == min(lex["by_source"][world["base0"].name]["low"],
+                             sem["by_source"][world["base0"].name]["low"])
+    assert abs(share["estimate"] - 0.3) <= 0.1, share
+
+
+def test_join_shares_spans_disjoint_intervals():
+    """Two estimators that disagree: the span holds both intervals and the midpoint."""
+    from metrics.mixture import join_shares
+
+    def part(scores, est, low, high, docs):
+        return {"estimate": est, "low": low, "high": high, "unexplained": 0.0,
+                "scores": scores, "documents": docs,
+                "by_source": {"a": {"estimate": est, "low": low, "high": high}}}
+
+    out = join_shares(part("lexical", 0.02, 0.0, 0.05, 2000),
+                      part("lexical+semantic", 0.2, 0.14, 0.27, 512))
+    assert (out["estimate"], out["low"], out["high"]) == (0.11, 0.0, 0.27)
+    assert out["by_source"]["a"] == {"estimate": 0.11, "low": 0.0, "high": 0.27}
+    assert out["documents"] == 2000 and out["scores"] == "joined"
+    assert out["parts"]["lexical+semantic"]["low"] == 0.14
+
+
 def test_a_scored_stream_window_with_the_lm_score_reads_every_document(world):
     docs = _stream_window(world, 600, 0.1, seed=22)
     result = metrics.score(docs, world["reference"], mixture=world["mm0"], with_evidence=False)
@@ -333,13 +385,22 @@ def test_a_scored_stream_window_with_the_lm_score_reads_every_document(world):
     assert "synthetic_share_unavailable" not in result
 
 
-def test_a_stream_mixture_uses_the_semantic_score_when_every_profile_has_embeddings(world):
+def test_a_stream_mixture_joins_both_estimators_when_every_profile_has_embeddings(world):
     model, why = stream_mixture(world["reference"], [world["base0"]])
+    assert model.score_kind == "joined" and why is None
+    assert (model.lexical.score_kind, model.semantic.score_kind) == ("lexical",
+                                                                     "lexical+semantic")
+    model, why = stream_mixture(world["reference"], [world["base0"]], scores="semantic")
     assert model.score_kind == "lexical+semantic" and why is None
+    model, why = stream_mixture(world["reference"], [world["base0"]], scores="lexical")
+    assert model.score_kind == "lexical" and why is None
+    with pytest.raises(ValueError, match="scores must be one of"):
+        stream_mixture(world["reference"], [world["base0"]], scores="both")
     plain = metrics.build_baseline(world["syn0"][:300], world["reference"], "plain",
                                    embedder=None)
-    model, why = stream_mixture(world["reference"], [world["base0"], plain])
-    assert model.score_kind == "lexical" and "source 'plain' built with embeddings" in why
+    for scores in ("joined", "semantic"):
+        model, why = stream_mixture(world["reference"], [world["base0"], plain], scores=scores)
+        assert model.score_kind == "lexical" and "source 'plain' built with embeddings" in why
     other = metrics.build_reference(world["human"][:400], "other", embedder=None,
                                     config=metrics.ReferenceConfig(replicates=5))
     with pytest.raises(ProfileError, match="another reference"):

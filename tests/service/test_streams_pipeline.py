@@ -101,9 +101,18 @@ def test_a_stream_window_stores_its_synthetic_share_and_its_collapse_scores(
     result = evaluation(evaluation_id).result
     share = result["synthetic_share"]
     assert set(share) == {"estimate", "low", "high", "by_source", "unexplained", "scores",
-                          "documents"}
-    # the default: the LM ratio alone, over every document (STREAM_SEMANTIC_SHARE is off)
-    assert share["scores"] == "lexical" and share["documents"] == WINDOW
+                          "documents", "parts"}
+    # the default: every profile has embeddings, so both estimators, joined: the LM ratio
+    # over every document and with the embedding score over the documents the semantic
+    # metrics embedded (here all of them: fewer than 512)
+    assert share["scores"] == "joined" and share["documents"] == WINDOW
+    parts = share["parts"]
+    assert set(parts) == {"lexical", "lexical+semantic"}
+    assert [p["documents"] for p in parts.values()] == [WINDOW, WINDOW]
+    assert share["estimate"] == pytest.approx(
+        (parts["lexical"]["estimate"] + parts["lexical+semantic"]["estimate"]) / 2, abs=1e-4)
+    assert share["low"] == min(p["low"] for p in parts.values())
+    assert share["high"] == max(p["high"] for p in parts.values())
     assert set(share["by_source"]) == {"trigram-v1"}
     source = share["by_source"]["trigram-v1"]
     assert set(source) == {"estimate", "low", "high"}
@@ -150,32 +159,61 @@ def test_the_mixture_is_built_once_for_the_streams_windows(stream, stream_corpus
 
 
 @pytest.fixture
-def semantic_share(pipeline_env, monkeypatch):
+def share_setting(pipeline_env, monkeypatch):
+    """Sets one environment variable for the test's workers and settings."""
     from service.settings import get_settings
 
-    monkeypatch.setenv("COLLAPSEWATCH_STREAM_SEMANTIC_SHARE", "on")
-    get_settings.cache_clear()
-    yield
+    def set_(name: str, value: str) -> None:
+        monkeypatch.setenv(f"COLLAPSEWATCH_{name}", value)
+        get_settings.cache_clear()
+
+    yield set_
     get_settings.cache_clear()
 
 
-def test_with_the_semantic_share_on_a_stream_reads_the_embedded_documents(
-        semantic_share, stream, stream_corpus):
-    """Every profile has embeddings: the embedding score joins the LM ratio, over the
-    documents the semantic metrics embedded (here all: fewer than 512)."""
+@pytest.mark.parametrize("name,value,scores,documents", [
+    ("STREAM_SHARE_SCORES", "semantic", "lexical+semantic", WINDOW),
+    ("STREAM_SEMANTIC_SHARE", "on", "lexical+semantic", WINDOW),  # the earlier spelling
+    ("STREAM_SHARE_SCORES", "lexical", "lexical", WINDOW),
+])
+def test_a_stream_can_be_estimated_by_one_estimator(
+        share_setting, name, value, scores, documents, stream, stream_corpus):
+    """STREAM_SHARE_SCORES picks one estimator: with the embedding score over the documents
+    the semantic metrics embedded (here all: fewer than 512), or the LM ratio alone."""
+    share_setting(name, value)
     ingest("crawl", _half_synthetic(stream_corpus))
     (evaluation_id,) = plan_now()
     assert score_now(evaluation_id).status == "done"
     share = evaluation(evaluation_id).result["synthetic_share"]
-    assert share["scores"] == "lexical+semantic" and share["documents"] == WINDOW
+    assert share["scores"] == scores and share["documents"] == documents
+    assert "parts" not in share
     assert abs(share["estimate"] - 0.5) < 0.15, share
 
 
-def test_a_source_without_embeddings_leaves_the_stream_on_the_lm_score(
-        semantic_share, stream, stream_corpus):
-    """With the semantic share on, a source baseline built without an embedding model:
-    the stream's windows are estimated by the LM ratio alone, over every document, and the
-    JSON says so."""
+def test_an_unknown_share_setting_is_a_one_line_error(tmp_path):
+    """A COLLAPSEWATCH_* value the settings cannot read stops the command with the
+    variable's name, not a traceback, and nothing is written."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, COLLAPSEWATCH_STREAM_SHARE_SCORES="both",
+               COLLAPSEWATCH_DATA_DIR=str(tmp_path / "data"))
+    env.pop("COLLAPSEWATCH_DATABASE_URL", None)
+    cli = str(Path(sys.executable).with_name("collapsewatch"))
+    out = subprocess.run([cli, "migrate"], env=env, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        ("collapsewatch: error: COLLAPSEWATCH_STREAM_SHARE_SCORES: "
+         "Input should be 'joined', 'lexical' or 'semantic'")]
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_source_without_embeddings_leaves_the_stream_on_the_lm_score(stream, stream_corpus):
+    """By default, a source baseline built without an embedding model: the stream's windows
+    are estimated by the LM ratio alone, over every document, and the JSON says so."""
     import metrics
 
     reference, _, _, _, synthetic = stream_corpus

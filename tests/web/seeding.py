@@ -173,8 +173,9 @@ def add_semantic(i: int, n: int, result: dict, *, available: bool = True) -> Non
 
 
 def add_share(i: int, n: int, result: dict) -> None:
-    """A stream's ``synthetic_share`` (metrics.mixture's shape): rising from 2% to 40% over
-    the windows, split 3:1 between two sources, with a 95% interval of +-0.04."""
+    """A stream's ``synthetic_share`` (metrics.mixture's joined shape): rising from 2% to 40%
+    over the windows, split 3:1 between two sources, with a 95% interval of +-0.04; its two
+    estimators 0.02 below and above."""
     f = i / max(1, n - 1)
     estimate = 0.02 + 0.38 * f
 
@@ -186,6 +187,11 @@ def add_share(i: int, n: int, result: dict) -> None:
         **interval(estimate),
         "by_source": {"vendor-a": interval(0.75 * estimate), "vendor-b": interval(0.25 * estimate)},
         "unexplained": 0.01,
+        "scores": "joined",
+        "documents": 2000,
+        "parts": {"lexical": {**interval(estimate - 0.02), "unexplained": 0.01, "documents": 2000},
+                  "lexical+semantic": {**interval(estimate + 0.02), "unexplained": 0.01,
+                                       "documents": 512}},
     }
 
 

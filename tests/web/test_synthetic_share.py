@@ -50,6 +50,9 @@ def test_stream_card_plots_the_share_with_its_interval_and_guard(
     assert "40%" in caption and "95% 36%–44%" in caption and "guard 10%" in caption
     sources = [c.inner_text() for c in card.locator(".share-sources .chip").all()]
     assert sources == ["vendor-a 30% (26%–34%)", "vendor-b 10% (6.0%–14%)", "unexplained 1.0%"]
+    # a joined share shows its two estimators
+    assert card.locator(".share-parts").inner_text() == \
+        "LM ratio 38% (34%–42%), 2000 documents · with embeddings 42% (38%–46%), 512 documents"
 
     card.locator("figure.share").screenshot(path=str(artifacts_dir / "web-synthetic-share.png"))
 

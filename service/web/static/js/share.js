@@ -59,6 +59,20 @@ export function shareSvg(series, domain, guard) {
   return `<svg class="share-svg" viewBox="0 0 ${W} ${H}" role="img" aria-label="synthetic share over time" data-points="${smooth.length}">${parts.join("")}</svg>`;
 }
 
+// A joined share's two estimators (scores "joined"): the LM ratio over every document and
+// with the embedding score; the joined interval spans both, so a wide one shows which
+// estimator disagrees.
+const ESTIMATORS = { lexical: "LM ratio", "lexical+semantic": "with embeddings" };
+
+function estimators(parts) {
+  if (!parts || typeof parts !== "object") return "";
+  const items = Object.entries(parts).filter(([, v]) => v && isNum(v.estimate)).map(([k, v]) =>
+    `<span class="estimator" data-scores="${esc(k)}">${esc(ESTIMATORS[k] || k)} ${esc(pct(v.estimate))}` +
+    `${isNum(v.low) && isNum(v.high) ? ` (${esc(pct(v.low))}–${esc(pct(v.high))})` : ""}` +
+    `${isNum(v.documents) ? `, ${esc(v.documents)} documents` : ""}</span>`);
+  return items.length ? `<p class="muted share-parts" title="the estimate is their midpoint, its interval spans both">${items.join(" · ")}</p>` : "";
+}
+
 // The figure under a stream's charts (HTML; every value through esc()).
 export function shareFigure(view, evaluations, domain) {
   const latest = evaluations[evaluations.length - 1] || {};
@@ -78,6 +92,7 @@ export function shareFigure(view, evaluations, domain) {
       parts.push(`<span class="chip unexplained" title="fits neither the human reference nor a source">unexplained ${esc(pct(s.unexplained))}</span>`);
     }
     sources = parts.length ? `<p class="chips share-sources">${parts.join("")}</p>` : "";
+    sources += estimators(s.parts);
   }
   const unavailable = latest.synthetic_share_unavailable
     ? `<p class="muted share-unavailable">synthetic share: unavailable (${esc(latest.synthetic_share_unavailable)})</p>` : "";
