@@ -1,6 +1,7 @@
 """CLI: ``mix estimate`` and ``mix filter`` — the synthetic share of a data stream, offline.
 
     collapsewatch mix estimate --reference R --source S1 [--source S2] W.jsonl [--format json|table]
+        [--semantic | --joined]
     collapsewatch mix filter --reference R --source S IN.jsonl --max-synthetic 0.1 \\
         --kept kept.jsonl [--dropped dropped.jsonl]
 
@@ -22,9 +23,11 @@ from service.cli import CliError
 from service.cli.offline import _add_input_options, _load, read_all, read_documents
 
 
-def _components(args: argparse.Namespace):
+def _components(args: argparse.Namespace, semantic: bool | None = None):
     import metrics
     from metrics.mixture import MixtureConfig, MixtureModel
+
+    semantic = args.semantic if semantic is None else semantic
 
     reference = _load(args.reference, "reference")
     if reference.kind != "reference":
@@ -36,13 +39,13 @@ def _components(args: argparse.Namespace):
             raise CliError(f"source file {path} holds a {profile.kind}; pass baseline files "
                            "(collapsewatch baseline build)")
         sources.append(profile)
-    if args.semantic:
+    if semantic:
         from service.cli.offline import _embedder
 
         reference.use_embedder(*_embedder())
     try:
         return MixtureModel(reference, sources,
-                            MixtureConfig(bootstrap=args.bootstrap, semantic=args.semantic))
+                            MixtureConfig(bootstrap=args.bootstrap, semantic=semantic))
     except metrics.MetricsError as exc:
         raise CliError(str(exc)) from None
 
@@ -67,19 +70,34 @@ def format_table(output: dict, model) -> str:
         "unexplained = documents that fit neither the reference nor any source",
         f"scored by {share.get('scores', 'lexical')} scores",
     ]
+    for scores, part in (share.get("parts") or {}).items():
+        lines.append(f"  {scores + ':':<17}{part['estimate']:>6.3f}  {part['low']:.3f} - "
+                     f"{part['high']:.3f}")
     return "\n".join(lines)
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     import metrics
+    from metrics.mixture import join_shares
 
-    model = _components(args)
+    if args.joined and args.semantic:
+        raise CliError("--joined estimates with and without the embedding score; "
+                       "drop --semantic")
+    models = [_components(args, False), _components(args, True)] if args.joined \
+        else [_components(args)]
     docs = read_all(args.inputs, args.field)
     try:
-        result = model.estimate(docs)
+        results = [m.estimate(docs) for m in models]
     except metrics.MetricsError as exc:
         raise CliError(str(exc)) from None
-    output = result.to_dict()
+    output = results[0].to_dict()
+    if args.joined:
+        # as streams get it by default (metrics.mixture.JoinedMixture), here over every
+        # document for both estimators
+        share = join_shares(*({**r.to_dict()["synthetic_share"], "documents": r.documents}
+                              for r in results))
+        output = {"synthetic_share": share, "documents": share.pop("documents")}
+    model = models[0]
     if args.format == "json":
         print(json.dumps(output, indent=2))
     else:
@@ -177,6 +195,10 @@ def register(sub) -> None:
                    help=".jsonl, .txt, .csv or -; several files form one window")
     _common(e)
     e.add_argument("--format", choices=["json", "table"], default="json")
+    e.add_argument("--joined", action="store_true",
+                   help="both estimators, as streams get it by default: with and without the "
+                        "embedding score (every document embedded); their midpoint and the "
+                        "span of their intervals")
     e.set_defaults(func=cmd_estimate)
 
     f = msub.add_parser("filter", help="drop the documents most likely written by the sources")

@@ -60,6 +60,32 @@ def test_estimate_prints_the_synthetic_share_json(files, capsys):
     assert abs(share["estimate"] - truth) < 0.15
 
 
+def test_joined_gives_both_estimators_as_streams_get_them(files, capsys):
+    argv = ["mix", "estimate", "--reference", files["ref"], "--source", files["src"],
+            files["window"], "--bootstrap", "50"]
+    parts = {}
+    for flag, scores in (([], "lexical"), (["--semantic"], "lexical+semantic")):
+        code, out, _ = run(argv + flag, capsys)
+        assert code == 0
+        parts[scores] = json.loads(out)["synthetic_share"]
+    code, out, _ = run(argv + ["--joined"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    share = result["synthetic_share"]
+    assert share["scores"] == "joined" and result["documents"] == 400
+    assert {k: v["estimate"] for k, v in share["parts"].items()} == \
+        {k: v["estimate"] for k, v in parts.items()}
+    assert share["estimate"] == pytest.approx(
+        sum(p["estimate"] for p in parts.values()) / 2, abs=1e-4)
+    assert share["low"] == min(p["low"] for p in parts.values())
+    assert share["high"] == max(p["high"] for p in parts.values())
+    code, out, _ = run(argv + ["--joined", "--format", "table"], capsys)
+    assert code == 0 and "scored by joined scores" in out and "lexical+semantic:" in out
+    code, _, err = run(argv + ["--joined", "--semantic"], capsys)
+    assert code == 2 and err.strip() == ("collapsewatch: error: --joined estimates with and "
+                                         "without the embedding score; drop --semantic")
+
+
 def test_semantic_scores_documents_by_their_embeddings_too(files, capsys, tmp_path,
                                                           human_documents):
     code, out, _ = run(["mix", "estimate", "--reference", files["ref"], "--source", files["src"],
