@@ -620,10 +620,10 @@ class JoinedMixture:
     Why: each estimator is wrong on one kind of human text unlike the reference. The LM
     ratio alone is biased when the human part of a stream differs from the reference's mix
     (its interval shrinks with the window, its bias does not); with the embedding score it
-    reads human text on one narrow subject as synthetic. A 95% interval covers the truth
-    whenever either estimator's model holds for the window, so the joined interval keeps
-    its coverage if one of them does, and its lower bound passes a guard only when both
-    intervals do (docs/synthetic-share.md, "Both scores joined")."""
+    reads human text on one narrow subject as synthetic. Each 95% interval covers the truth
+    in 95% of windows where its estimator's model holds, so the joined interval keeps that
+    coverage wherever either model holds, and its lower bound passes a guard only when both
+    intervals do (docs/synthetic-share.md, "Streams in the service")."""
 
     score_kind = "joined"
 
