@@ -50,7 +50,7 @@ from types import SimpleNamespace
 import numpy as np
 
 import metrics
-from metrics.mixture import JoinedMixture, MixtureConfig, MixtureModel, join_shares, stream_mixture
+from metrics.mixture import JoinedMixture, MixtureConfig, MixtureModel, stream_mixture
 from metrics.sample import Sample
 from metrics.scoring import encode_window_texts, synthetic_share_fields
 from metrics.synthetic import NGramModel, recursive_generations
@@ -241,10 +241,7 @@ class Bench:
         (``metrics.mixture.join_shares``)."""
         if not self.service:
             if isinstance(mm, JoinedMixture):
-                parts = [mm.lexical.estimate(docs), mm.semantic.estimate(docs)]
-                fields = join_shares(*({**p.to_dict()["synthetic_share"],
-                                        "documents": p.documents} for p in parts))
-                return SimpleNamespace(**fields)
+                return SimpleNamespace(**mm.estimate(docs))
             return mm.estimate(docs)
         corpus, keys, _ = encode_window_texts(docs, self.reference)
         fields = synthetic_share_fields(Sample(corpus, int(corpus.offsets[-1]), keys),

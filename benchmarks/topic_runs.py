@@ -10,8 +10,9 @@ a reference of the first ``--reference`` fortunes (10 replicates), one trigram g
 outputs. Every window of ``--window`` consecutive fortunes after the 5,000th is estimated
 with the LM ratio alone (``COLLAPSEWATCH_STREAM_SHARE_SCORES=lexical``), with the embedding
 score beside it (``=semantic``) and the two joined (the default, ``metrics.mixture.
-JoinedMixture``); then the same documents shuffled into as many windows. Everything here is human, so every lower bound above ``--limit`` is a false page of
-the ``synthetic_share`` guard at that limit. Printed per window and summed up.
+JoinedMixture``); then the same documents shuffled into as many windows. Everything here is
+human, so every lower bound above ``--limit`` is a false page of the ``synthetic_share``
+guard at that limit. Printed per window and summed up.
 
     .venv/bin/python -m benchmarks.topic_runs --health [--reference 1500]
 
@@ -26,7 +27,7 @@ import argparse
 import random
 
 import metrics
-from metrics.mixture import MixtureModel, join_shares, stream_mixture
+from metrics.mixture import join_shares, stream_mixture
 from metrics.synthetic import NGramModel
 from service.demo.sample_data import human_documents
 
@@ -79,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         return health(docs, reference, args)
     generator = NGramModel.train(docs[3000:FIRST_FRESH])
     baseline = metrics.build_baseline(generator.sample(600, seed=1), reference, "trigram-v1")
-    models = {"lexical": MixtureModel(reference, [baseline])}
-    joined, why = stream_mixture(reference, [baseline])
+    mixture, why = stream_mixture(reference, [baseline])
     if why:
         print(f"no embedding score ({why}): the LM ratio only")
+        models = {"lexical": mixture}
     else:
-        models["lexical+semantic"] = joined.semantic
+        models = {"lexical": mixture.lexical, "lexical+semantic": mixture.semantic}
     names = [*models, "joined"] if len(models) == 2 else list(models)
 
     runs, mixed = windows_of(docs, args)
@@ -99,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         for i, window in enumerate(windows):
             cells = []
             shares = {}
+            corpus = models["lexical"].corpus(window)  # tokenised once for every model
             for name, model in models.items():
-                r = model.estimate(window)
-                shares[name] = r.to_dict()["synthetic_share"] | {"documents": r.documents}
+                shares[name] = model.estimate(corpus).fields()
             if "joined" in names:
                 shares["joined"] = join_shares(shares["lexical"], shares["lexical+semantic"])
             for name in names:

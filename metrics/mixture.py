@@ -146,6 +146,12 @@ class ShareResult:
             "documents": self.documents,
         }
 
+    def fields(self) -> dict:
+        """``synthetic_share`` of :meth:`to_dict` with ``documents`` inside: what a scored
+        window stores, and what :func:`join_shares` joins."""
+        out = self.to_dict()
+        return {**out["synthetic_share"], "documents": out["documents"]}
+
 
 @dataclass(frozen=True)
 class _Source:
@@ -642,6 +648,14 @@ class JoinedMixture:
     def source_names(self) -> list[str]:
         return self.lexical.source_names
 
+    def estimate(self, documents: Sequence[str] | Corpus) -> dict:
+        """Both estimators over every document (offline; a stream's window reads the
+        embedded documents for the embedding score, ``metrics.scoring``), joined: the
+        :func:`join_shares` fields."""
+        corpus = documents if isinstance(documents, Corpus) else self.lexical.corpus(documents)
+        return join_shares(self.lexical.estimate(corpus).fields(),
+                           self.semantic.estimate(corpus).fields())
+
 
 def join_shares(lexical: dict, semantic: dict) -> dict:
     """One ``synthetic_share`` from the two estimators' (``ShareResult.to_dict()`` forms,
@@ -695,16 +709,19 @@ def stream_mixture(reference: Profile, sources: Sequence[Profile],
     if scores not in STREAM_SCORES:
         raise ValueError(f"scores must be one of {', '.join(STREAM_SCORES)}, got {scores!r}")
     cfg = config or MixtureConfig()
-    lexical = MixtureModel(reference, sources, replace(cfg, semantic=False))
+
+    def lexical() -> MixtureModel:
+        return MixtureModel(reference, sources, replace(cfg, semantic=False))
+
     if scores == "lexical":
-        return lexical, None
+        return lexical(), None
     try:
         semantic = MixtureModel(reference, sources, replace(cfg, semantic=True))
     except ProfileError:
         raise
     except MetricsError as exc:
-        return lexical, f"{exc}"
-    return (JoinedMixture(lexical, semantic) if scores == "joined" else semantic), None
+        return lexical(), f"{exc}"
+    return (JoinedMixture(lexical(), semantic) if scores == "joined" else semantic), None
 
 
 def filter_by_posterior(posterior: np.ndarray, max_synthetic: float) -> tuple[np.ndarray, float]:

@@ -325,9 +325,7 @@ def _share_fields(sample: Sample, reference: Profile, mixture) -> dict:
         share = mixture.estimate(sample.docs.take(rows), vectors)
     else:
         share = mixture.estimate(sample.docs)
-    fields = share.to_dict()["synthetic_share"]
-    fields["documents"] = share.documents
-    return fields
+    return share.fields()
 
 
 def _calibration_json(human: _Comparison | None, base: Calibration | None) -> dict:

@@ -23,11 +23,12 @@ from service.cli import CliError
 from service.cli.offline import _add_input_options, _load, read_all, read_documents
 
 
-def _components(args: argparse.Namespace, semantic: bool | None = None):
+def _components(args: argparse.Namespace, joined: bool = False):
+    """The mixture model of ``--reference`` and ``--source`` (with ``--semantic``, the
+    embedding score too); with ``joined``, a ``metrics.mixture.JoinedMixture`` of both
+    estimators built from the same profiles."""
     import metrics
-    from metrics.mixture import MixtureConfig, MixtureModel
-
-    semantic = args.semantic if semantic is None else semantic
+    from metrics.mixture import JoinedMixture, MixtureConfig, MixtureModel
 
     reference = _load(args.reference, "reference")
     if reference.kind != "reference":
@@ -39,13 +40,19 @@ def _components(args: argparse.Namespace, semantic: bool | None = None):
             raise CliError(f"source file {path} holds a {profile.kind}; pass baseline files "
                            "(collapsewatch baseline build)")
         sources.append(profile)
-    if semantic:
+    if args.semantic or joined:
         from service.cli.offline import _embedder
 
         reference.use_embedder(*_embedder())
-    try:
+
+    def model(semantic: bool) -> MixtureModel:
         return MixtureModel(reference, sources,
                             MixtureConfig(bootstrap=args.bootstrap, semantic=semantic))
+
+    try:
+        if joined:
+            return JoinedMixture(model(False), model(True))
+        return model(args.semantic)
     except metrics.MetricsError as exc:
         raise CliError(str(exc)) from None
 
@@ -78,26 +85,21 @@ def format_table(output: dict, model) -> str:
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     import metrics
-    from metrics.mixture import join_shares
 
     if args.joined and args.semantic:
         raise CliError("--joined estimates with and without the embedding score; "
                        "drop --semantic")
-    models = [_components(args, False), _components(args, True)] if args.joined \
-        else [_components(args)]
+    model = _components(args, joined=args.joined)
     docs = read_all(args.inputs, args.field)
     try:
-        results = [m.estimate(docs) for m in models]
+        if args.joined:
+            # as streams get it by default, here over every document for both estimators
+            share = model.estimate(docs)
+            output = {"synthetic_share": share, "documents": share.pop("documents")}
+        else:
+            output = model.estimate(docs).to_dict()
     except metrics.MetricsError as exc:
         raise CliError(str(exc)) from None
-    output = results[0].to_dict()
-    if args.joined:
-        # as streams get it by default (metrics.mixture.JoinedMixture), here over every
-        # document for both estimators
-        share = join_shares(*({**r.to_dict()["synthetic_share"], "documents": r.documents}
-                              for r in results))
-        output = {"synthetic_share": share, "documents": share.pop("documents")}
-    model = models[0]
     if args.format == "json":
         print(json.dumps(output, indent=2))
     else:
