@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -56,6 +57,7 @@ from metrics.text import normalize_documents, tokenize_documents
 # grid cells per dimension of the binned density estimate, by number of sources
 _GRID = {1: 1024, 2: 160, 3: 48}
 _GRID_MAX_DIMS = 16
+_KEEP_RESAMPLED_BYTES = 16 << 20  # calibration resamples' densities kept up to this size
 _FLOOR = 1e-300  # keeps log-likelihoods finite where every density is zero
 _CELL = 0.04  # lattice step (human standard deviations) the bootstrap groups scores by
 
@@ -263,6 +265,7 @@ class MixtureModel:
         self._step = (hi - self._lo) / (cells - 1)
         self._calibration = std  # standardised calibration scores: human, then each source
         self._grids = [_binned_density(c, self._lo, self._step, self._shape) for c in std]
+        self._resampled: list[list[np.ndarray]] | None = None  # _resampled_grids
         # the unexplained component: one broad normal over the whole score space
         self._u_mean = every.mean(axis=0)
         self._u_sd = cfg.unexplained_spread * np.maximum(every.std(axis=0), 1e-3)
@@ -463,30 +466,27 @@ class MixtureModel:
         """(weights, location, scale) maximising the likelihood: the weights by EM for each
         (location, scale) of the human density, those by a grid over the allowed ranges
         refined three times around the best point (the profile likelihood is smooth in
-        them, but not concave, so a local search alone could stop early)."""
+        them, but not concave, so a local search alone could stop early). The candidates of
+        a round are fitted together, one row each."""
         cfg = self.config
-        ones = np.ones((1, len(u)))
+        rest = fixed + _FLOOR
 
-        def fit(cand: tuple[float, float], start: np.ndarray | None):
-            dens = np.column_stack([self._human(u, *cand), fixed]) + _FLOOR
-            w = _em(dens, ones, cfg.max_iter, cfg.tol, start=start)[0]
-            return float(np.log(dens @ w).sum()), w
+        def fit(cands: list[tuple[float, float]], start: np.ndarray | None):
+            dens = _HumanPerRow(np.stack([self._human(u, *c) for c in cands]) + _FLOOR, rest)
+            w = _em(dens, np.ones((len(cands), len(u))), cfg.max_iter, cfg.tol, start=start)
+            ll = np.log(_mix(w, dens)).sum(axis=1)
+            i = int(np.argmax(ll))  # the first of equals, as a point-by-point search keeps
+            return float(ll[i]), w[i], cands[i]
 
         if not cfg.adapt_human:
-            return fit((0.0, 1.0), None)[1], 0.0, 1.0
-        best: tuple[float, np.ndarray, tuple[float, float]] | None = None
-        for cand in self._grid():
-            ll, w = fit(cand, None if best is None else best[1])
-            if best is None or ll > best[0]:
-                best = (ll, w, cand)
-        assert best is not None
+            return fit([(0.0, 1.0)], None)[1], 0.0, 1.0
+        best = fit(self._grid(), None)
         steps = self._steps()
         for _ in range(3):
             steps = (steps[0] / 2.0, steps[1] ** 0.5)
-            for cand in self._around(best[2], steps, 1):
-                ll, w = fit(cand, best[1])
-                if ll > best[0]:
-                    best = (ll, w, cand)
+            round_best = fit(self._around(best[2], steps, 1), best[1])
+            if round_best[0] > best[0]:
+                best = round_best
         return best[1], best[2][0], best[2][1]
 
     def _grid(self) -> list[tuple[float, float]]:
@@ -614,19 +614,10 @@ class MixtureModel:
         component's density is rebuilt from a resample (with replacement) of its own
         calibration documents (the bootstrap of Efron & Tibshirani 1993, ch. 6, applied to
         the calibration samples); the human location/scale is the best of ``candidates``."""
-        cfg = self.config
-        g = cfg.calibration_resamples
-        rng = np.random.default_rng([cfg.seed, 0xCA1B])
-        grids = []
-        for _ in range(g):
-            grids.append([
-                _binned_density(c[rng.integers(0, len(c), len(c))], self._lo, self._step,
-                                self._shape)
-                for c in self._calibration
-            ])
-        counts = np.tile(occupancy, (g, 1))
-        best_ll = np.full(g, -np.inf)
-        best_w = np.zeros((g, weights.size))
+        grids = self._resampled_grids()
+        counts = np.tile(occupancy, (len(grids), 1))
+        best_ll = np.full(len(grids), -np.inf)
+        best_w = np.zeros((len(grids), weights.size))
         for cand in candidates:
             dens = np.stack([
                 np.column_stack([self._human(centers, *cand, grids=gr),
@@ -638,6 +629,25 @@ class MixtureModel:
             better = ll > best_ll
             best_ll[better], best_w[better] = ll[better], w[better]
         return best_w - weights
+
+    def _resampled_grids(self) -> list[list[np.ndarray]]:
+        """Per calibration resample, every component's density rebuilt from it. They depend
+        on the model alone (the resamples are seeded), so they are built once and kept
+        when they are small (12 MB with two sources, 0.3 MB with one; not kept from three
+        sources on): building them was half of the calibration part of a window's cost."""
+        if self._resampled is not None:
+            return self._resampled
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, 0xCA1B])
+        grids = [
+            [_binned_density(c[rng.integers(0, len(c), len(c))], self._lo, self._step,
+                             self._shape)
+             for c in self._calibration]
+            for _ in range(cfg.calibration_resamples)
+        ]
+        if sum(g.nbytes for gr in grids for g in gr) <= _KEEP_RESAMPLED_BYTES:
+            self._resampled = grids
+        return grids
 
     # ------------------------------------------------------------------ filtering
 
@@ -777,30 +787,50 @@ def filter_by_posterior(posterior: np.ndarray, max_synthetic: float) -> tuple[np
     return keep, float(means[m - 1]) if m else 0.0
 
 
-def _mix(w: np.ndarray, dens: np.ndarray) -> np.ndarray:
-    """Σ_c w_bc f_(b)ic for every row b: one density matrix for all rows, or one per row."""
+class _HumanPerRow(NamedTuple):
+    """Component densities whose first column, the human one, differs between rows (one
+    location/scale of the human density per row) while the others are shared: ``human``
+    (B, N), ``rest`` (N, C - 1). Every product stays a row-wise one or one matrix product,
+    where a full (B, N, C) array would cost an ``einsum`` over all of it."""
+
+    human: np.ndarray
+    rest: np.ndarray
+
+
+_Densities = np.ndarray | _HumanPerRow
+
+
+def _mix(w: np.ndarray, dens: _Densities) -> np.ndarray:
+    """Σ_c w_bc f_(b)ic for every row b: one density matrix for all rows, one per row, or a
+    human column per row beside shared ones."""
+    if isinstance(dens, _HumanPerRow):
+        return w[:, :1] * dens.human + w[:, 1:] @ dens.rest.T
     return w @ dens.T if dens.ndim == 2 else np.einsum("bc,bnc->bn", w, dens)
 
 
-def _em_step(w: np.ndarray, dens: np.ndarray, counts: np.ndarray, total: np.ndarray) -> np.ndarray:
+def _em_step(w: np.ndarray, dens: _Densities, counts: np.ndarray, total: np.ndarray) -> np.ndarray:
     """One EM update of the weights of every row (Dempster et al. 1977):
     w_k <- w_k · Σ_i c_i f_ik / (Σ_j w_j f_ij) / Σ_i c_i."""
     r = counts / _mix(w, dens)
-    back = r @ dens if dens.ndim == 2 else np.einsum("bn,bnc->bc", r, dens)
+    if isinstance(dens, _HumanPerRow):
+        back = np.column_stack([np.einsum("bn,bn->b", r, dens.human), r @ dens.rest])
+    else:
+        back = r @ dens if dens.ndim == 2 else np.einsum("bn,bnc->bc", r, dens)
     return w * back / total
 
 
-def _em(dens: np.ndarray, counts: np.ndarray, max_iter: int, tol: float,
+def _em(dens: _Densities, counts: np.ndarray, max_iter: int, tol: float,
         start: np.ndarray | None = None) -> np.ndarray:
     """Mixture weights by EM with fixed component densities, for several document weightings
-    at once: ``dens`` (N, C) or one per row (B, N, C), ``counts`` (B, N) -> (B, C).
+    at once: ``dens`` (N, C), one per row (B, N, C) or a :class:`_HumanPerRow`, ``counts``
+    (B, N) -> (B, C).
 
     EM alone crawls when components overlap (its rate is the fraction of missing
     information); SQUAREM (Varadhan & Roland 2008, scheme S3) extrapolates two EM steps and
     falls back to the plain step whenever that would not increase the likelihood, so the
     fixed point and its monotone ascent are kept.
     """
-    n_comp = dens.shape[-1]
+    n_comp = 1 + dens.rest.shape[1] if isinstance(dens, _HumanPerRow) else dens.shape[-1]
     total = counts.sum(axis=1, keepdims=True)
     w = np.tile(np.full(n_comp, 1.0 / n_comp) if start is None else start, (len(counts), 1))
     # a component must keep a little weight to be able to grow back under EM
@@ -811,11 +841,17 @@ def _em(dens: np.ndarray, counts: np.ndarray, max_iter: int, tol: float,
     # the rest go on without it (the bootstrap's replicates converge at different speeds)
     rows = np.arange(len(w))
     d, c, tot = dens, counts, total
+    c32 = c.astype(np.float32)
 
     def gain(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """log-likelihood of x minus that of y, per row (one logarithm, not two)"""
+        """log-likelihood of x minus that of y, per row (one logarithm, not two). In single
+        precision, a third of the time: it only chooses between two EM-updated points, and
+        where rounding can flip its sign (|gain| ~ 1e-4) both are as near the optimum; the
+        weights themselves and the stopping rule stay in double precision. The ratio of two
+        mixtures of the same densities with positive weights cannot leave float32's range
+        (overflow would read inf or nan: the jump or the plain step, both safe)."""
         ratio = np.maximum(_mix(x, d), _FLOOR) / np.maximum(_mix(y, d), _FLOOR)
-        return (c * np.log(ratio)).sum(axis=1)
+        return np.einsum("bn,bn->b", c32, np.log(ratio.astype(np.float32)))
 
     for _ in range(max(1, max_iter // 3)):
         x = w[rows]
@@ -836,7 +872,9 @@ def _em(dens: np.ndarray, counts: np.ndarray, max_iter: int, tol: float,
         if not going.any():
             break
         if not going.all():
-            rows, c, tot = rows[going], c[going], tot[going]
-            if d.ndim == 3:
+            rows, c, c32, tot = rows[going], c[going], c32[going], tot[going]
+            if isinstance(d, _HumanPerRow):
+                d = _HumanPerRow(d.human[going], d.rest)
+            elif d.ndim == 3:
                 d = d[going]
     return w

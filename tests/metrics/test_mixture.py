@@ -443,12 +443,13 @@ def test_wrong_profiles_and_empty_windows_are_refused(world):
         world["mm0"].filter(world["human"][:60], 1.5)
 
 
-@pytest.mark.parametrize("per_row", [False, True])
+@pytest.mark.parametrize("per_row", [False, True, "human"])
 def test_em_solves_each_row_as_if_it_were_alone(per_row):
     """The bootstrap's replicates are fitted together, each stopping at its own
     convergence: stacked, every row reaches the weights it reaches alone (with one density
-    matrix for all rows, and with one per row), and rows that converge late still do."""
-    from metrics.mixture import _em
+    matrix for all rows, with one per row, and with a human column per row beside shared
+    ones), and rows that converge late still do."""
+    from metrics.mixture import _em, _HumanPerRow
 
     rng = np.random.default_rng(3)
     n, comps = 400, 3
@@ -458,7 +459,12 @@ def test_em_solves_each_row_as_if_it_were_alone(per_row):
     counts[-1] = np.where(base[:, 0] > base[:, 1], 3.0, 0.0)
     dens = np.stack([base * rng.uniform(0.8, 1.2, size=base.shape) for _ in counts]) \
         if per_row else base
-    together = _em(dens, counts, 300, 1e-9)
+    if per_row == "human":
+        dens = dens.copy()
+        dens[:, :, 1:] = base[:, 1:]  # only the first column differs between rows
+        together = _em(_HumanPerRow(dens[:, :, 0], base[:, 1:]), counts, 300, 1e-9)
+    else:
+        together = _em(dens, counts, 300, 1e-9)
     for b in range(len(counts)):
         alone = _em(dens[b] if per_row else dens, counts[b:b + 1], 300, 1e-9)[0]
         assert np.allclose(together[b], alone, atol=1e-6), (b, together[b], alone)
@@ -511,3 +517,82 @@ def test_replicates_find_their_human_fit_by_ascent_at_a_fraction_of_the_fits(wor
     for q in (0.025, 0.975):
         assert abs(np.quantile(pi_ascent, q) - np.quantile(pi_every, q)) <= 0.01
     assert per_replicate <= 12.5, per_replicate
+
+
+def test_the_point_fit_fits_each_rounds_candidates_together(world, monkeypatch):
+    """The full window's human location/scale: the grid and each of its three refinements
+    are fitted as one batch (4 EM calls, not 115) and land where fitting the candidates
+    one by one does (written out here: the search as it was)."""
+    from metrics import mixture
+    from metrics.mixture import _FLOOR, _em
+
+    mm = MixtureModel(world["reference"], [world["base0"], world["base3"]])
+    rng = np.random.default_rng(5)
+    docs = [world["syn3"][i] for i in rng.choice(2000, 200, replace=False)]
+    docs += [world["human"][i] for i in rng.choice(len(world["human"]), 800, replace=False)]
+    u = (mm.scores(mm.corpus(docs)) - mm._center) / mm._scale
+    fixed = mm._fixed(u)
+
+    calls = []
+
+    def counting_em(*args, **kwargs):
+        calls.append(1)
+        return _em(*args, **kwargs)
+
+    monkeypatch.setattr(mixture, "_em", counting_em)
+    weights, shift, scale = mm._fit(u, fixed)
+    monkeypatch.undo()
+    assert len(calls) == 4
+
+    def one(cand, start):
+        dens = np.column_stack([mm._human(u, *cand), fixed]) + _FLOOR
+        w = _em(dens, np.ones((1, len(u))), mm.config.max_iter, mm.config.tol, start=start)[0]
+        return float(np.log(dens @ w).sum()), w
+
+    best = None
+    for cand in mm._grid():
+        ll, w = one(cand, None if best is None else best[1])
+        if best is None or ll > best[0]:
+            best = (ll, w, cand)
+    steps = mm._steps()
+    for _ in range(3):
+        steps = (steps[0] / 2.0, steps[1] ** 0.5)
+        for cand in mm._around(best[2], steps, 1):
+            ll, w = one(cand, best[1])
+            if ll > best[0]:
+                best = (ll, w, cand)
+    assert (shift, scale) == best[2]
+    assert np.allclose(weights, best[1], atol=1e-4), (weights, best[1])
+
+
+def test_calibration_resamples_are_built_once_per_model(world, monkeypatch):
+    """The densities of the calibration resamples depend on the model alone: the first
+    window builds them, later windows reuse them, with the same result as rebuilding; a
+    model whose resamples would take more memory than allowed rebuilds them per window."""
+    from metrics import mixture
+
+    built = []
+    binned = mixture._binned_density
+
+    def counting(*args, **kwargs):
+        built.append(1)
+        return binned(*args, **kwargs)
+
+    monkeypatch.setattr(mixture, "_binned_density", counting)
+    mm = MixtureModel(world["reference"], [world["base0"]], MixtureConfig(bootstrap=40))
+    at_build = len(built)
+    window = _stream_window(world, 400, 0.3, seed=4)
+    first = mm.estimate(window)
+    per_window = len(built) - at_build
+    assert per_window == mm.config.calibration_resamples * 2  # human and the source
+    second = mm.estimate(window)
+    assert len(built) == at_build + per_window  # nothing rebuilt
+    assert (second.estimate, second.low, second.high) == (first.estimate, first.low, first.high)
+
+    monkeypatch.setattr(mixture, "_KEEP_RESAMPLED_BYTES", 0)
+    unkept = MixtureModel(world["reference"], [world["base0"]], MixtureConfig(bootstrap=40))
+    before = len(built)
+    for _ in range(2):
+        again = unkept.estimate(window)
+        assert (again.estimate, again.low, again.high) == (first.estimate, first.low, first.high)
+    assert len(built) - before == 2 * per_window
