@@ -4,11 +4,15 @@ A single window is judged alone (see :func:`metrics.scoring.health_state`); a sm
 that persists — tail coverage 0.92 of the baseline in every window, inside the size
 threshold — is invisible to it. Page's (1954) cumulative sum accumulates such evidence:
 
-    S_0 = 0,   S_t = max(0, S_{t-1} + y_t - k_t),   alarm when S_t > h
+    S_0 = f·h,   S_t = max(0, S_{t-1} + y_t - k_t),   alarm when S_t > h
 
 with ``y_t`` the window's deviation from its band in the signal's collapse direction, in
 units of a fresh window's spread around the band centre (``z`` rescaled: see below), ``k``
-the reference value (half the shift to detect fastest) and ``h`` the decision interval.
+the reference value (half the shift to detect fastest), ``h`` the decision interval and
+``f·h`` a head start at the pin (Lucas & Crosier's 1982 "fast initial response"): a model
+that is already off when its baseline is pinned — the next checkpoint of a training run,
+the generation after the pinned one — is flagged sooner, while an in-control start loses
+the head start within a few windows.
 
 Why CUSUM and not EWMA: both are tuned by average run length (ARL) and detect a sustained
 shift of 1-2 sd in a handful of windows (Lucas & Saccucci 1990 give comparable ARLs), but
@@ -53,33 +57,43 @@ class TrendConfig:
 
     k (0.5): reference value in fresh-window sd; 0.5 is optimal for a 1-sd shift.
     h (5.1): decision interval; with k = 0.5 and normal windows the in-control ARL is
-      1,030 windows (Brook & Evans 1972 Markov chain, :func:`cusum_arl`); a shift that
-      starts after the detector has run a while is flagged in 3.75 windows (2 sd) and
-      9.8 windows (1 sd) on average, a shift present from the first window in 4.1 / 10.6.
+      1,024 windows once running (1,010 from the pin, with the head start; Brook & Evans
+      1972 Markov chain, :func:`cusum_arl`); a shift that starts after the detector has
+      run a while is flagged in 3.75 windows (2 sd) and 9.8 windows (1 sd) on average, a
+      shift present from the first window after the pin in 2.7 / 7.4 (4.1 / 10.6 without
+      the head start).
+    head_start (0.4): S_0 as a share of h (Lucas & Crosier 1982); the largest, in tenths of
+      h, that keeps the in-control ARL from the pin at 1,000 windows or more (0.5: 993).
     allowance (1.645): standard errors of the band centre added to k (see module notes):
       a baseline whose mean errs by up to the one-sided 95% bound keeps the nominal ARL.
     """
 
     k: float = 0.5
     h: float = 5.1
+    head_start: float = 0.4
     allowance: float = 1.645
 
     def __post_init__(self) -> None:
-        if self.k < 0 or self.h <= 0 or self.allowance < 0:
-            raise ValueError("trend parameters must satisfy k >= 0, h > 0, allowance >= 0")
+        if self.k < 0 or self.h <= 0 or self.allowance < 0 or not 0 <= self.head_start < 1:
+            raise ValueError("trend parameters must satisfy k >= 0, h > 0, allowance >= 0, "
+                             "0 <= head_start < 1")
 
 
 def cusum_arl(
-    shift: float, k: float, h: float, *, steady: bool = False, states: int = 400
+    shift: float, k: float, h: float, *, steady: bool = False, start: float = 0.0,
+    states: int = 400,
 ) -> float:
     """Average run length of a one-sided CUSUM with N(shift, 1) increments.
 
     Brook & Evans (1972): the statistic on [0, h] as a Markov chain of ``states``
-    intervals (state 0 = exactly 0); ARL = (I - P)^-1 1 from the start state. Zero start
-    by default; ``steady=True`` starts from the in-control chain's quasi-stationary
-    distribution (a shift that begins after the detector has run in control a while, the
-    usual case: Lucas & Crosier 1982's "steady-state ARL"). O(states^3).
+    intervals (state 0 = exactly 0); ARL = (I - P)^-1 1 from the start state: ``start``
+    (0 by default; a head start f·h for the detector right after a pin). ``steady=True``
+    starts from the in-control chain's quasi-stationary distribution instead (a shift
+    that begins after the detector has run in control a while, the usual case: Lucas &
+    Crosier 1982's "steady-state ARL"). O(states^3).
     """
+    if not 0 <= start < h:
+        raise ValueError(f"start {start} outside [0, h)")
     w = h / (states - 0.5)  # the zero state has half width
     centres = np.arange(states) * w
     lo_edges = centres - w / 2
@@ -92,22 +106,23 @@ def cusum_arl(
 
     arl = np.linalg.solve(np.eye(states) - chain(shift), np.ones(states))
     if not steady:
-        return float(arl[0])
+        return float(arl[round(start / w)])
     values, vectors = np.linalg.eig(chain(0.0).T)
     pi = np.abs(np.real(vectors[:, np.argmax(np.real(values))]))
     return float(pi @ arl / pi.sum())
 
 
 def simulate_run_lengths(
-    increments: np.ndarray, k: float, h: float, runs: int, limit: int, seed: int = 0
+    increments: np.ndarray, k: float, h: float, runs: int, limit: int, seed: int = 0,
+    start: float = 0.0,
 ) -> np.ndarray:
-    """Run lengths of a zero-start CUSUM whose increments are drawn (with replacement)
-    from ``increments`` (e.g. band replicates' z); runs reaching ``limit`` are censored
-    at ``limit``. Vectorised over runs."""
+    """Run lengths of a CUSUM started at ``start`` whose increments are drawn (with
+    replacement) from ``increments`` (e.g. band replicates' z); runs reaching ``limit``
+    are censored at ``limit``. Vectorised over runs."""
     rng = np.random.default_rng(seed)
     inc = np.asarray(increments, dtype=float)
     inc = inc[np.isfinite(inc)]
-    s = np.zeros(runs)
+    s = np.full(runs, float(start))
     length = np.full(runs, limit)
     alive = np.ones(runs, dtype=bool)
     for t in range(1, limit + 1):
@@ -161,6 +176,8 @@ def trend(
     scores: Sequence[dict],
     keys: Sequence[Hashable] | None = None,
     config: TrendConfig | None = None,
+    *,
+    from_pin: bool = True,
 ) -> dict[str, dict]:
     """The CUSUM state of every signal after the last window.
 
@@ -168,7 +185,10 @@ def trend(
     identities (window start, evaluation order): the result does not depend on the order
     the scores are given in, nor on a window given twice. Only the windows since the last
     change of reference or baseline count. Windows without ``z`` (insufficient data) are
-    skipped. Per signal: ``statistic`` and ``threshold`` (in fresh-window sd), ``alarm``,
+    skipped. The statistic starts at the head start on the first scored window of the
+    segment when that window is the first since the pin (``from_pin``: False when the
+    caller read only the most recent part of a longer history), else at 0.
+    Per signal: ``statistic`` and ``threshold`` (in fresh-window sd), ``alarm``,
     ``since_window`` (key of the first window of the current run, None at 0),
     ``windows`` (its length), ``shift_estimate`` (relative change of the signal ratio over
     the run, geometric mean: -0.08 = 8% lower; None at 0), ``shift_sd`` (mean deviation over
@@ -181,10 +201,12 @@ def trend(
         start = len(wins)
         while start > 0 and _segment(wins[start - 1]) == last:
             start -= 1
+        from_pin = from_pin or start > 0  # the segment began inside the given windows
         wins, order = wins[start:], order[start:]
+    head = cfg.head_start * cfg.h if from_pin else 0.0
     out: dict[str, dict] = {}
     for signal in SIGNALS:
-        s, run_start, run_y, run_logs = 0.0, None, [], []
+        s, run_start, run_y, run_logs = None, None, [], []
         against = None
         for key, sc in zip(order, wins):
             got = _signal_input(sc, signal)
@@ -192,16 +214,17 @@ def trend(
                 continue
             y, u, ratio = got
             against = sc["signals"][signal].get("z_against")
-            s_new = s + y - (cfg.k + cfg.allowance * u)
+            s_new = (head if s is None else s) + y - (cfg.k + cfg.allowance * u)
             if s_new <= 0:
                 s, run_start, run_y, run_logs = 0.0, None, [], []
                 continue
-            if s == 0.0:
+            if not run_y:  # a run starts here (or the head start's, at the first window)
                 run_start = key
             s = s_new
             run_y.append(y)
             run_logs.append(math.log(max(ratio, 1e-9)))
         n = len(run_y)
+        s = s or 0.0
         out[signal] = {
             "statistic": round(s, 4),
             "threshold": cfg.h,

@@ -8,7 +8,9 @@ reads the same history. A re-pin changes ``baseline_id`` and starts the detector
 
 Only the last ``LOOKBACK`` windows are read, and only their ``signals`` (not the whole
 Score JSON): the statistic returns to 0 within a few in-control windows, so a longer
-history changes nothing in practice and would make each window cost O(history).
+history changes nothing in practice and would make each window cost O(history). The
+detector's head start applies only when the windows read begin at the pin (fewer than
+``LOOKBACK`` before this one).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def window_trend(session: Session, evaluation_id: int, baseline_id: int | None,
     keys = [int(index) for index, _ in rows] + [int(window_index)]
     scores = [{"signals": signals or {}} for _, signals in rows]
     scores.append({"signals": result.get("signals") or {}})
-    return trend(scores, keys)
+    return trend(scores, keys, from_pin=len(rows) < LOOKBACK)
 
 
 def with_trend(session: Session, evaluation_id: int, baseline_id: int | None,

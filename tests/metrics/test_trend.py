@@ -43,21 +43,30 @@ def collapsing(shift: float) -> dict[str, float]:
     return {"diversity": -shift, "tail_coverage": -shift, "sameness": shift}
 
 
-def test_in_control_arl_of_the_defaults_is_at_least_1000_windows():
-    arl = cusum_arl(0.0, DEFAULT.k, DEFAULT.h)
+HEAD = DEFAULT.head_start * DEFAULT.h
+
+
+@pytest.mark.parametrize("start", [0.0, HEAD], ids=["zero start", "head start"])
+def test_in_control_arl_of_the_defaults_is_at_least_1000_windows(start):
+    arl = cusum_arl(0.0, DEFAULT.k, DEFAULT.h, start=start)
     assert 1000 <= arl <= 1200
     # the Markov-chain value is what a simulated in-control stream gives (within 10%)
     rng = np.random.default_rng(1)
     runs = simulate_run_lengths(rng.standard_normal(200_000), DEFAULT.k, DEFAULT.h,
-                                runs=3000, limit=20_000, seed=2)
+                                runs=3000, limit=20_000, seed=2, start=start)
     assert abs(runs.mean() / arl - 1) < 0.1, (runs.mean(), arl)
 
 
-def test_markov_chain_delays_meet_the_targets_for_a_shift_after_a_steady_start():
+def test_markov_chain_delays_meet_the_targets_after_a_steady_start_and_from_the_pin():
     assert cusum_arl(2.0, DEFAULT.k, DEFAULT.h, steady=True) <= 4.0
     assert cusum_arl(1.0, DEFAULT.k, DEFAULT.h, steady=True) <= 10.0
-    # from the first window, slightly slower (the statistic starts at 0, not above it)
-    assert cusum_arl(1.0, DEFAULT.k, DEFAULT.h) > cusum_arl(1.0, DEFAULT.k, DEFAULT.h, steady=True)
+    # a shift present from the first window after the pin: the head start makes up for
+    # the statistic starting low (from 0 a 1-sd shift would take 10.6 windows)
+    assert cusum_arl(2.0, DEFAULT.k, DEFAULT.h, start=HEAD) <= 4.0
+    assert cusum_arl(1.0, DEFAULT.k, DEFAULT.h, start=HEAD) <= 10.0
+    assert cusum_arl(1.0, DEFAULT.k, DEFAULT.h) > 10.0
+    # the head start is the largest (in tenths of h) keeping the in-control ARL >= 1,000
+    assert cusum_arl(0.0, DEFAULT.k, DEFAULT.h, start=HEAD + 0.1 * DEFAULT.h) < 1000
 
 
 def _first_alarm(stream: list[dict]) -> int | None:
@@ -81,6 +90,37 @@ def test_a_sustained_shift_is_flagged_within_the_target_delay(shift, target):
         if first is not None and first > 30:
             delays.append(first - 30)
     assert np.mean(delays) <= target, np.mean(delays)
+
+
+@pytest.mark.parametrize("shift, target", [(2.0, 4.0), (1.0, 10.0)])
+def test_a_shift_present_from_the_pin_is_flagged_within_the_target_delay(shift, target):
+    """A model already off when its baseline is pinned (the next checkpoint, the next
+    generation): mean windows from the first window to the alarm; slower without the
+    head start."""
+    rng = np.random.default_rng(int(shift * 10) + 1)
+    no_head = TrendConfig(head_start=0.0)
+    delays: dict[float, list[int]] = {DEFAULT.head_start: [], 0.0: []}
+    for _ in range(300):
+        stream = [window({"tail_coverage": float(z)}) for z in rng.standard_normal(60) - shift]
+        for cfg in (DEFAULT, no_head):
+            first = next(t for t in range(1, 61)
+                         if trend(stream[:t], config=cfg)["tail_coverage"]["alarm"])
+            delays[cfg.head_start].append(first)
+    assert np.mean(delays[DEFAULT.head_start]) <= target, np.mean(delays[DEFAULT.head_start])
+    assert np.mean(delays[DEFAULT.head_start]) < np.mean(delays[0.0])
+
+
+def test_the_head_start_is_only_for_windows_that_begin_at_the_pin():
+    quiet = [window({"tail_coverage": -0.5}) for _ in range(3)]  # y = k: S stays put
+    assert trend(quiet)["tail_coverage"]["statistic"] == pytest.approx(HEAD)
+    assert trend(quiet)["tail_coverage"]["since_window"] == 1
+    # the caller read the recent part of a longer history: no head start
+    assert trend(quiet, from_pin=False)["tail_coverage"]["statistic"] == 0.0
+    # ... unless a pin happens inside the windows given
+    old = [window({"tail_coverage": 0.0}, baseline="b0")]
+    assert trend(old + quiet, from_pin=False)["tail_coverage"]["statistic"] == pytest.approx(HEAD)
+    with pytest.raises(ValueError):
+        TrendConfig(head_start=1.0)
 
 
 def test_in_control_windows_raise_no_alarm_over_200_windows():
@@ -123,7 +163,8 @@ def test_a_new_baseline_starts_the_detector_again():
     new = [window({"tail_coverage": -0.2}, baseline="b2") for _ in range(3)]
     state = trend(old + new)
     assert not state["tail_coverage"]["alarm"]
-    assert state["tail_coverage"]["statistic"] == 0.0
+    # as if the old windows were not there (the head start included)
+    assert state["tail_coverage"]["statistic"] == trend(new)["tail_coverage"]["statistic"] > 0
     # the same windows against the first baseline would still be in alarm
     assert trend(old + [window({"tail_coverage": -0.2}, baseline="b1")] * 3)[
         "tail_coverage"]["alarm"]
@@ -138,10 +179,11 @@ def test_windows_without_z_are_skipped():
 
 
 def test_run_start_length_and_shift_estimate_are_reported():
-    zs = [0.5, -0.2, -3.0, -2.5, -3.1]  # the run starts at the third window
+    # the head start's run ends at window 9; a new run starts at window 12
+    zs = [1.5, 1.5, 0.5, -0.2, -3.0, -2.5, -3.1]
     stream = [window({"tail_coverage": z}, ratio=r) for z, r in
-              zip(zs, [1.0, 1.0, 0.92, 0.92, 0.92])]
-    v = trend(stream, [10, 11, 12, 13, 14])["tail_coverage"]
+              zip(zs, [1.0, 1.0, 1.0, 1.0, 0.92, 0.92, 0.92])]
+    v = trend(stream, [8, 9, 10, 11, 12, 13, 14])["tail_coverage"]
     assert v["alarm"] and v["since_window"] == 12 and v["windows"] == 3
     assert v["shift_estimate"] == pytest.approx(-0.08, abs=1e-3)
     assert v["threshold"] == DEFAULT.h and v["against"] == "baseline"

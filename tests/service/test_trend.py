@@ -86,7 +86,7 @@ def test_a_rescored_window_counts_once_and_later_windows_do_not_count(service_en
 
 def test_windows_stored_out_of_order_are_read_in_window_order(service_env):
     model, ref, base = _setup()
-    zs = {0: -3.0, 1: 2.0, 2: -3.0, 3: -3.0}
+    zs = {0: -3.0, 1: 5.0, 2: -3.0, 3: -3.0}
     for i in (3, 0, 2, 1):
         _window(model, ref, i, base, _result(zs[i]))
     current = _window(model, ref, 4, base, None, status="running")
@@ -111,12 +111,30 @@ def test_a_new_baseline_starts_the_detector_again(service_env):
     assert _trend_of(current, None, _result(-3.0))["trend"]["tail_coverage"]["windows"] == 4
 
 
+def test_the_head_start_applies_only_when_the_windows_read_begin_at_the_pin(
+        service_env, monkeypatch):
+    from service.domain import trend as service_trend
+
+    model, ref, base = _setup()
+    for i in range(3):
+        _window(model, ref, i, base, _result(-0.5))
+    current = _window(model, ref, 3, base, None, status="running")
+    # all four windows since the pin are read: the statistic starts at the head start
+    # and in-control windows (y = 0.5 = k) keep it there
+    tail = _trend_of(current, base, _result(-0.5))["trend"]["tail_coverage"]
+    assert tail["statistic"] > 0 and tail["since_window"] == 0
+    # a history longer than what is read: the first window read is not the pin's
+    monkeypatch.setattr(service_trend, "LOOKBACK", 2)
+    tail = _trend_of(current, base, _result(-0.5))["trend"]["tail_coverage"]
+    assert tail["statistic"] == 0.0 and tail["since_window"] is None
+
+
 def test_the_alert_summary_names_the_signal_the_run_and_the_shift():
     from metrics.trend import trend
     from service.domain.alerts import window_summary
     from service.domain.tables import Evaluation
 
-    results = [_result(z) for z in (0.5, -3.0, -3.0, -3.0, -3.0, -3.0, -3.0)]
+    results = [_result(z) for z in (3.0, -3.0, -3.0, -3.0, -3.0, -3.0, -3.0)]
     last = {**results[-1], "health": "early_collapse",
             "trend": trend(results, list(range(7, 14)))}
     ev = Evaluation(result=last, health="early_collapse", window_index=13)
