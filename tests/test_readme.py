@@ -97,10 +97,12 @@ def test_readme_release_gate_passes_human_text_and_fails_degenerate_text(tmp_pat
     assert re.search(r"^health\s+(HEALTHY|EARLY_COLLAPSE)$", result.stdout, re.MULTILINE), result.stdout
     assert "what changed (against the baseline)" in result.stdout
 
-    # a degenerate candidate: a handful of outputs repeated over and over
+    # a degenerate candidate: a handful of outputs repeated over and over, scored by the
+    # block's score command against the reference and baseline the block just built
     write_jsonl(tmp_path / "candidate.jsonl", (docs[2300:2310] * 40))
     (tmp_path / ".venv").unlink()
-    result = run_block(block, tmp_path)
+    activate, score = block.splitlines()[0], block[block.index("collapsewatch score"):]
+    result = run_block(f"{activate}\n{score}", tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"^health\s+COLLAPSE$", result.stdout, re.MULTILINE), result.stdout
     # the evidence names the repetition: ten groups of 40 identical outputs
