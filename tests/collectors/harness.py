@@ -87,17 +87,29 @@ class ApiServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._cm = None
         self.proc = None
+        self._started = False
 
     def start(self) -> None:
-        self._cm = process([COLLAPSEWATCH, "api", "--host", "127.0.0.1", "--port",
-                            str(self.port)], self.log_path, env=self.env)
-        self.proc = self._cm.__enter__()
-        try:
-            wait_http(f"{self.url}/healthz", timeout=60, proc=self.proc.popen)
-        except (TimeoutError, RuntimeError):
-            self.stop()
-            raise AssertionError(f"API did not start:\n{self.log_path.read_text()[-3000:]}")\
-                from None
+        # free_port() closes the port it found before the API binds it, so a process of
+        # another test worker can take it in between: a first start then moves to another
+        # free port (a restart keeps its port, which the collectors under test reconnect to)
+        for attempt in range(3):
+            before = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self._cm = process([COLLAPSEWATCH, "api", "--host", "127.0.0.1", "--port",
+                                str(self.port)], self.log_path, env=self.env)
+            self.proc = self._cm.__enter__()
+            try:
+                wait_http(f"{self.url}/healthz", timeout=60, proc=self.proc.popen)
+            except (TimeoutError, RuntimeError):
+                self.stop()
+                log = self.log_path.read_bytes()[before:].decode(errors="replace")[-3000:]
+                if not self._started and attempt < 2 and "address already in use" in log:
+                    self.port = free_port()
+                    self.url = f"http://127.0.0.1:{self.port}"
+                    continue
+                raise AssertionError(f"API did not start:\n{log}") from None
+            self._started = True
+            return
 
     def stop(self) -> None:
         if self._cm is not None:
