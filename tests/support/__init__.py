@@ -22,10 +22,51 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default range is 32768-60999
+
+
+_PORTS_FROM = 10000  # below every range of registered ports the servers here use by default
+_EPHEMERAL_LOW = _ephemeral_low()
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+_next_port: int | None = None
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that nothing listens on, for a server a test is about to start.
+
+    The port is closed again before the server binds it, so something else may take it in
+    between. A port from bind(("127.0.0.1", 0)) is an ephemeral one: every outgoing connection
+    of every test worker (HTTP clients, PostgreSQL, Redis) draws its local port from the same
+    range, and so does the other worker's free_port(). Ports are therefore taken below the
+    kernel's ephemeral range (which neither bind(0) nor connect() hands out), from a slice of
+    it of this xdist worker's own, in turn, so a port is not reused while an earlier server's
+    connections on it may linger.
+    """
+    global _next_port
+    if _EPHEMERAL_LOW - _PORTS_FROM < 1000:  # an unusual range: fall back to the kernel's pick
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    index = int(_WORKER[2:]) % _WORKERS if _WORKER[2:].isdigit() else 0
+    size = (_EPHEMERAL_LOW - _PORTS_FROM) // _WORKERS
+    first = _PORTS_FROM + index * size
+    if _next_port is None:  # a run's start varies, so two runs in a row do not reuse ports
+        _next_port = first + (os.getpid() * 7919) % size
+    for _ in range(size):
+        port = _next_port
+        _next_port = first + (_next_port + 1 - first) % size
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # something listens there (or has just closed it)
+            return port
+    raise RuntimeError(f"no free loopback port in {first}-{first + size - 1}")
 
 
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
