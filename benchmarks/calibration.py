@@ -1,0 +1,152 @@
+"""Band calibration: how often fresh windows from a band's own source fall beyond its 1% bound.
+
+    .venv/bin/python -m benchmarks.calibration [--pools 12] [--case "200 auto-baseline" ...]
+
+A 1% band must put about 1% of *fresh* windows from its own source beyond its collapse-side
+bound (issue 14: at most 2%), whatever the pool's size relative to the window. For each case
+and pool p (seeded by p, so pools 0-11 are the test's): shuffle the shipped fortunes, build a
+lexical reference from the first ones (200 replicates), for a baseline case a baseline from
+the next ``windows x size`` documents, then score ``--fresh`` random windows of the fortunes
+left over against it. Each window gives one check per signal: beyond the band on that
+signal's collapse side (``high`` for sameness, ``low`` otherwise), calibrated as scored, and
+uncalibrated (the normal approximation on the raw replicates' spread: |z| x widening above
+2.326) beside it.
+
+Every window compared with one pool shares that pool's error, so counts cluster by pool: the
+interval printed is over pools (mean of the per-pool shares +- 1.96 standard errors), not the
+binomial one over windows. Pools take ~5 s each per case on one core of this machine (the
+500-document case ~15 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+from dataclasses import dataclass
+
+import metrics
+from service.demo.sample_data import human_documents
+
+CASES = {  # name: (window documents, fortunes per document, pool source documents,
+    #              baseline windows: 0 = judged against the reference)
+    "100 short": (100, 1, 1500, 0),
+    "200 short": (200, 1, 2000, 0),
+    "500 short": (500, 1, 3000, 0),
+    "200 long": (200, 6, 1000, 0),
+    "200 auto-baseline": (200, 1, 2000, 3),
+}
+FRESH_WINDOWS = 40
+RAW_Z = 2.326  # the normal 1% quantile
+
+
+@dataclass
+class PoolCount:
+    pool: int
+    checks: int
+    beyond: dict[str, int]  # per signal, calibrated band
+    raw_beyond: int  # all signals, uncalibrated
+
+    @property
+    def total(self) -> int:
+        return sum(self.beyond.values())
+
+
+def beyond(entry: dict, signal: str) -> bool:
+    """Beyond the band on the signal's collapse side."""
+    if signal == "sameness":
+        return entry["ratio"] > entry["high"]
+    return entry["ratio"] < entry["low"]
+
+
+def case_documents(human: list[str], case: str) -> list[str]:
+    joined = CASES[case][1]
+    return [" ".join(human[i:i + joined]) for i in range(0, len(human) - joined + 1, joined)]
+
+
+def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS) -> PoolCount:
+    n, _, ref_docs, base_windows = CASES[case]
+    rng = random.Random(1000 * p + n)
+    order = list(range(len(docs)))
+    rng.shuffle(order)
+    cfg = metrics.ReferenceConfig(replicates=200, seed=p)
+    # lexical signals only: no embeddings (what is calibrated here is the same for all)
+    ref = metrics.build_reference([docs[i] for i in order[:ref_docs]], "cal", config=cfg,
+                                  embedder=None)
+    used = ref_docs + base_windows * n
+    base = None
+    if base_windows:
+        base = metrics.build_baseline([docs[i] for i in order[ref_docs:used]], ref, "auto",
+                                      config=cfg, embedder=None)
+    rest = order[used:]
+    mean_len = sum(len(docs[i].split()) for i in rest[:1000]) / 1000
+    # a budget below every window's tokens: all windows share one band
+    score_cfg = metrics.ScoreConfig(token_budget=int(0.7 * n * mean_len))
+    count = PoolCount(p, 0, {signal: 0 for signal in metrics.SIGNALS}, 0)
+    for _ in range(fresh):
+        result = metrics.score([docs[i] for i in rng.sample(rest, n)], ref, base,
+                               config=score_cfg)
+        judged = result["calibration"]["baseline" if base else "human"]
+        if judged["status"] != "calibrated":
+            raise RuntimeError(f"{case}, pool {p}: band not calibrated: {judged}")
+        for signal in metrics.SIGNALS:
+            entry = result["signals"][signal]
+            side = "baseline" if base else "human"
+            ratio = entry["baseline_ratio"] if base else entry["ratio"]
+            entry = {"ratio": ratio, "low": entry[f"{side}_low"],
+                     "high": entry[f"{side}_high"], "z": entry["z"]}
+            count.checks += 1
+            count.beyond[signal] += beyond(entry, signal)
+            # without calibration: the deviation in units of the raw replicates' spread is
+            # z times the widening
+            count.raw_beyond += abs(entry["z"]) * judged["widening"] > RAW_Z and (
+                (entry["z"] > 0) == (signal == "sameness"))
+    return count
+
+
+def run_case(human: list[str], case: str, pools: range,
+             fresh: int = FRESH_WINDOWS) -> list[PoolCount]:
+    docs = case_documents(human, case)
+    return [run_pool(docs, case, p, fresh) for p in pools]
+
+
+def clustered_interval(counts: list[PoolCount]) -> tuple[float, float, float]:
+    """(share beyond, low, high): the mean of per-pool shares +- 1.96 standard errors."""
+    shares = [c.total / c.checks for c in counts]
+    mean = statistics.fmean(shares)
+    se = statistics.stdev(shares) / len(shares) ** 0.5 if len(shares) > 1 else float("nan")
+    return mean, mean - 1.96 * se, mean + 1.96 * se
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pools", type=int, default=12)
+    p.add_argument("--first-pool", type=int, default=0)
+    p.add_argument("--fresh", type=int, default=FRESH_WINDOWS, help="windows per pool")
+    p.add_argument("--case", action="append", choices=sorted(CASES),
+                   help="repeatable; default all")
+    args = p.parse_args(argv)
+    if args.pools < 2 or args.fresh < 1:
+        p.error("--pools must be at least 2 (the interval is over pools), --fresh at least 1")
+    human = human_documents()
+    pools = range(args.first_pool, args.first_pool + args.pools)
+    print(f"pools {pools.start}-{pools.stop - 1}, {args.fresh} fresh windows each, "
+          f"beyond the 1% bound on the collapse side (target <= 2%)")
+    print(f"{'case':<19} {'uncalibrated':>16} {'calibrated':>16} {'pools 95%':>13} "
+          f"{'worst pool':>10}  by signal")
+    for case in args.case or CASES:
+        counts = run_case(human, case, pools, args.fresh)
+        checks = sum(c.checks for c in counts)
+        total, raw = sum(c.total for c in counts), sum(c.raw_beyond for c in counts)
+        _, low, high = clustered_interval(counts)
+        worst = max(counts, key=lambda c: c.total)
+        signals = ", ".join(f"{s} {sum(c.beyond[s] for c in counts)}" for s in metrics.SIGNALS)
+        print(f"{case:<19} {f'{raw}/{checks}':>9} {100 * raw / checks:5.2f}% "
+              f"{f'{total}/{checks}':>9} {100 * total / checks:5.2f}% "
+              f"{100 * low:5.2f}-{100 * high:5.2f}% {f'{worst.total}/{worst.checks}':>10}  "
+              f"{signals}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
