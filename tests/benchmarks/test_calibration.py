@@ -19,13 +19,17 @@ def test_the_interval_is_over_pools_not_windows():
     assert low < 0 < mean  # one bad pool: far wider than a binomial interval over 360 checks
 
 
-def test_the_table_counts_every_window_of_every_pool(capsys):
+def test_the_table_prints_the_counts_of_every_window_of_every_pool(capsys, human_documents):
     assert calibration.main(["--pools", "2", "--fresh", "3", "--case", "100 short"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("100 short"))
     raw, calibrated = re.findall(r"(\d+)/18 ", row)[:2]  # 2 pools x 3 windows x 3 signals
-    assert int(raw) >= 0 and int(calibrated) >= 0
-    assert "diversity" in row and "sameness" in row and "tail_coverage" in row
+    counts = calibration.run_case(human_documents, "100 short", range(2), fresh=3)
+    assert [c.checks for c in counts] == [9, 9]
+    assert int(raw) == sum(c.raw_beyond for c in counts)
+    assert int(calibrated) == sum(c.total for c in counts)
+    for signal in ("diversity", "tail_coverage", "sameness"):
+        assert f"{signal} {sum(c.beyond[signal] for c in counts)}" in row
 
 
 def test_fewer_than_two_pools_is_refused(capsys):
