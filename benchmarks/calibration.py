@@ -82,21 +82,19 @@ def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS) -> 
     mean_len = sum(len(docs[i].split()) for i in rest[:1000]) / 1000
     # a budget below every window's tokens: all windows share one band
     score_cfg = metrics.ScoreConfig(token_budget=int(0.7 * n * mean_len))
+    side, ratio_key = ("baseline", "baseline_ratio") if base else ("human", "ratio")
     count = PoolCount(p, 0, {signal: 0 for signal in metrics.SIGNALS}, 0)
     for _ in range(fresh):
         result = metrics.score([docs[i] for i in rng.sample(rest, n)], ref, base,
                                config=score_cfg)
-        judged = result["calibration"]["baseline" if base else "human"]
+        judged = result["calibration"][side]
         if judged["status"] != "calibrated":
             raise RuntimeError(f"{case}, pool {p}: band not calibrated: {judged}")
         for signal in metrics.SIGNALS:
             entry = result["signals"][signal]
-            side = "baseline" if base else "human"
-            ratio = entry["baseline_ratio"] if base else entry["ratio"]
-            entry = {"ratio": ratio, "low": entry[f"{side}_low"],
-                     "high": entry[f"{side}_high"], "z": entry["z"]}
             count.checks += 1
-            count.beyond[signal] += beyond(entry, signal)
+            count.beyond[signal] += beyond({"ratio": entry[ratio_key], "low": entry[f"{side}_low"],
+                                            "high": entry[f"{side}_high"]}, signal)
             # without calibration: the deviation in units of the raw replicates' spread is
             # z times the widening
             count.raw_beyond += abs(entry["z"]) * judged["widening"] > RAW_Z and (

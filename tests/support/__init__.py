@@ -29,11 +29,21 @@ def _ephemeral_low() -> int:
         return 32768  # Linux's default range is 32768-60999
 
 
-_PORTS_FROM = 10000  # below every range of registered ports the servers here use by default
-_EPHEMERAL_LOW = _ephemeral_low()
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
-_WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
-_next_port: int | None = None
+def _worker_ports() -> range | None:
+    """This xdist worker's slice of the ports below the ephemeral range (None: too few)."""
+    low, high = 10000, _ephemeral_low()  # 10000: above the default ports of the servers here
+    if high - low < 1000:
+        return None
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    index = int(worker[2:]) % workers if worker[2:].isdigit() else 0
+    size = (high - low) // workers
+    return range(low + index * size, low + (index + 1) * size)
+
+
+_PORTS = _worker_ports()
+# a run's start varies, so two runs in a row do not reuse ports
+_next_index = (os.getpid() * 7919) % len(_PORTS) if _PORTS else 0
 
 
 def free_port() -> int:
@@ -47,26 +57,21 @@ def free_port() -> int:
     it of this xdist worker's own, in turn, so a port is not reused while an earlier server's
     connections on it may linger.
     """
-    global _next_port
-    if _EPHEMERAL_LOW - _PORTS_FROM < 1000:  # an unusual range: fall back to the kernel's pick
+    global _next_index
+    if _PORTS is None:  # an unusual range: fall back to the kernel's pick
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
-    index = int(_WORKER[2:]) % _WORKERS if _WORKER[2:].isdigit() else 0
-    size = (_EPHEMERAL_LOW - _PORTS_FROM) // _WORKERS
-    first = _PORTS_FROM + index * size
-    if _next_port is None:  # a run's start varies, so two runs in a row do not reuse ports
-        _next_port = first + (os.getpid() * 7919) % size
-    for _ in range(size):
-        port = _next_port
-        _next_port = first + (_next_port + 1 - first) % size
+    for _ in range(len(_PORTS)):
+        port = _PORTS[_next_index]
+        _next_index = (_next_index + 1) % len(_PORTS)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue  # something listens there (or has just closed it)
             return port
-    raise RuntimeError(f"no free loopback port in {first}-{first + size - 1}")
+    raise RuntimeError(f"no free loopback port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
