@@ -16,14 +16,19 @@ Every window compared with one pool shares that pool's error, so counts cluster 
 interval printed is over pools (mean of the per-pool shares +- 1.96 standard errors), not the
 binomial one over windows. Pools take ~5 s each per case on one core of this machine (the
 500-document case ~15 s).
+
+``--moments`` adds, per signal, the variance and skew of the windows' ``z`` (turned so that
+positive is the collapse side) and the correlation over pools of a pool's mean ``z`` with its
+windows' spread: what is left of the excess once the spread is right (docs/early-warning.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import metrics
 from service.demo.sample_data import human_documents
@@ -46,6 +51,8 @@ class PoolCount:
     checks: int
     beyond: dict[str, int]  # per signal, calibrated band
     raw_beyond: int  # all signals, uncalibrated
+    # per signal, each window's z turned so that positive is the collapse side
+    z: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -93,6 +100,9 @@ def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS) -> 
         for signal in metrics.SIGNALS:
             entry = result["signals"][signal]
             count.checks += 1
+            if entry["z"] is not None:
+                count.z.setdefault(signal, []).append(
+                    entry["z"] if signal == "sameness" else -entry["z"])
             count.beyond[signal] += beyond({"ratio": entry[ratio_key], "low": entry[f"{side}_low"],
                                             "high": entry[f"{side}_high"]}, signal)
             # without calibration: the deviation in units of the raw replicates' spread is
@@ -116,6 +126,28 @@ def clustered_interval(counts: list[PoolCount]) -> tuple[float, float, float]:
     return mean, mean - 1.96 * se, mean + 1.96 * se
 
 
+@dataclass
+class ZMoments:
+    variance: float  # of all windows' z: 1 when the band's spread is right
+    skew: float  # positive: a longer tail toward collapse than the band's replicates assume
+    # correlation over pools of a pool's mean z with the spread of its windows' z: positive
+    # when a pool that sits toward collapse also spreads wider than its band (studentisation)
+    offset_spread: float
+
+
+def z_moments(counts: list[PoolCount], signal: str) -> ZMoments:
+    every = [z for c in counts for z in c.z.get(signal, [])]
+    mean, var = statistics.fmean(every), statistics.pvariance(every)
+    skew = statistics.fmean([(z - mean) ** 3 for z in every]) / var ** 1.5 if var else math.nan
+    pools = [c.z[signal] for c in counts if len(c.z.get(signal, [])) > 1]
+    try:
+        corr = statistics.correlation([statistics.fmean(z) for z in pools],
+                                      [statistics.pstdev(z) for z in pools])
+    except statistics.StatisticsError:  # fewer than two pools, or no variation
+        corr = math.nan
+    return ZMoments(var, skew, corr)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pools", type=int, default=12)
@@ -123,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", type=int, default=FRESH_WINDOWS, help="windows per pool")
     p.add_argument("--case", action="append", choices=sorted(CASES),
                    help="repeatable; default all")
+    p.add_argument("--moments", action="store_true",
+                   help="also the variance and skew of the windows' z per signal")
     args = p.parse_args(argv)
     if args.pools < 2 or args.fresh < 1:
         p.error("--pools must be at least 2 (the interval is over pools), --fresh at least 1")
@@ -143,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{f'{total}/{checks}':>9} {100 * total / checks:5.2f}% "
               f"{100 * low:5.2f}-{100 * high:5.2f}% {f'{worst.total}/{worst.checks}':>10}  "
               f"{signals}", flush=True)
+        if args.moments:
+            for s in metrics.SIGNALS:
+                m = z_moments(counts, s)
+                print(f"  {s:<16} z variance {m.variance:.2f}  skew toward collapse "
+                      f"{m.skew:+.2f}  pool offset vs spread {m.offset_spread:+.2f}", flush=True)
     return 0
 
 

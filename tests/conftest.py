@@ -198,3 +198,24 @@ def pytest_collection_modifyitems(config, items) -> None:
         return
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)
+
+
+def pytest_sessionstart(session) -> None:
+    """In the processes that run tests, answer texts the embedding model has already
+    embedded from memory (exactly its vectors; see tests/support/embedding_memo.py).
+    ``COLLAPSEWATCH_TEST_EMBEDDING_MEMO=off`` leaves every text to the model."""
+    if os.environ.get("COLLAPSEWATCH_TEST_EMBEDDING_MEMO", "on") == "off":
+        return
+    if session.config.pluginmanager.hasplugin("dsession"):
+        return  # the xdist controller runs no tests
+    from tests.support.embedding_memo import install
+
+    install()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    from tests.support.embedding_memo import BYPASS, MEMO
+
+    MEMO.active = item.path.name not in BYPASS
+    yield

@@ -37,3 +37,25 @@ def test_fewer_than_two_pools_is_refused(capsys):
         calibration.main(["--pools", "1"])
     assert exit_.value.code == 2
     assert "--pools must be at least 2" in capsys.readouterr().err
+
+
+def test_z_moments_measure_spread_skew_and_the_pool_offset_spread_link():
+    calm = calibration.PoolCount(0, 4, {}, 0, {"sameness": [-1.0, 1.0, -1.0, 1.0]})
+    off = calibration.PoolCount(1, 4, {}, 0, {"sameness": [0.0, 4.0, 0.0, 4.0]})
+    m = calibration.z_moments([calm, off], "sameness")
+    # all eight: mean 1, deviations -2, 0, -2, 0 and -1, 3, -1, 3
+    assert m.variance == pytest.approx((4 + 0 + 4 + 0 + 1 + 9 + 1 + 9) / 8)
+    assert m.skew == pytest.approx(((-8 - 8 - 1 + 27 - 1 + 27) / 8) / 3.5 ** 1.5)
+    assert m.offset_spread == pytest.approx(1.0)  # the offset pool is also the wider one
+    flipped = calibration.PoolCount(1, 4, {}, 0, {"sameness": [2.0, 2.0, 2.0, 2.0]})
+    assert calibration.z_moments([calm, flipped], "sameness").offset_spread == pytest.approx(-1.0)
+
+
+def test_moments_are_printed_from_the_windows_z(capsys, human_documents):
+    assert calibration.main(["--pools", "2", "--fresh", "3", "--case", "100 short",
+                             "--moments"]) == 0
+    out = capsys.readouterr().out
+    counts = calibration.run_case(human_documents, "100 short", range(2), fresh=3)
+    assert all(len(c.z["sameness"]) == 3 for c in counts)
+    m = calibration.z_moments(counts, "sameness")
+    assert f"sameness         z variance {m.variance:.2f}  skew toward collapse {m.skew:+.2f}" in out
