@@ -88,8 +88,10 @@ def test_batches_are_capped_in_texts_and_in_padded_word_pieces(embedder):
 
 
 def test_vectors_do_not_depend_much_on_the_batch_a_text_lands_in(embedder):
-    """The int8 model quantises each call's activations with one scale, so a text's vector
-    moves a little with its batch mates; far less than a paraphrase moves it."""
+    """A text's vector may move a little with its batch mates (padding, an int8 runtime that
+    quantises a whole call's activations with one scale), never as far as a paraphrase moves
+    it. The pinned model and runtime give bit-identical vectors, which the test processes'
+    embedding memo relies on and checks itself (tests/support/embedding_memo.py)."""
     texts = ["a short one", "the cat sat on the mat " * 6, "rain again today",
              "markets fell sharply after the announcement " * 4]
     together = embedder.embed(texts)
