@@ -20,6 +20,9 @@ binomial one over windows. Pools take ~5 s each per case on one core of this mac
 ``--moments`` adds, per signal, the variance and skew of the windows' ``z`` (turned so that
 positive is the collapse side) and the correlation over pools of a pool's mean ``z`` with its
 windows' spread: what is left of the excess once the spread is right (docs/early-warning.md).
+``--skew`` (an experiment, not the product's band) also counts the windows beyond the
+collapse-side edge moved by a first-order Edgeworth term, with the skew of a document's
+contribution estimated per pool from the band's own replicates and the documents each read.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ import random
 import statistics
 from dataclasses import dataclass, field
 
+import numpy as np
+
 import metrics
+from metrics.bands import QUANTILE_METHOD, calibrate, replicate_order, summarise
+from metrics.registry import subsample_docs
+from metrics.scoring import metric_ratios, signal_ratios
 from service.demo.sample_data import human_documents
 
 CASES = {  # name: (window documents, fortunes per document, pool source documents,
@@ -53,6 +61,8 @@ class PoolCount:
     raw_beyond: int  # all signals, uncalibrated
     # per signal, each window's z turned so that positive is the collapse side
     z: dict[str, list[float]] = field(default_factory=dict)
+    # --skew (an experiment): per signal, beyond the skew-corrected collapse-side edge
+    skew_beyond: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -71,7 +81,74 @@ def case_documents(human: list[str], case: str) -> list[str]:
     return [" ".join(human[i:i + joined]) for i in range(0, len(human) - joined + 1, joined)]
 
 
-def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS) -> PoolCount:
+def document_skew(y: np.ndarray, members: np.ndarray) -> tuple[float, float]:
+    """(skew of a document's contribution, signal-to-noise of the estimate) from replicates
+    ``y`` (R,) and their membership ``members`` (R, N) — jackknife-after-bootstrap influences
+    (Efron 1992, JRSS B 54: a document's influence is the mean of the replicates that read
+    it minus the mean of those that do not). The influences carry the documents'
+    contributions plus sampling noise of known variance var(y) (1/k_in + 1/k_out); noise
+    that is symmetric adds nothing to the third moment, so the skew is the influences'
+    third central moment over their variance less the noise, to the 3/2."""
+    k_in = members.sum(axis=0)
+    k_out = len(y) - k_in
+    use = (k_in > 2) & (k_out > 2)
+    m = members[:, use]
+    influence = (m * y[:, None]).sum(axis=0) / k_in[use] - (
+        (~m) * y[:, None]).sum(axis=0) / k_out[use]
+    noise = float(np.mean(y.var(ddof=1) * (1 / k_in[use] + 1 / k_out[use])))
+    signal = float(influence.var()) - noise
+    if signal <= 0:
+        return 0.0, 0.0
+    third = float(((influence - influence.mean()) ** 3).mean())
+    return third / signal ** 1.5, signal / noise
+
+
+def edgeworth_shift(gamma: float, n: int, f: float, z: float = RAW_Z) -> float:
+    """How far (in band standard deviations) the collapse-side quantile of a fresh window
+    lies beyond the calibrated replicates' own, to first order, for documents whose
+    contribution has skew ``gamma`` (toward collapse), windows of ``n`` documents and a pool
+    ``n / f`` documents large. Edgeworth/Cornish-Fisher (Hall 1992, ch. 2): the fresh
+    window minus the pool mean, over the pool's spread, has mean ~ gamma f / (2 sqrt(n (1 + f)))
+    and third cumulant ~ gamma (1 + 2f) / sqrt(n (1 + f)) (the studentisation adds
+    3 gamma f / sqrt(n (1 + f))), while replicates drawn without replacement have skew
+    gamma (1 - 2f) / sqrt(n (1 - f)); the quantile moves by the mean plus the difference of
+    third cumulants times (z^2 - 1) / 6."""
+    g = gamma / math.sqrt(n)
+    fresh = g * (1 + 2 * f) / math.sqrt(1 + f)
+    replicates = g * (1 - 2 * f) / math.sqrt(1 - f)
+    return g * f / (2 * math.sqrt(1 + f)) + (fresh - replicates) * (z * z - 1) / 6
+
+
+def _skew_counts(ratios: dict[str, list[float]], ref, base, n: int, budget: int
+                 ) -> dict[str, int]:
+    """Fresh windows beyond the collapse-side band edge moved by edgeworth_shift with each
+    signal's document skew estimated from this band's own replicates."""
+    prof = base or ref
+    band, origin = (base.band_with_origin(n, budget, ref) if base else
+                    ref.band_with_origin(n, budget))
+    if origin is not None:
+        raise RuntimeError("--skew needs a computed band, not an interpolated one")
+    cal = calibrate(band, prof.pool, n, budget, "pool",
+                    sample_docs=subsample_docs(ref.config.suite))
+    centre = summarise(cal.band, 0.5, 0.5)["mean"]
+    logs = np.log(signal_ratios(metric_ratios(cal.band, centre, n)))
+    members = np.zeros((len(logs), prof.pool.n_docs), dtype=bool)
+    for r in range(len(logs)):
+        members[r, replicate_order(prof.config.seed, n, r, prof.pool.lengths, budget)[:n]] = True
+    out = {}
+    for j, signal in enumerate(metrics.SIGNALS):
+        sign = 1.0 if signal == "sameness" else -1.0  # positive: toward collapse
+        y = sign * logs[:, j]
+        ok = np.isfinite(y)
+        gamma, _ = document_skew(y[ok], members[ok])
+        edge = float(np.quantile(y[ok], 0.99, method=QUANTILE_METHOD)) + edgeworth_shift(
+            gamma, n, n / prof.pool.n_docs) * float(y[ok].std(ddof=1))
+        out[signal] = sum(sign * math.log(v) > edge for v in ratios[signal])
+    return out
+
+
+def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS,
+             skew: bool = False) -> PoolCount:
     n, _, ref_docs, base_windows = CASES[case]
     rng = random.Random(1000 * p + n)
     order = list(range(len(docs)))
@@ -91,6 +168,7 @@ def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS) -> 
     score_cfg = metrics.ScoreConfig(token_budget=int(0.7 * n * mean_len))
     side, ratio_key = ("baseline", "baseline_ratio") if base else ("human", "ratio")
     count = PoolCount(p, 0, {signal: 0 for signal in metrics.SIGNALS}, 0)
+    ratios: dict[str, list[float]] = {signal: [] for signal in metrics.SIGNALS}
     for _ in range(fresh):
         result = metrics.score([docs[i] for i in rng.sample(rest, n)], ref, base,
                                config=score_cfg)
@@ -100,6 +178,7 @@ def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS) -> 
         for signal in metrics.SIGNALS:
             entry = result["signals"][signal]
             count.checks += 1
+            ratios[signal].append(entry[ratio_key])
             if entry["z"] is not None:
                 count.z.setdefault(signal, []).append(
                     entry["z"] if signal == "sameness" else -entry["z"])
@@ -109,13 +188,15 @@ def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS) -> 
             # z times the widening
             count.raw_beyond += abs(entry["z"]) * judged["widening"] > RAW_Z and (
                 (entry["z"] > 0) == (signal == "sameness"))
+    if skew:
+        count.skew_beyond = _skew_counts(ratios, ref, base, n, result["token_budget"])
     return count
 
 
 def run_case(human: list[str], case: str, pools: range,
-             fresh: int = FRESH_WINDOWS) -> list[PoolCount]:
+             fresh: int = FRESH_WINDOWS, skew: bool = False) -> list[PoolCount]:
     docs = case_documents(human, case)
-    return [run_pool(docs, case, p, fresh) for p in pools]
+    return [run_pool(docs, case, p, fresh, skew) for p in pools]
 
 
 def clustered_interval(counts: list[PoolCount]) -> tuple[float, float, float]:
@@ -157,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="repeatable; default all")
     p.add_argument("--moments", action="store_true",
                    help="also the variance and skew of the windows' z per signal")
+    p.add_argument("--skew", action="store_true",
+                   help="also count against a skew-corrected edge (an experiment, not the "
+                        "product's band)")
     args = p.parse_args(argv)
     if args.pools < 2 or args.fresh < 1:
         p.error("--pools must be at least 2 (the interval is over pools), --fresh at least 1")
@@ -167,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'case':<19} {'uncalibrated':>16} {'calibrated':>16} {'pools 95%':>13} "
           f"{'worst pool':>10}  by signal")
     for case in args.case or CASES:
-        counts = run_case(human, case, pools, args.fresh)
+        counts = run_case(human, case, pools, args.fresh, args.skew)
         checks = sum(c.checks for c in counts)
         total, raw = sum(c.total for c in counts), sum(c.raw_beyond for c in counts)
         _, low, high = clustered_interval(counts)
@@ -177,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{f'{total}/{checks}':>9} {100 * total / checks:5.2f}% "
               f"{100 * low:5.2f}-{100 * high:5.2f}% {f'{worst.total}/{worst.checks}':>10}  "
               f"{signals}", flush=True)
+        if args.skew:
+            moved = sum(sum(c.skew_beyond.values()) for c in counts)
+            by = ", ".join(f"{s} {sum(c.skew_beyond[s] for c in counts)}" for s in metrics.SIGNALS)
+            print(f"  skew-corrected edge (experiment) {moved}/{checks} "
+                  f"{100 * moved / checks:5.2f}%  {by}", flush=True)
         if args.moments:
             for s in metrics.SIGNALS:
                 m = z_moments(counts, s)

@@ -104,6 +104,14 @@ def _take_groups(groups: tuple[np.ndarray, ...], docs_sel: np.ndarray, pool_docs
 BAND_DRAW = 2
 
 
+def replicate_order(seed: int, n_docs: int, r: int, lengths: np.ndarray, budget: int
+                    ) -> np.ndarray:
+    """The pool documents replicate ``r`` of a band reads, in order (its first ``n_docs``
+    are the "docs" metrics' sample): replicate r's own seeded stream, see band_matrix."""
+    rng = np.random.default_rng([int(seed), int(n_docs), 0xBA5D, BAND_DRAW, r])
+    return _draw(rng, lengths, n_docs, budget)
+
+
 def band_matrix(
     pool: Corpus,
     pool_doc_keys: np.ndarray,
@@ -159,8 +167,7 @@ def band_matrix(
             groups = _pool_groups(pool, pool_doc_keys, ctx)
 
     def replicate(r: int) -> np.ndarray:
-        rng = np.random.default_rng([int(seed), int(n_docs), 0xBA5D, BAND_DRAW, r])
-        order = _draw(rng, lengths, n_docs, budget)
+        order = replicate_order(seed, n_docs, r, lengths, budget)
         docs_sel = order[:n_docs]
         sample = Sample(
             docs=pool.take(docs_sel),
