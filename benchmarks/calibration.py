@@ -61,8 +61,10 @@ class PoolCount:
     raw_beyond: int  # all signals, uncalibrated
     # per signal, each window's z turned so that positive is the collapse side
     z: dict[str, list[float]] = field(default_factory=dict)
-    # --skew (an experiment): per signal, beyond the skew-corrected collapse-side edge
+    # --skew (an experiment): per signal, beyond the skew-corrected collapse-side edge, and
+    # the document skew it used with that estimate's signal-to-noise (see document_skew)
     skew_beyond: dict[str, int] = field(default_factory=dict)
+    skew_estimate: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -119,10 +121,12 @@ def edgeworth_shift(gamma: float, n: int, f: float, z: float = RAW_Z) -> float:
     return g * f / (2 * math.sqrt(1 + f)) + (fresh - replicates) * (z * z - 1) / 6
 
 
-def _skew_counts(ratios: dict[str, list[float]], ref, base, n: int, budget: int
-                 ) -> dict[str, int]:
+def _skew_counts(count: PoolCount, ratios: dict[str, list[float]], ref, base, n: int,
+                 budget: int) -> None:
     """Fresh windows beyond the collapse-side band edge moved by edgeworth_shift with each
-    signal's document skew estimated from this band's own replicates."""
+    signal's document skew estimated from this band's own replicates; a replicate's
+    documents are taken as the first ``n`` of its order (what the "docs" metrics read; the
+    "budget" metrics read a prefix of the same order), an approximation."""
     prof = base or ref
     band, origin = (base.band_with_origin(n, budget, ref) if base else
                     ref.band_with_origin(n, budget))
@@ -135,16 +139,15 @@ def _skew_counts(ratios: dict[str, list[float]], ref, base, n: int, budget: int
     members = np.zeros((len(logs), prof.pool.n_docs), dtype=bool)
     for r in range(len(logs)):
         members[r, replicate_order(prof.config.seed, n, r, prof.pool.lengths, budget)[:n]] = True
-    out = {}
     for j, signal in enumerate(metrics.SIGNALS):
         sign = 1.0 if signal == "sameness" else -1.0  # positive: toward collapse
         y = sign * logs[:, j]
         ok = np.isfinite(y)
-        gamma, _ = document_skew(y[ok], members[ok])
+        gamma, snr = document_skew(y[ok], members[ok])
+        count.skew_estimate[signal] = (gamma, snr)
         edge = float(np.quantile(y[ok], 0.99, method=QUANTILE_METHOD)) + edgeworth_shift(
             gamma, n, n / prof.pool.n_docs) * float(y[ok].std(ddof=1))
-        out[signal] = sum(sign * math.log(v) > edge for v in ratios[signal])
-    return out
+        count.skew_beyond[signal] = sum(sign * math.log(v) > edge for v in ratios[signal])
 
 
 def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS,
@@ -189,7 +192,7 @@ def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS,
             count.raw_beyond += abs(entry["z"]) * judged["widening"] > RAW_Z and (
                 (entry["z"] > 0) == (signal == "sameness"))
     if skew:
-        count.skew_beyond = _skew_counts(ratios, ref, base, n, result["token_budget"])
+        _skew_counts(count, ratios, ref, base, n, result["token_budget"])
     return count
 
 
@@ -266,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
             by = ", ".join(f"{s} {sum(c.skew_beyond[s] for c in counts)}" for s in metrics.SIGNALS)
             print(f"  skew-corrected edge (experiment) {moved}/{checks} "
                   f"{100 * moved / checks:5.2f}%  {by}", flush=True)
+            for s in metrics.SIGNALS:
+                gammas = [c.skew_estimate[s][0] for c in counts]
+                snrs = [c.skew_estimate[s][1] for c in counts]
+                print(f"  {s:<16} document skew {min(gammas):+.1f} to {max(gammas):+.1f} "
+                      f"(median {statistics.median(gammas):+.1f}), signal-to-noise "
+                      f"{min(snrs):.2f}-{max(snrs):.2f}", flush=True)
         if args.moments:
             for s in metrics.SIGNALS:
                 m = z_moments(counts, s)

@@ -101,3 +101,5 @@ def test_skew_counts_are_printed_beside_the_bands_own(capsys, human_documents):
     moved = sum(sum(c.skew_beyond.values()) for c in counts)
     assert f"skew-corrected edge (experiment) {moved}/18 " in out
     assert all(set(c.skew_beyond) == {"diversity", "tail_coverage", "sameness"} for c in counts)
+    gammas = [c.skew_estimate["sameness"][0] for c in counts]
+    assert f"sameness         document skew {min(gammas):+.1f} to {max(gammas):+.1f}" in out
