@@ -62,8 +62,7 @@ def install() -> bool:
         from metrics.embedding import OnnxEmbedder, shared_embedder
     except ImportError:
         return False
-    model = shared_embedder()
-    model = model[0] if isinstance(model, tuple) else model
+    model, _ = shared_embedder()  # (None, reason) when no model loads here
     if not isinstance(model, OnnxEmbedder):
         return False
     original = OnnxEmbedder.embed
