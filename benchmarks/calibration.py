@@ -20,9 +20,9 @@ binomial one over windows. Pools take ~5 s each per case on one core of this mac
 ``--moments`` adds, per signal, the variance and skew of the windows' ``z`` (turned so that
 positive is the collapse side) and the correlation over pools of a pool's mean ``z`` with its
 windows' spread: what is left of the excess once the spread is right (docs/early-warning.md).
-``--skew`` (an experiment, not the product's band) also counts the windows beyond the
-collapse-side edge moved by a first-order Edgeworth term, with the skew of a document's
-contribution estimated per pool from the band's own replicates and the documents each read.
+``--skew`` prints what the band's skew allowance (:func:`metrics.bands.skew_allowance`) did:
+the windows beyond the symmetric edge it moved, and per signal the document skews the bands
+estimated and how far their collapse-side edges moved.
 """
 
 from __future__ import annotations
@@ -33,12 +33,7 @@ import random
 import statistics
 from dataclasses import dataclass, field
 
-import numpy as np
-
 import metrics
-from metrics.bands import QUANTILE_METHOD, calibrate, replicate_order, summarise
-from metrics.registry import subsample_docs
-from metrics.scoring import metric_ratios, signal_ratios
 from service.demo.sample_data import human_documents
 
 CASES = {  # name: (window documents, fortunes per document, pool source documents,
@@ -61,10 +56,10 @@ class PoolCount:
     raw_beyond: int  # all signals, uncalibrated
     # per signal, each window's z turned so that positive is the collapse side
     z: dict[str, list[float]] = field(default_factory=dict)
-    # --skew (an experiment): per signal, beyond the skew-corrected collapse-side edge, and
-    # the document skew it used with that estimate's signal-to-noise (see document_skew)
-    skew_beyond: dict[str, int] = field(default_factory=dict)
-    skew_estimate: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # per signal: beyond the symmetric collapse-side edge (without the band's skew
+    # allowance), and the allowance (document skew, edge moved in sd) of the pool's band
+    symmetric_beyond: dict[str, int] = field(default_factory=dict)
+    allowance: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -83,75 +78,7 @@ def case_documents(human: list[str], case: str) -> list[str]:
     return [" ".join(human[i:i + joined]) for i in range(0, len(human) - joined + 1, joined)]
 
 
-def document_skew(y: np.ndarray, members: np.ndarray) -> tuple[float, float]:
-    """(skew of a document's contribution, signal-to-noise of the estimate) from replicates
-    ``y`` (R,) and their membership ``members`` (R, N) — jackknife-after-bootstrap influences
-    (Efron 1992, JRSS B 54: a document's influence is the mean of the replicates that read
-    it minus the mean of those that do not). The influences carry the documents'
-    contributions plus sampling noise of known variance var(y) (1/k_in + 1/k_out); noise
-    that is symmetric adds nothing to the third moment, so the skew is the influences'
-    third central moment over their variance less the noise, to the 3/2."""
-    k_in = members.sum(axis=0)
-    k_out = len(y) - k_in
-    use = (k_in > 2) & (k_out > 2)
-    m = members[:, use]
-    influence = (m * y[:, None]).sum(axis=0) / k_in[use] - (
-        (~m) * y[:, None]).sum(axis=0) / k_out[use]
-    noise = float(np.mean(y.var(ddof=1) * (1 / k_in[use] + 1 / k_out[use])))
-    signal = float(influence.var()) - noise
-    if signal <= 0:
-        return 0.0, 0.0
-    third = float(((influence - influence.mean()) ** 3).mean())
-    return third / signal ** 1.5, signal / noise
-
-
-def edgeworth_shift(gamma: float, n: int, f: float, z: float = RAW_Z) -> float:
-    """How far (in band standard deviations) the collapse-side quantile of a fresh window
-    lies beyond the calibrated replicates' own, to first order, for documents whose
-    contribution has skew ``gamma`` (toward collapse), windows of ``n`` documents and a pool
-    ``n / f`` documents large. Edgeworth/Cornish-Fisher (Hall 1992, ch. 2): the fresh
-    window minus the pool mean, over the pool's spread, has mean ~ gamma f / (2 sqrt(n (1 + f)))
-    and third cumulant ~ gamma (1 + 2f) / sqrt(n (1 + f)) (the studentisation adds
-    3 gamma f / sqrt(n (1 + f))), while replicates drawn without replacement have skew
-    gamma (1 - 2f) / sqrt(n (1 - f)); the quantile moves by the mean plus the difference of
-    third cumulants times (z^2 - 1) / 6."""
-    g = gamma / math.sqrt(n)
-    fresh = g * (1 + 2 * f) / math.sqrt(1 + f)
-    replicates = g * (1 - 2 * f) / math.sqrt(1 - f)
-    return g * f / (2 * math.sqrt(1 + f)) + (fresh - replicates) * (z * z - 1) / 6
-
-
-def _skew_counts(count: PoolCount, ratios: dict[str, list[float]], ref, base, n: int,
-                 budget: int) -> None:
-    """Fresh windows beyond the collapse-side band edge moved by edgeworth_shift with each
-    signal's document skew estimated from this band's own replicates; a replicate's
-    documents are taken as the first ``n`` of its order (what the "docs" metrics read; the
-    "budget" metrics read a prefix of the same order), an approximation."""
-    prof = base or ref
-    band, origin = (base.band_with_origin(n, budget, ref) if base else
-                    ref.band_with_origin(n, budget))
-    if origin is not None:
-        raise RuntimeError("--skew needs a computed band, not an interpolated one")
-    cal = calibrate(band, prof.pool, n, budget, "pool",
-                    sample_docs=subsample_docs(ref.config.suite))
-    centre = summarise(cal.band, 0.5, 0.5)["mean"]
-    logs = np.log(signal_ratios(metric_ratios(cal.band, centre, n)))
-    members = np.zeros((len(logs), prof.pool.n_docs), dtype=bool)
-    for r in range(len(logs)):
-        members[r, replicate_order(prof.config.seed, n, r, prof.pool.lengths, budget)[:n]] = True
-    for j, signal in enumerate(metrics.SIGNALS):
-        sign = 1.0 if signal == "sameness" else -1.0  # positive: toward collapse
-        y = sign * logs[:, j]
-        ok = np.isfinite(y)
-        gamma, snr = document_skew(y[ok], members[ok])
-        count.skew_estimate[signal] = (gamma, snr)
-        edge = float(np.quantile(y[ok], 0.99, method=QUANTILE_METHOD)) + edgeworth_shift(
-            gamma, n, n / prof.pool.n_docs) * float(y[ok].std(ddof=1))
-        count.skew_beyond[signal] = sum(sign * math.log(v) > edge for v in ratios[signal])
-
-
-def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS,
-             skew: bool = False) -> PoolCount:
+def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS) -> PoolCount:
     n, _, ref_docs, base_windows = CASES[case]
     rng = random.Random(1000 * p + n)
     order = list(range(len(docs)))
@@ -170,36 +97,41 @@ def run_pool(docs: list[str], case: str, p: int, fresh: int = FRESH_WINDOWS,
     # a budget below every window's tokens: all windows share one band
     score_cfg = metrics.ScoreConfig(token_budget=int(0.7 * n * mean_len))
     side, ratio_key = ("baseline", "baseline_ratio") if base else ("human", "ratio")
-    count = PoolCount(p, 0, {signal: 0 for signal in metrics.SIGNALS}, 0)
-    ratios: dict[str, list[float]] = {signal: [] for signal in metrics.SIGNALS}
+    count = PoolCount(p, 0, {signal: 0 for signal in metrics.SIGNALS}, 0,
+                      symmetric_beyond={signal: 0 for signal in metrics.SIGNALS})
     for _ in range(fresh):
         result = metrics.score([docs[i] for i in rng.sample(rest, n)], ref, base,
                                config=score_cfg)
         judged = result["calibration"][side]
         if judged["status"] != "calibrated":
             raise RuntimeError(f"{case}, pool {p}: band not calibrated: {judged}")
+        allowance = judged["skew_allowance"] or {}
         for signal in metrics.SIGNALS:
             entry = result["signals"][signal]
             count.checks += 1
-            ratios[signal].append(entry[ratio_key])
             if entry["z"] is not None:
                 count.z.setdefault(signal, []).append(
                     entry["z"] if signal == "sameness" else -entry["z"])
-            count.beyond[signal] += beyond({"ratio": entry[ratio_key], "low": entry[f"{side}_low"],
-                                            "high": entry[f"{side}_high"]}, signal)
+            edges = {"ratio": entry[ratio_key], "low": entry[f"{side}_low"],
+                     "high": entry[f"{side}_high"]}
+            count.beyond[signal] += beyond(edges, signal)
+            moved = allowance.get(signal, {"document_skew": 0.0, "edge_moved_sd": 0.0,
+                                           "edge_factor": 1.0})
+            count.allowance[signal] = (moved["document_skew"], moved["edge_moved_sd"])
+            count.symmetric_beyond[signal] += beyond(
+                {**edges, "low": edges["low"] * moved["edge_factor"],
+                 "high": edges["high"] / moved["edge_factor"]}, signal)
             # without calibration: the deviation in units of the raw replicates' spread is
             # z times the widening
             count.raw_beyond += abs(entry["z"]) * judged["widening"] > RAW_Z and (
                 (entry["z"] > 0) == (signal == "sameness"))
-    if skew:
-        _skew_counts(count, ratios, ref, base, n, result["token_budget"])
     return count
 
 
 def run_case(human: list[str], case: str, pools: range,
-             fresh: int = FRESH_WINDOWS, skew: bool = False) -> list[PoolCount]:
+             fresh: int = FRESH_WINDOWS) -> list[PoolCount]:
     docs = case_documents(human, case)
-    return [run_pool(docs, case, p, fresh, skew) for p in pools]
+    return [run_pool(docs, case, p, fresh) for p in pools]
 
 
 def clustered_interval(counts: list[PoolCount]) -> tuple[float, float, float]:
@@ -242,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--moments", action="store_true",
                    help="also the variance and skew of the windows' z per signal")
     p.add_argument("--skew", action="store_true",
-                   help="also count against a skew-corrected edge (an experiment, not the "
-                        "product's band)")
+                   help="also what the bands' skew allowance did: the count beyond the "
+                        "symmetric edge, the document skews and how far edges moved")
     args = p.parse_args(argv)
     if args.pools < 2 or args.fresh < 1:
         p.error("--pools must be at least 2 (the interval is over pools), --fresh at least 1")
@@ -254,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'case':<19} {'uncalibrated':>16} {'calibrated':>16} {'pools 95%':>13} "
           f"{'worst pool':>10}  by signal")
     for case in args.case or CASES:
-        counts = run_case(human, case, pools, args.fresh, args.skew)
+        counts = run_case(human, case, pools, args.fresh)
         checks = sum(c.checks for c in counts)
         total, raw = sum(c.total for c in counts), sum(c.raw_beyond for c in counts)
         _, low, high = clustered_interval(counts)
@@ -265,16 +197,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * low:5.2f}-{100 * high:5.2f}% {f'{worst.total}/{worst.checks}':>10}  "
               f"{signals}", flush=True)
         if args.skew:
-            moved = sum(sum(c.skew_beyond.values()) for c in counts)
-            by = ", ".join(f"{s} {sum(c.skew_beyond[s] for c in counts)}" for s in metrics.SIGNALS)
-            print(f"  skew-corrected edge (experiment) {moved}/{checks} "
-                  f"{100 * moved / checks:5.2f}%  {by}", flush=True)
+            sym = sum(sum(c.symmetric_beyond.values()) for c in counts)
+            by = ", ".join(f"{s} {sum(c.symmetric_beyond[s] for c in counts)}"
+                           for s in metrics.SIGNALS)
+            print(f"  without the skew allowance {sym}/{checks} {100 * sym / checks:5.2f}%  {by}",
+                  flush=True)
             for s in metrics.SIGNALS:
-                gammas = [c.skew_estimate[s][0] for c in counts]
-                snrs = [c.skew_estimate[s][1] for c in counts]
+                gammas = [c.allowance[s][0] for c in counts]
+                moved = [c.allowance[s][1] for c in counts]
                 print(f"  {s:<16} document skew {min(gammas):+.1f} to {max(gammas):+.1f} "
-                      f"(median {statistics.median(gammas):+.1f}), signal-to-noise "
-                      f"{min(snrs):.2f}-{max(snrs):.2f}", flush=True)
+                      f"(median {statistics.median(gammas):+.1f}), edge moved median "
+                      f"{statistics.median(moved):.2f} sd, max {max(moved):.2f} sd", flush=True)
         if args.moments:
             for s in metrics.SIGNALS:
                 m = z_moments(counts, s)

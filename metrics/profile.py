@@ -277,6 +277,11 @@ class Profile:
             return self.stored_bands[key]
         return self._once(key, lambda: self._compute_band(key, reference))
 
+    def memoised(self, key: tuple, make: Callable[[], Any]) -> Any:
+        """A value derived from this profile's bands (e.g. a band's skew allowance), made
+        once per ``key`` and kept like an on-demand band (least recently used dropped)."""
+        return self._once(("derived", *key), make)
+
     def _once(self, key: tuple, make: Callable[[], Any]) -> Any:
         """The memoised value under ``key``, or ``make()``'s, memoised; threads asking for a
         key being made wait for it instead of making it again. A failed ``make`` lets the

@@ -6,12 +6,22 @@
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from metrics.bands import QUANTILE_METHOD, Calibration, calibrate, snap_budget, summarise
+from metrics.bands import (
+    BAND_DRAW,
+    QUANTILE_METHOD,
+    Calibration,
+    SkewAllowance,
+    calibrate,
+    skew_allowance,
+    snap_budget,
+    summarise,
+)
 from metrics.config import ScoreConfig
 from metrics.errors import MetricsError, ProfileError
 from metrics.evidence import evidence as window_evidence
@@ -97,11 +107,43 @@ def _percentile(replicates: np.ndarray, value: float) -> float | None:
     return float(((reps < value).sum() + 0.5 * (reps == value).sum()) / len(reps))
 
 
+# +1 for a signal that rises toward collapse (sameness), -1 for one that falls
+_COLLAPSE_SIGN = np.array([1.0 if name == "sameness" else -1.0 for name in SIGNALS])
+
+
+def _skew_of(profile: Profile, origin, n_docs: int, budget: int, band: np.ndarray,
+             cfg: ScoreConfig) -> Callable[[np.ndarray], SkewAllowance] | None:
+    """The skew allowance of a band (see :func:`metrics.bands.skew_allowance`), made once per
+    band: None for a band whose replicates' documents are not known — extended, interpolated
+    between document counts, or stored the way of an older release. A band interpolated
+    between budgets at the window's own document count keeps the replicates of its stored
+    bands, which read the same documents at every budget (``band_matrix``)."""
+    if isinstance(origin, list):
+        if any(n != n_docs for n, _ in origin):
+            return None
+        used = [tuple(k) for k in origin]
+    elif origin is None:
+        used = [(n_docs, budget)]
+    else:
+        return None
+    older_draw = profile.band_draw != BAND_DRAW and any(k in profile.stored_bands for k in used)
+    if older_draw or len(band) != profile.config.replicates:
+        return None
+    z = float(statistics.NormalDist().inv_cdf(cfg.band_high))
+    key = ("skew_allowance", n_docs, budget, z, origin is None)
+
+    def of(logs: np.ndarray) -> SkewAllowance:
+        return profile.memoised(key, lambda: skew_allowance(
+            logs, _COLLAPSE_SIGN, profile.config.seed, n_docs, budget, profile.pool.lengths, z))
+    return of
+
+
 class _Comparison:
     """A window compared with one band (human or baseline), calibrated for a fresh window
     (see :func:`metrics.bands.calibrate`)."""
 
-    def __init__(self, values: np.ndarray, cal: Calibration, n_docs: int, cfg: ScoreConfig):
+    def __init__(self, values: np.ndarray, cal: Calibration, n_docs: int, cfg: ScoreConfig,
+                 skew: Callable[[np.ndarray], SkewAllowance] | None = None):
         band = cal.band
         self.calibration = cal
         self.summary = summarise(band, cfg.band_low, cfg.band_high)
@@ -126,9 +168,27 @@ class _Comparison:
             # around it: the part of z every window against this band shares
             self.mean_error = np.sqrt(np.maximum(sd**2 / within_sd**2 - 1.0, 0.0))
             self.metric_z = (values - self.summary["mean"]) / np.nanstd(band, axis=0, ddof=1)
+        # the collapse-side edges move out by the band's skew allowance (see
+        # metrics.bands.skew_allowance); z stays the symmetric standardised deviation
+        self.skew: SkewAllowance | None = skew(logs) if skew is not None else None
+        # the collapse-side edge is multiplied (sameness) or divided by this
+        self.edge_factor = np.ones(len(SIGNALS))
+        if self.skew is not None:
+            moved = self.edge_factor = np.exp(self.skew.shift * sd)
+            rises = _COLLAPSE_SIGN > 0
+            self.signal_high = np.where(rises, self.signal_high * moved, self.signal_high)
+            self.signal_low = np.where(rises, self.signal_low, self.signal_low / moved)
 
     def signal_outside(self, j: int) -> bool:
         return bool(self.signals[j] < self.signal_low[j] or self.signals[j] > self.signal_high[j])
+
+    def skew_json(self) -> dict | None:
+        if self.skew is None:
+            return None
+        return {name: {"document_skew": _num(self.skew.document_skew[j]),
+                       "edge_moved_sd": _num(self.skew.shift[j]),
+                       "edge_factor": _num(self.edge_factor[j])}
+                for j, name in enumerate(SIGNALS)}
 
     def bands(self) -> Band:
         return {
@@ -248,8 +308,9 @@ def score(
     if band is not None:
         cal = calibrate(band, reference.pool, n_docs, budget, "reference's calibration pool",
                         interpolated_from=origin, sample_docs=sample_docs)
+        human = _Comparison(values, cal, n_docs, cfg,
+                            _skew_of(reference, origin, n_docs, budget, band, cfg))
         band = cal.band
-        human = _Comparison(values, cal, n_docs, cfg)
     base = base_cal = None
     if enough and baseline is not None:
         base_band, base_origin = baseline.band_with_origin(n_docs, budget, reference,
@@ -259,7 +320,8 @@ def score(
         # a window larger than the baseline cannot be judged against it (its replicates
         # repeat documents): the baseline comparison is left out and said so
         if base_cal.status != "too_small":
-            base = _Comparison(values, base_cal, n_docs, cfg)
+            base = _Comparison(values, base_cal, n_docs, cfg, _skew_of(
+                baseline, base_origin, n_docs, budget, base_band, cfg))
     health = "insufficient_data"
     if human is not None:
         health = health_state(human.bands(), base.bands() if base else None, cfg)
@@ -272,7 +334,7 @@ def score(
         "health": health,
         "signals": _signals_json(human, base, baseline is not None),
         "metrics": _metrics_json(values, band, human, base, baseline is not None),
-        "calibration": _calibration_json(human, base_cal),
+        "calibration": _calibration_json(human, base_cal, base),
     }
     if with_evidence:
         result["evidence"] = window_evidence(
@@ -328,11 +390,17 @@ def _share_fields(sample: Sample, reference: Profile, mixture) -> dict:
     return share.fields()
 
 
-def _calibration_json(human: _Comparison | None, base: Calibration | None) -> dict:
-    """How each band was calibrated for this window (see :func:`metrics.bands.calibrate`)."""
-    out: dict = {"human": human.calibration.to_json() if human else None}
-    if base is not None:
-        out["baseline"] = base.to_json()
+def _calibration_json(human: _Comparison | None, base_cal: Calibration | None,
+                      base: _Comparison | None) -> dict:
+    """How each band was calibrated for this window (see :func:`metrics.bands.calibrate`),
+    with its skew allowance (:func:`metrics.bands.skew_allowance`; null when the band's
+    replicates' documents are not known)."""
+    out: dict = {"human": None}
+    if human is not None:
+        out["human"] = {**human.calibration.to_json(), "skew_allowance": human.skew_json()}
+    if base_cal is not None:
+        out["baseline"] = {**base_cal.to_json(),
+                           "skew_allowance": base.skew_json() if base else None}
     return out
 
 

@@ -4,6 +4,7 @@ per band however many threads ask."""
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 
 import numpy as np
@@ -12,7 +13,15 @@ import pytest
 import metrics
 import metrics.profile as profile_module
 from benchmarks import calibration
-from metrics.bands import band_matrix, calibrate, interpolate, snap_budget
+from metrics.bands import (
+    band_matrix,
+    calibrate,
+    document_skew,
+    edgeworth_shift,
+    interpolate,
+    skew_allowance,
+    snap_budget,
+)
 from metrics.registry import (
     BUDGET_COLUMNS,
     BY_NAME,
@@ -178,29 +187,22 @@ def test_stored_bands_of_an_older_draw_are_used_but_their_doc_columns_are_not_re
 # figure: the counts below are its pools 0-11).
 # 12 pools: the error of a pool's mean is shared by its 40 windows, so a case's count is
 # clustered by pool (with 4 pools, one pool of "100 short" gave 5 of its 10 windows beyond
-# the bound; 12 pools read 19/1440 = 1.3% for that case)
+# the bound; 12 pools read 15/1440 = 1.0% for that case)
 POOLS = 12
 
 
-# measured just over the target: 200-document windows against a 3-window baseline (600
-# documents), 29 of 1,440 = 2.01% beyond the bound (before calibration, 4 pools: 30/480). The
-# excess is sameness (17/480), from 3 of the 12 baselines: a 600-document pool that happens
-# to lack the few highly repetitive fortunes reads low on self_repetition and
-# top_ngram_share, and its replicates are then also narrow (per-document contributions are
-# skewed; the widening assumes a symmetric error of the pool's mean). Over 60 pools
-# (`python -m benchmarks.calibration --pools 60 --case "200 auto-baseline"`) the case reads
-# 123/7200 = 1.71%, interval over pools 1.11-2.31%: within the target on average but not
-# shown to be. The strict xfail turns into a failure the day the 12 pools meet the target,
-# so the mark is then removed.
-SHORT_OF_TARGET = {"200 auto-baseline"}
+# 200-document windows against a 3-window baseline (600 documents) read 29 of 1,440 = 2.01%
+# beyond the symmetric bound: per-document repetition is right-skewed, and a 600-document
+# pool that happens to lack the few highly repetitive fortunes has a low centre and narrow
+# replicates. With the skew allowance (metrics.bands.skew_allowance: the collapse-side edge
+# moved out by a first-order Edgeworth term in the document skew the band's own replicates
+# show) they read 20/1440 = 1.39% (`python -m benchmarks.calibration --skew` prints both);
+# the same loop over pools 0-59 reads 94/7200 = 1.31% against 123 without it, and over
+# pools 60-119 42 against 67 (docs/early-warning.md). The other cases read at most 15/1440.
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="measured 29/1440 = 2.01% > 2%"))
-    if c in SHORT_OF_TARGET else c
-    for c in calibration.CASES
-])
+@pytest.mark.parametrize("case", list(calibration.CASES))
 def test_fresh_windows_fall_beyond_the_one_percent_bound_in_at_most_two_percent(
     human_documents, case,
 ):
@@ -214,6 +216,98 @@ def test_fresh_windows_fall_beyond_the_one_percent_bound_in_at_most_two_percent(
     assert beyond <= 0.02 * checks, f"{case}: {beyond}/{checks} beyond the 1% bound"
     # the check can fail: uncalibrated, the same windows leave the band more often
     assert raw_beyond > beyond, (raw_beyond, beyond)
+
+
+# ------------------------------------------------------------------ skew allowance
+
+def test_document_skew_recovers_a_planted_skew_from_replicate_membership():
+    rng = np.random.default_rng(3)
+    pool, n, replicates = 300, 100, 3000
+    for contributions, low, high in ((rng.exponential(size=pool), 1.2, 2.8),  # skew 2
+                                     (rng.normal(size=pool), -0.6, 0.6)):  # skew 0
+        planted = ((contributions - contributions.mean()) ** 3).mean() / contributions.std() ** 3
+        members = np.zeros((replicates, pool), dtype=bool)
+        for r in range(replicates):
+            members[r, rng.choice(pool, n, replace=False)] = True
+        y = members @ contributions / n  # each replicate's mean
+        gamma, snr = document_skew(y, members)
+        assert low < gamma < high and abs(gamma - planted) < 0.6
+        assert snr > 0.5
+        # a mirrored statistic has the mirrored skew
+        assert document_skew(-y, members)[0] == pytest.approx(-gamma)
+
+
+def test_the_edgeworth_shift_vanishes_without_skew_and_grows_with_the_pool_share():
+    assert edgeworth_shift(0.0, 200, 1 / 3) == 0
+    shifts = [edgeworth_shift(4.0, 200, f) for f in (0.1, 0.25, 1 / 3, 0.5)]
+    assert all(0 < a < b for a, b in itertools.pairwise(shifts))
+    # f = 1/3, gamma / sqrt(n) = 1: mean 1/(6 sqrt(4/3)); cumulants (5/3)/sqrt(4/3) - (1/3)/sqrt(2/3)
+    f = 1 / 3
+    expected = f / (2 * (1 + f) ** 0.5) + ((1 + 2 * f) / (1 + f) ** 0.5 - (1 - 2 * f) / (
+        1 - f) ** 0.5) * (2.326 ** 2 - 1) / 6
+    assert edgeworth_shift(200 ** 0.5, 200, f) == pytest.approx(expected)
+    assert edgeworth_shift(-4.0, 200, 0.25) == pytest.approx(-shifts[1])
+
+
+def test_the_skew_allowance_widens_nothing_without_documents_to_estimate_from():
+    """A pool so large that a document is read by fewer than SKEW_MIN_READS replicates
+    gets no estimate (its allowance would be ~0: it grows with the window's share)."""
+    rng = np.random.default_rng(0)
+    logs = rng.normal(size=(20, 3))
+    out = skew_allowance(logs, np.array([-1.0, -1.0, 1.0]), 0, 100, 1000,
+                         np.full(1000, 10), 2.326)  # 20 x 100 / 1000 = 2 reads each
+    assert not out.document_skew.any() and not out.shift.any()
+
+
+SONG = " ".join(["oh la la la, sing it again, oh la la la"] * 12)
+
+
+@pytest.fixture(scope="module")
+def skew_profiles(fortune_split):
+    """A lexical reference, and two 600-document baselines of its source: one plain, one
+    with 18 song-like documents (a chorus repeated 12 times) among its fortunes — a few
+    very repetitive documents, the skew the allowance is for."""
+    cfg = metrics.ReferenceConfig(replicates=100, band_sizes=(200,))
+    ref = metrics.build_reference(fortune_split[0][:2000], "skew", config=cfg, embedder=None)
+    songs = fortune_split[0][2000:2582] + [f"{SONG} verse {i}" for i in range(18)]
+    random.Random(1).shuffle(songs)
+    plain = metrics.build_baseline(fortune_split[0][2000:2600], ref, "plain", config=cfg,
+                                   embedder=None)
+    sung = metrics.build_baseline(songs, ref, "songs", config=cfg, embedder=None)
+    return ref, plain, sung
+
+
+def test_a_skewed_baseline_moves_only_the_collapse_side_edges_out(skew_profiles,
+                                                                  fortune_split, monkeypatch):
+    """The collapse-side edge of each signal moves out by the band's skew allowance (the
+    document skew estimated from its replicates, first-order Edgeworth term); the other
+    edge and z stay the symmetric band's. A negative estimate moves nothing."""
+    ref, plain, sung = skew_profiles
+    window = fortune_split[1][:200]
+    moved = metrics.score(window, ref, sung, with_evidence=False)
+    calm = metrics.score(window, ref, plain, with_evidence=False)
+    monkeypatch.setattr(metrics.scoring, "_skew_of", lambda *args: None)
+    symmetric = metrics.score(window, ref, sung, with_evidence=False)
+    allowance = moved["calibration"]["baseline"]["skew_allowance"]
+    assert symmetric["calibration"]["baseline"]["skew_allowance"] is None
+    assert allowance["sameness"]["document_skew"] > 2 and allowance["diversity"][
+        "document_skew"] > 2
+    for signal, a in allowance.items():
+        new, old = moved["signals"][signal], symmetric["signals"][signal]
+        assert new["z"] == old["z"]
+        assert (a["edge_moved_sd"] > 0) == (a["document_skew"] > 0)
+        assert a["edge_factor"] >= 1
+        if signal == "sameness":
+            assert new["baseline_high"] == pytest.approx(old["baseline_high"] * a["edge_factor"])
+            assert new["baseline_low"] == old["baseline_low"]
+        else:
+            assert new["baseline_low"] == pytest.approx(old["baseline_low"] / a["edge_factor"])
+            assert new["baseline_high"] == old["baseline_high"]
+    assert allowance["sameness"]["edge_factor"] > 1.01
+    # the songs are what the estimate sees: the plain baseline reads less skewed
+    calm_allowance = calm["calibration"]["baseline"]["skew_allowance"]
+    assert calm_allowance["sameness"]["document_skew"] < allowance["sameness"]["document_skew"]
+    assert calm_allowance["diversity"]["document_skew"] < allowance["diversity"]["document_skew"]
 
 
 # ------------------------------------------------------------------ interpolation
@@ -301,10 +395,13 @@ def test_scoring_interpolates_between_stored_sizes_and_says_so(grid_reference, f
     assert calls == []
     assert result["calibration"]["human"]["interpolated_from"] == [
         list(k) for k in _sized(ref)]
+    # between document counts its replicates' documents are not known: no skew allowance
+    assert result["calibration"]["human"]["skew_allowance"] is None
     assert result["health"] == "healthy"
     exact = metrics.score(window, ref, config=metrics.ScoreConfig(interpolate_bands=False),
                           with_evidence=False)
     assert len(calls) == 1 and exact["calibration"]["human"]["interpolated_from"] is None
+    assert set(exact["calibration"]["human"]["skew_allowance"]) == set(metrics.SIGNALS)
     assert exact["health"] == "healthy"
     outside = metrics.score(held[:300], ref, with_evidence=False)
     assert len(calls) == 2 and outside["calibration"]["human"]["interpolated_from"] is None
@@ -577,6 +674,7 @@ def test_scoring_above_the_grid_extends_the_largest_band_and_says_so(top_referen
     cal = result["calibration"]["human"]
     assert cal["extended_from"] == {"band": [n_top, budget], "replicates_computed": 50}
     assert cal["interpolated_from"] is None
+    assert cal["skew_allowance"] is None  # an extended band's rows are not one draw
     assert result["health"] == "healthy"
     exact = metrics.score(window, ref, config=metrics.ScoreConfig(interpolate_bands=False),
                           with_evidence=False)
