@@ -389,35 +389,36 @@ def calibrate(
 SKEW_MIN_READS = 3
 
 
-def replicate_members(seed: int, n_docs: int, replicates: int, lengths: np.ndarray,
-                      budget: int) -> np.ndarray:
-    """(replicates, pool documents) bool: which documents each replicate of a band computed
-    by :func:`band_matrix` read in its document view (its first ``n_docs``; the budget view
-    reads a prefix of the same order, so this is an approximation for those metrics)."""
-    members = np.zeros((replicates, len(lengths)), dtype=bool)
-    for r in range(replicates):
-        members[r, replicate_order(seed, n_docs, r, lengths, budget)[:n_docs]] = True
-    return members
+def replicate_reads(seed: int, n_docs: int, replicates: int, lengths: np.ndarray
+                    ) -> np.ndarray:
+    """(replicates, n_docs) pool-document indices: the documents each replicate of a band
+    computed by :func:`band_matrix` reads in its document view. Its budget view reads a
+    prefix of the same order, so for the "budget" metrics this is an approximation; the
+    first ``n_docs`` of the order do not depend on the budget (``BAND_DRAW`` 2)."""
+    budget = 0  # the order's first n_docs documents are the same at every budget
+    return np.stack([replicate_order(seed, n_docs, r, lengths, budget)[:n_docs]
+                     for r in range(replicates)]).astype(np.int32)
 
 
-def document_skew(y: np.ndarray, members: np.ndarray) -> tuple[float, float]:
+def document_skew(y: np.ndarray, reads: np.ndarray, pool: int) -> tuple[float, float]:
     """(skew of a document's contribution, signal-to-noise of the estimate) from replicates
-    ``y`` (R,) and their membership ``members`` (R, N) — jackknife-after-bootstrap influences
-    (Efron 1992, JRSS B 54: a document's influence is the mean of the replicates that read
-    it minus the mean of those that do not). The influences carry the documents'
-    contributions plus sampling noise of known variance var(y) (1/k_in + 1/k_out); noise
-    that is symmetric adds nothing to the third moment, so the skew is the influences'
-    third central moment over their variance less the noise, to the 3/2. (0, 0) when the
-    noise is all there is."""
-    k_in = members.sum(axis=0)
+    ``y`` (R,) and the documents each read, ``reads`` (R, n) indices into a pool of ``pool``
+    documents — jackknife-after-bootstrap influences (Efron 1992, JRSS B 54: a document's
+    influence is the mean of the replicates that read it minus the mean of those that do
+    not). The influences carry the documents' contributions plus sampling noise of known
+    variance var(y) (1/k_in + 1/k_out); noise that is symmetric adds nothing to the third
+    moment, so the skew is the influences' third central moment over their variance less
+    the noise, to the 3/2. (0, 0) when the noise is all there is."""
+    flat = reads.ravel()
+    k_in = np.bincount(flat, minlength=pool)
+    sum_in = np.bincount(flat, weights=np.repeat(y, reads.shape[1]), minlength=pool)
     k_out = len(y) - k_in
     use = (k_in > 2) & (k_out > 2)
     if use.sum() < 3:
         return 0.0, 0.0
-    m = members[:, use]
-    influence = (m * y[:, None]).sum(axis=0) / k_in[use] - (
-        (~m) * y[:, None]).sum(axis=0) / k_out[use]
-    noise = float(np.mean(y.var(ddof=1) * (1 / k_in[use] + 1 / k_out[use])))
+    k_in, k_out, sum_in = k_in[use], k_out[use], sum_in[use]
+    influence = sum_in / k_in - (y.sum() - sum_in) / k_out
+    noise = float(np.mean(y.var(ddof=1) * (1 / k_in + 1 / k_out)))
     signal = float(influence.var()) - noise
     if signal <= 0 or noise <= 0:
         return 0.0, 0.0
@@ -453,26 +454,27 @@ class SkewAllowance:
     shift: np.ndarray
 
 
-def skew_allowance(log_signals: np.ndarray, collapse_sign: np.ndarray, seed: int,
-                   n_docs: int, budget: int, lengths: np.ndarray, z: float) -> SkewAllowance:
-    """The allowance of a band computed by :func:`band_matrix` (``seed``, ``n_docs``,
-    ``budget``, a pool of documents of ``lengths``) whose calibrated replicates give
-    ``log_signals`` (R, signals); ``collapse_sign``: +1 for a signal that rises toward
+def skew_allowance(log_signals: np.ndarray, collapse_sign: np.ndarray, reads: np.ndarray,
+                   pool: int, n_docs: int, z: float) -> SkewAllowance:
+    """The allowance of a band whose calibrated replicates give ``log_signals`` (R, signals)
+    and read ``reads`` (see :func:`replicate_reads`) of a pool of ``pool`` documents, for
+    windows of ``n_docs`` documents; ``collapse_sign``: +1 for a signal that rises toward
     collapse, -1 for one that falls; ``z``: the band's normal quantile."""
     k = log_signals.shape[1]
     gammas, shifts = np.zeros(k), np.zeros(k)
-    pool = len(lengths)
-    if pool == 0 or len(log_signals) * n_docs / pool < SKEW_MIN_READS:
-        return SkewAllowance(gammas, shifts)
-    members = replicate_members(seed, n_docs, len(log_signals), lengths, budget)
     for j in range(k):
         y = collapse_sign[j] * log_signals[:, j]
         ok = np.isfinite(y)
         if ok.sum() < 3:
             continue
-        gammas[j] = document_skew(y[ok], members[ok])[0]
+        gammas[j] = document_skew(y[ok], reads[ok], pool)[0]
         shifts[j] = edgeworth_shift(max(gammas[j], 0.0), n_docs, n_docs / pool, z)
     return SkewAllowance(gammas, shifts)
+
+
+def skew_estimable(replicates: int, n_docs: int, pool: int) -> bool:
+    """Whether an average document is read by at least SKEW_MIN_READS replicates."""
+    return pool > 0 and replicates * n_docs / pool >= SKEW_MIN_READS
 
 
 def _reads(sample_docs: np.ndarray | int | None) -> np.ndarray | None:

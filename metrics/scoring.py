@@ -18,7 +18,9 @@ from metrics.bands import (
     Calibration,
     SkewAllowance,
     calibrate,
+    replicate_reads,
     skew_allowance,
+    skew_estimable,
     snap_budget,
     summarise,
 )
@@ -113,11 +115,13 @@ _COLLAPSE_SIGN = np.array([1.0 if name == "sameness" else -1.0 for name in SIGNA
 
 def _skew_of(profile: Profile, origin, n_docs: int, budget: int, band: np.ndarray,
              cfg: ScoreConfig) -> Callable[[np.ndarray], SkewAllowance] | None:
-    """The skew allowance of a band (see :func:`metrics.bands.skew_allowance`), made once per
-    band: None for a band whose replicates' documents are not known — extended, interpolated
-    between document counts, or stored the way of an older release. A band interpolated
-    between budgets at the window's own document count keeps the replicates of its stored
-    bands, which read the same documents at every budget (``band_matrix``)."""
+    """The skew allowance of a band (see :func:`metrics.bands.skew_allowance`): None for a
+    band whose replicates' documents are not known — extended, interpolated between
+    document counts, or stored the way of an older release. A band interpolated between
+    budgets at the window's own document count keeps the replicates of its stored bands,
+    which read the same documents at every budget (``band_matrix``). A pool too large for
+    the replicates to read each document a few times gets a zero allowance (it would be ~0:
+    it grows with the window's share of the pool)."""
     if isinstance(origin, list):
         if any(n != n_docs for n, _ in origin):
             return None
@@ -127,14 +131,18 @@ def _skew_of(profile: Profile, origin, n_docs: int, budget: int, band: np.ndarra
     else:
         return None
     older_draw = profile.band_draw != BAND_DRAW and any(k in profile.stored_bands for k in used)
-    if older_draw or len(band) != profile.config.replicates:
+    replicates, pool = len(band), profile.pool.n_docs
+    if older_draw or replicates != profile.config.replicates:
         return None
     z = float(statistics.NormalDist().inv_cdf(cfg.band_high))
-    key = ("skew_allowance", n_docs, budget, z, origin is None)
+    if not skew_estimable(replicates, n_docs, pool):
+        return lambda logs: SkewAllowance(np.zeros(len(SIGNALS)), np.zeros(len(SIGNALS)))
 
     def of(logs: np.ndarray) -> SkewAllowance:
-        return profile.memoised(key, lambda: skew_allowance(
-            logs, _COLLAPSE_SIGN, profile.config.seed, n_docs, budget, profile.pool.lengths, z))
+        # the documents each replicate read, once per document count (not per budget)
+        reads = profile.memoised(("replicate_reads", n_docs), lambda: replicate_reads(
+            profile.config.seed, n_docs, replicates, profile.pool.lengths))
+        return skew_allowance(logs, _COLLAPSE_SIGN, reads, pool, n_docs, z)
     return of
 
 
@@ -174,7 +182,8 @@ class _Comparison:
         # the collapse-side edge is multiplied (sameness) or divided by this
         self.edge_factor = np.ones(len(SIGNALS))
         if self.skew is not None:
-            moved = self.edge_factor = np.exp(self.skew.shift * sd)
+            moved = self.edge_factor = np.where(self.skew.shift > 0,
+                                                np.exp(self.skew.shift * sd), 1.0)
             rises = _COLLAPSE_SIGN > 0
             self.signal_high = np.where(rises, self.signal_high * moved, self.signal_high)
             self.signal_low = np.where(rises, self.signal_low, self.signal_low / moved)

@@ -19,7 +19,8 @@ from metrics.bands import (
     document_skew,
     edgeworth_shift,
     interpolate,
-    skew_allowance,
+    replicate_reads,
+    skew_estimable,
     snap_budget,
 )
 from metrics.registry import (
@@ -226,15 +227,24 @@ def test_document_skew_recovers_a_planted_skew_from_replicate_membership():
     for contributions, low, high in ((rng.exponential(size=pool), 1.2, 2.8),  # skew 2
                                      (rng.normal(size=pool), -0.6, 0.6)):  # skew 0
         planted = ((contributions - contributions.mean()) ** 3).mean() / contributions.std() ** 3
-        members = np.zeros((replicates, pool), dtype=bool)
-        for r in range(replicates):
-            members[r, rng.choice(pool, n, replace=False)] = True
-        y = members @ contributions / n  # each replicate's mean
-        gamma, snr = document_skew(y, members)
+        reads = np.stack([rng.choice(pool, n, replace=False) for _ in range(replicates)])
+        y = contributions[reads].mean(axis=1)  # each replicate's mean
+        gamma, snr = document_skew(y, reads, pool)
         assert low < gamma < high and abs(gamma - planted) < 0.6
         assert snr > 0.5
         # a mirrored statistic has the mirrored skew
-        assert document_skew(-y, members)[0] == pytest.approx(-gamma)
+        assert document_skew(-y, reads, pool)[0] == pytest.approx(-gamma)
+
+
+def test_a_replicates_reads_are_the_documents_band_matrix_drew():
+    lengths = np.arange(1, 301) % 17 + 3
+    reads = replicate_reads(5, 40, 6, lengths)
+    assert reads.shape == (6, 40)
+    for r in range(6):
+        for budget in (0, 200, 5000):  # the same documents at every budget
+            np.testing.assert_array_equal(
+                reads[r], metrics.bands.replicate_order(5, 40, r, lengths, budget)[:40])
+        assert len(set(reads[r])) == 40
 
 
 def test_the_edgeworth_shift_vanishes_without_skew_and_grows_with_the_pool_share():
@@ -249,14 +259,19 @@ def test_the_edgeworth_shift_vanishes_without_skew_and_grows_with_the_pool_share
     assert edgeworth_shift(-4.0, 200, 0.25) == pytest.approx(-shifts[1])
 
 
-def test_the_skew_allowance_widens_nothing_without_documents_to_estimate_from():
+def test_no_skew_is_estimated_when_replicates_read_each_document_too_rarely(fortune_split):
     """A pool so large that a document is read by fewer than SKEW_MIN_READS replicates
     gets no estimate (its allowance would be ~0: it grows with the window's share)."""
-    rng = np.random.default_rng(0)
-    logs = rng.normal(size=(20, 3))
-    out = skew_allowance(logs, np.array([-1.0, -1.0, 1.0]), 0, 100, 1000,
-                         np.full(1000, 10), 2.326)  # 20 x 100 / 1000 = 2 reads each
-    assert not out.document_skew.any() and not out.shift.any()
+    assert not skew_estimable(20, 100, 1000)  # 2 reads per document
+    assert skew_estimable(30, 100, 1000)
+    assert not skew_estimable(200, 10, 0)
+    cfg = metrics.ReferenceConfig(replicates=12)  # 12 x 100 / 1,500: under 1 read each
+    ref = metrics.build_reference(fortune_split[0][:1500], "sparse", config=cfg, embedder=None)
+    result = metrics.score(fortune_split[1][:100], ref, with_evidence=False,
+                           config=metrics.ScoreConfig(interpolate_bands=False))
+    allowance = result["calibration"]["human"]["skew_allowance"]
+    assert allowance == {s: {"document_skew": 0.0, "edge_moved_sd": 0.0, "edge_factor": 1.0}
+                         for s in metrics.SIGNALS}
 
 
 SONG = " ".join(["oh la la la, sing it again, oh la la la"] * 12)
