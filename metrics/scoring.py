@@ -110,7 +110,7 @@ def _percentile(replicates: np.ndarray, value: float) -> float | None:
 
 
 # +1 for a signal that rises toward collapse (sameness), -1 for one that falls
-_COLLAPSE_SIGN = np.array([1.0 if name == "sameness" else -1.0 for name in SIGNALS])
+_COLLAPSE_SIGN = np.array([1.0 if SIGNAL_DIRECTION[name] == UP else -1.0 for name in SIGNALS])
 
 
 def _skew_of(profile: Profile, origin, n_docs: int, budget: int, band: np.ndarray,
